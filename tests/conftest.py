@@ -1,0 +1,43 @@
+"""Shared fixtures: where the real NTU files are, and small seeded data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+
+
+def shared_data_dir() -> Path | None:
+    """``$SKELMOD_SHARED_DATA`` or ``../shared/data`` beside the checkout, if present."""
+    candidates = []
+    if os.environ.get("SKELMOD_SHARED_DATA"):
+        candidates.append(Path(os.environ["SKELMOD_SHARED_DATA"]))
+    candidates += [_HERE.parent.parent / "shared" / "data", _HERE.parent / ".." / "shared" / "data"]
+    for c in candidates:
+        if (c / "ntu-real").is_dir():
+            return c.resolve()
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    d = shared_data_dir()
+    if d is None:
+        pytest.skip(
+            "real NTU files not found: set SKELMOD_SHARED_DATA to the folder holding ntu-real/ "
+            "(CI has them in ../shared/data)"
+        )
+    return d
+
+
+@pytest.fixture(scope="session")
+def ntu_real_dir(shared_data: Path) -> Path:
+    return shared_data / "ntu-real"
+
+
+@pytest.fixture(scope="session")
+def ntu_real_files(ntu_real_dir: Path) -> list[Path]:
+    return sorted(ntu_real_dir.glob("*.skeleton"))
