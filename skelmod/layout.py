@@ -72,6 +72,11 @@ GRAPH_EDGES = tuple(
 )  # fmt: skip
 GRAPH_CENTER = SPINE_SHOULDER
 
+#: The six modalities in canonical order (§4; the paper's J, Vel, Acc, B, R, Ω).
+MODALITY_NAMES = (
+    "joint", "velocity", "acceleration", "bone", "rotation_axis", "angular_velocity",
+)  # fmt: skip
+
 # --- benchmarks (§1.2) ----------------------------------------------------------------------
 
 #: NTU-60 cross-subject training subjects.

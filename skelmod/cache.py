@@ -1,0 +1,409 @@
+"""The HDF5 cache: schema v1, a streaming atomic writer and a lazy reader.
+
+Layout of one cache file (``decisions.md`` 6)::
+
+    /                      attrs: format="skelmod-cache", schema_version=1,
+                           dataset ("ntu60"|"ntu120"), t_frames,
+                           options (JSON: everything that produced the file)
+    /modalities/<name>     float32 (N, 3, T, 25, 2), chunked one sample per chunk;
+                           attrs: options (JSON) of the computation that wrote it
+    /meta/name             str (N,)   sample name, e.g. "S001C001P001R001A001"
+    /meta/setup, camera, subject, replication, action           int16 (N,), 1-based ids
+    /meta/label            int16 (N,) action - 1
+    /meta/frame_count      int32 (N,) header frame count of the raw file (sets γ, §4)
+    /meta/valid_length     int32 (N,) L used for resizing (§2.3)
+    /meta/bodies_seen      int16 (N,) bodies seen in the raw file
+    /meta/bodies_kept      int16 (N,) bodies kept in the sample
+
+Samples are stored in the order they were converted (sorted file names). Splits are derived
+from the metadata with :func:`skelmod.layout.train_mask`, never stored.
+
+Nothing is written in place: :class:`CacheWriter` fills ``OUT.partial`` and renames it onto
+``OUT`` only when complete, so a killed run never leaves a file at ``OUT`` that looks complete;
+the partial file carries the progress needed to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import layout
+
+SCHEMA_VERSION = 1
+FORMAT = "skelmod-cache"
+PARTIAL_SUFFIX = ".partial"
+
+#: Per-sample metadata fields and their dtypes ("name" is a string).
+META_FIELDS: dict[str, Any] = {
+    "name": h5py.string_dtype("utf-8"),
+    "setup": np.int16,
+    "camera": np.int16,
+    "subject": np.int16,
+    "replication": np.int16,
+    "action": np.int16,
+    "label": np.int16,
+    "frame_count": np.int32,
+    "valid_length": np.int32,
+    "bodies_seen": np.int16,
+    "bodies_kept": np.int16,
+}
+
+
+class CacheError(ValueError):
+    """A file that is not a usable cache: wrong format, schema version, or missing parts."""
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where the writer builds ``path`` before renaming it into place."""
+    path = Path(path)
+    return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def _sample_shape(t: int) -> tuple[int, int, int, int]:
+    return (layout.C, t, layout.V, layout.M)
+
+
+class CacheWriter:
+    """Stream samples into a new cache, atomically.
+
+    Samples are buffered and written ``block`` at a time into ``OUT.partial``; every write
+    of a block also records ``progress`` (any JSON the caller passes, e.g. how many input
+    files are done) so that :meth:`resume` can continue a killed run. :meth:`commit` trims
+    the datasets and renames the partial file onto ``OUT``.
+
+    Args:
+        path: final cache path.
+        dataset: "ntu60" or "ntu120".
+        t: frames per sample.
+        options: JSON-serialisable options recorded in the root attribute ``options``.
+        modalities: names of the modality datasets each sample provides.
+        block: samples per HDF5 write.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        dataset: str,
+        t: int,
+        options: Mapping[str, Any],
+        modalities: Iterable[str],
+        block: int = 256,
+        _file: h5py.File | None = None,
+    ):
+        if dataset not in layout.BENCHMARKS:
+            raise ValueError(f"dataset must be one of {sorted(layout.BENCHMARKS)}, got {dataset!r}")
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.dataset = dataset
+        self.t = int(t)
+        self.options = dict(options)
+        self.modalities = tuple(modalities)
+        if "joint" not in self.modalities:
+            raise ValueError("a cache always stores the 'joint' modality")
+        self.block = int(block)
+        self._buf_arrays: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
+        self._buf_meta: dict[str, list[Any]] = {k: [] for k in META_FIELDS}
+        if _file is not None:
+            self._f = _file
+            self.rows = int(json.loads(self._f.attrs["progress"])["rows"])
+            self._trim(self.rows)
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = h5py.File(self.partial, "w")
+        self._f.attrs["format"] = FORMAT
+        self._f.attrs["schema_version"] = SCHEMA_VERSION
+        self._f.attrs["dataset"] = dataset
+        self._f.attrs["t_frames"] = self.t
+        self._f.attrs["options"] = json.dumps(self.options, sort_keys=True)
+        shape = _sample_shape(self.t)
+        grp = self._f.create_group("modalities")
+        for m in self.modalities:
+            ds = grp.create_dataset(
+                m, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32, chunks=(1, *shape)
+            )
+            ds.attrs["options"] = json.dumps(self.options, sort_keys=True)
+        meta = self._f.create_group("meta")
+        for k, dt in META_FIELDS.items():
+            meta.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+        self.rows = 0
+        self._f.attrs["progress"] = json.dumps({"rows": 0, "state": None})
+        self._f.flush()
+
+    # -- resuming ----------------------------------------------------------------------------
+
+    @classmethod
+    def resume(
+        cls, path: str | os.PathLike, *, dataset: str, t: int, options: Mapping[str, Any],
+        modalities: Iterable[str], block: int = 256,
+    ) -> tuple[CacheWriter, Any] | None:  # fmt: skip
+        """Reopen ``OUT.partial`` left by a killed run.
+
+        Returns ``(writer, state)`` with the caller's last recorded progress state, or ``None``
+        when there is no usable partial file (absent, unreadable, or written with other
+        options, in which case a clean run is needed).
+        """
+        partial = partial_path(path)
+        if not partial.exists():
+            return None
+        try:
+            f = h5py.File(partial, "r+")
+        except OSError:
+            return None
+        try:
+            ok = (
+                f.attrs.get("format") == FORMAT
+                and int(f.attrs.get("schema_version", -1)) == SCHEMA_VERSION
+                and f.attrs.get("dataset") == dataset
+                and int(f.attrs.get("t_frames", -1)) == int(t)
+                and json.loads(f.attrs["options"]) == json.loads(json.dumps(dict(options)))
+                and set(f["modalities"].keys()) == set(modalities)
+                and "progress" in f.attrs
+            )
+        except (KeyError, ValueError, TypeError):
+            ok = False
+        if not ok:
+            f.close()
+            return None
+        writer = cls(
+            path, dataset=dataset, t=t, options=options, modalities=modalities, block=block, _file=f
+        )
+        return writer, json.loads(f.attrs["progress"])["state"]
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def append(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
+        """Queue one sample: ``arrays[m]`` ``(3, T, 25, 2)`` per modality, and its metadata."""
+        shape = _sample_shape(self.t)
+        for m in self.modalities:
+            a = arrays[m]
+            if a.shape != shape:
+                raise ValueError(f"modality {m!r}: expected shape {shape}, got {a.shape}")
+            self._buf_arrays[m].append(a)
+        for k in META_FIELDS:
+            self._buf_meta[k].append(meta[k])
+
+    @property
+    def pending(self) -> int:
+        return len(self._buf_meta["name"])
+
+    def flush(self, state: Any = None) -> None:
+        """Write the buffered samples and record ``state`` as the resume point."""
+        n = self.pending
+        if n:
+            lo, hi = self.rows, self.rows + n
+            for m in self.modalities:
+                ds = self._f["modalities"][m]
+                ds.resize(hi, axis=0)
+                ds[lo:hi] = np.stack(self._buf_arrays[m]).astype(np.float32, copy=False)
+                self._buf_arrays[m].clear()
+            for k in META_FIELDS:
+                ds = self._f["meta"][k]
+                ds.resize(hi, axis=0)
+                ds[lo:hi] = self._buf_meta[k]
+                self._buf_meta[k].clear()
+            self.rows = hi
+        self._f.attrs["progress"] = json.dumps({"rows": self.rows, "state": state})
+        self._f.flush()
+
+    def maybe_flush(self, state: Any = None) -> None:
+        if self.pending >= self.block:
+            self.flush(state)
+
+    def commit(self, extra_attrs: Mapping[str, Any] | None = None) -> Path:
+        """Write what is left, finalise attributes and rename the partial file onto ``OUT``."""
+        self.flush(None)
+        del self._f.attrs["progress"]
+        for k, v in (extra_attrs or {}).items():
+            self._f.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
+        self._f.close()
+        os.replace(self.partial, self.path)
+        return self.path
+
+    def close(self) -> None:
+        """Close without committing; the partial file stays for ``--resume``."""
+        if self._f.id.valid:
+            self._f.close()
+
+    def _trim(self, rows: int) -> None:
+        for m in self.modalities:
+            self._f["modalities"][m].resize(rows, axis=0)
+        for k in META_FIELDS:
+            self._f["meta"][k].resize(rows, axis=0)
+
+
+def write_cache(
+    path: str | os.PathLike,
+    arrays: Mapping[str, np.ndarray],
+    meta: Mapping[str, np.ndarray],
+    dataset: str,
+    options: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a whole cache from in-memory arrays ``(N, 3, T, 25, 2)`` and metadata ``(N,)``.
+
+    Convenient for tests and small data; :mod:`skelmod.convert` streams instead.
+    """
+    n, _, t = arrays["joint"].shape[:3]
+    w = CacheWriter(path, dataset=dataset, t=t, options=options or {}, modalities=list(arrays))
+    for i in range(n):
+        w.append({m: a[i] for m, a in arrays.items()}, {k: meta[k][i] for k in META_FIELDS})
+        w.maybe_flush()
+    return w.commit()
+
+
+class CacheReader:
+    """Read a cache: metadata eagerly (small), arrays lazily.
+
+    The HDF5 handle is opened on the first array read and is not pickled, so a reader can
+    be handed to DataLoader workers and each worker opens its own handle after the fork.
+
+    Raises:
+        CacheError: the file is not an HDF5 cache of this schema version, or parts are missing.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._h5: h5py.File | None = None
+        if not self.path.exists():
+            raise CacheError(f"{self.path}: no such cache file")
+        try:
+            f = h5py.File(self.path, "r")
+        except OSError as e:
+            raise CacheError(f"{self.path}: not an HDF5 file ({e})") from None
+        with f:
+            if f.attrs.get("format") != FORMAT:
+                raise CacheError(
+                    f"{self.path}: not a skelmod cache (root attribute 'format' is "
+                    f"{f.attrs.get('format')!r}, expected {FORMAT!r}); create one with "
+                    "`skelmod convert`"
+                )
+            version = int(f.attrs.get("schema_version", -1))
+            if version != SCHEMA_VERSION:
+                raise CacheError(
+                    f"{self.path}: cache schema version {version}, this skelmod reads version "
+                    f"{SCHEMA_VERSION}; re-create it with `skelmod convert`"
+                )
+            missing = [g for g in ("modalities", "meta") if g not in f] + [
+                f"meta/{k}" for k in META_FIELDS if "meta" in f and k not in f["meta"]
+            ]
+            if "modalities" in f and "joint" not in f["modalities"]:
+                missing.append("modalities/joint")
+            if missing:
+                raise CacheError(f"{self.path}: incomplete cache, missing {', '.join(missing)}")
+            self.dataset = str(f.attrs["dataset"])
+            self.t = int(f.attrs["t_frames"])
+            self.options = json.loads(f.attrs["options"])
+            self.modalities = tuple(layout_order(f["modalities"].keys()))
+            mods = f["modalities"]
+            self.modality_options = {
+                m: json.loads(mods[m].attrs.get("options", "{}")) for m in self.modalities
+            }
+            self.meta = {
+                k: (f["meta"][k].asstr()[:] if k == "name" else f["meta"][k][:])
+                for k in META_FIELDS
+            }
+            self.n = len(self.meta["name"])
+            for m in self.modalities:
+                if f["modalities"][m].shape != (self.n, *_sample_shape(self.t)):
+                    raise CacheError(
+                        f"{self.path}: modalities/{m} has shape {f['modalities'][m].shape}, "
+                        f"expected {(self.n, *_sample_shape(self.t))}"
+                    )
+        self.split_names = layout.split_names(self.dataset)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        return state
+
+    def __enter__(self) -> CacheReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._h5 is not None:
+            self._h5.close()
+            self._h5 = None
+
+    @property
+    def h5(self) -> h5py.File:
+        if self._h5 is None:
+            self._h5 = h5py.File(self.path, "r")
+        return self._h5
+
+    def split_indices(self, split: str) -> np.ndarray:
+        """Sorted int64 indices of the samples in ``split`` ("<benchmark>-train|val")."""
+        benchmark, _, part = split.rpartition("-")
+        if split not in self.split_names:
+            raise CacheError(
+                f"unknown split {split!r} for a {self.dataset} cache; expected one of "
+                f"{', '.join(self.split_names)}"
+            )
+        mask = layout.train_mask(
+            self.dataset, benchmark, self.meta["setup"], self.meta["camera"], self.meta["subject"]
+        )
+        if part == "val":
+            mask = ~mask
+        return np.flatnonzero(mask).astype(np.int64)
+
+    def require(self, modalities: Iterable[str]) -> None:
+        """Raise :class:`CacheError` naming any modality this cache lacks."""
+        missing = [m for m in modalities if m not in self.modalities]
+        if missing:
+            raise CacheError(
+                f"{self.path}: cache has no {', '.join(missing)} (it has "
+                f"{', '.join(self.modalities)}); add them with "
+                f"`skelmod features {self.path} --modalities {','.join(missing)}`"
+            )
+
+    def read(self, modality: str, index: int | np.ndarray | slice | str) -> np.ndarray:
+        """One sample ``(3, T, 25, 2)`` for an int index; ``(n, 3, T, 25, 2)`` otherwise.
+
+        ``index`` may be an int, a slice, an integer array (any order, repeats allowed) or a
+        split name.
+        """
+        self.require([modality])
+        ds = self.h5["modalities"][modality]
+        if isinstance(index, str):
+            index = self.split_indices(index)
+        if isinstance(index, (int, np.integer)):
+            i = int(index)
+            if not -self.n <= i < self.n:
+                raise IndexError(f"sample index {i} out of range for {self.n} samples")
+            return ds[i % self.n]
+        if isinstance(index, slice):
+            return ds[index]
+        idx = np.asarray(index, dtype=np.int64)
+        if idx.ndim != 1:
+            raise ValueError(f"index array must be 1-D, got shape {idx.shape}")
+        if idx.size == 0:
+            return np.empty((0, *ds.shape[1:]), dtype=np.float32)
+        if idx.min() < 0 or idx.max() >= self.n:
+            raise IndexError(f"sample indices out of range for {self.n} samples")
+        # h5py wants increasing unique indices; read those and scatter back.
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        return ds[uniq][inverse]
+
+
+def layout_order(names: Iterable[str]) -> list[str]:
+    """Modality names in the canonical order (joint, velocity, ...), unknown names last."""
+    names = list(names)
+    known = [m for m in layout.MODALITY_NAMES if m in names]
+    return known + sorted(set(names) - set(known))
+
+
+def open_cache(path: str | os.PathLike) -> CacheReader:
+    """Open a cache for reading; see :class:`CacheReader`."""
+    return CacheReader(path)

@@ -1,0 +1,142 @@
+"""Cache schema v1: round trip, splits, reader errors, atomic partial writes and resume."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+from skelmod import layout
+from skelmod.cache import (
+    SCHEMA_VERSION,
+    CacheError,
+    CacheReader,
+    CacheWriter,
+    open_cache,
+    partial_path,
+    write_cache,
+)
+
+
+def _fake(n=12, t=50, seed=0):
+    rng = np.random.default_rng(seed)
+    arrays = {
+        "joint": rng.standard_normal((n, 3, t, 25, 2)).astype(np.float32),
+        "velocity": rng.standard_normal((n, 3, t, 25, 2)).astype(np.float32),
+    }
+    subject = rng.integers(1, 41, n)
+    camera = rng.integers(1, 4, n)
+    setup = rng.integers(1, 18, n)
+    action = rng.integers(1, 61, n)
+    names = [
+        f"S{s:03d}C{c:03d}P{p:03d}R001A{a:03d}"
+        for s, c, p, a in zip(setup, camera, subject, action, strict=True)
+    ]
+    meta = {
+        "name": np.array(names),
+        "setup": setup,
+        "camera": camera,
+        "subject": subject,
+        "replication": np.ones(n, int),
+        "action": action,
+        "label": action - 1,
+        "frame_count": rng.integers(30, 300, n),
+        "valid_length": rng.integers(30, 300, n),
+        "bodies_seen": np.ones(n, int),
+        "bodies_kept": np.ones(n, int),
+    }
+    return arrays, meta
+
+
+def test_round_trip_and_splits(tmp_path):
+    arrays, meta = _fake()
+    path = write_cache(tmp_path / "c.h5", arrays, meta, "ntu60", {"frames": 50})
+    assert not partial_path(path).exists()
+    r = open_cache(path)
+    assert r.n == 12 and r.t == 50 and r.dataset == "ntu60"
+    assert r.modalities == ("joint", "velocity")
+    assert r.options == {"frames": 50}
+    assert list(r.meta["name"]) == list(meta["name"])
+    np.testing.assert_array_equal(r.read("joint", slice(None)), arrays["joint"])
+    np.testing.assert_array_equal(r.read("velocity", 3), arrays["velocity"][3])
+    idx = np.array([5, 1, 5, 0])
+    np.testing.assert_array_equal(r.read("joint", idx), arrays["joint"][idx])
+    train = r.split_indices("xsub-train")
+    val = r.split_indices("xsub-val")
+    assert sorted(np.concatenate([train, val]).tolist()) == list(range(12))
+    assert all(meta["subject"][i] in layout.XSUB60_TRAIN_SUBJECTS for i in train)
+    assert all(meta["camera"][i] == 1 for i in r.split_indices("xview-val"))
+    np.testing.assert_array_equal(r.read("joint", "xsub-val"), arrays["joint"][val])
+    with h5py.File(path) as f:
+        assert f["modalities/joint"].chunks == (1, 3, 50, 25, 2)
+        assert f.attrs["schema_version"] == SCHEMA_VERSION
+
+
+def test_reader_is_picklable_before_and_after_open(tmp_path):
+    arrays, meta = _fake()
+    r = open_cache(write_cache(tmp_path / "c.h5", arrays, meta, "ntu60"))
+    r.read("joint", 0)
+    r2 = pickle.loads(pickle.dumps(r))
+    assert r2._h5 is None
+    np.testing.assert_array_equal(r2.read("joint", 2), arrays["joint"][2])
+
+
+def test_reader_errors(tmp_path):
+    arrays, meta = _fake()
+    path = write_cache(tmp_path / "c.h5", arrays, meta, "ntu60")
+    r = open_cache(path)
+    with pytest.raises(CacheError, match="skelmod features .* --modalities bone"):
+        r.require(["joint", "bone"])
+    with pytest.raises(CacheError, match="unknown split 'xset-train'"):
+        r.split_indices("xset-train")
+    with pytest.raises(IndexError):
+        r.read("joint", 12)
+    r.close()
+
+    with pytest.raises(CacheError, match="no such cache"):
+        CacheReader(tmp_path / "absent.h5")
+    (tmp_path / "text.h5").write_text("hello")
+    with pytest.raises(CacheError, match="not an HDF5 file"):
+        CacheReader(tmp_path / "text.h5")
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(CacheError, match="not a skelmod cache"):
+        CacheReader(tmp_path / "other.h5")
+    with h5py.File(path, "r+") as f:
+        f.attrs["schema_version"] = 99
+    with pytest.raises(CacheError, match="schema version 99"):
+        CacheReader(path)
+    path2 = write_cache(tmp_path / "d.h5", arrays, meta, "ntu60")
+    with h5py.File(path2, "r+") as f:
+        del f["meta/valid_length"]
+    with pytest.raises(CacheError, match="missing meta/valid_length"):
+        CacheReader(path2)
+
+
+def test_partial_file_is_not_a_cache_and_resumes(tmp_path):
+    arrays, meta = _fake(n=10)
+    out = tmp_path / "c.h5"
+    kw = dict(dataset="ntu60", t=50, options={"a": 1}, modalities=["joint", "velocity"], block=3)
+    w = CacheWriter(out, **kw)
+    for i in range(7):
+        w.append({m: a[i] for m, a in arrays.items()}, {k: v[i] for k, v in meta.items()})
+        w.maybe_flush(state={"done": i + 1})
+    w.close()  # "killed" after 6 flushed rows; sample 7 was only buffered
+    assert not out.exists() and partial_path(out).exists()
+
+    assert CacheWriter.resume(out, **{**kw, "options": {"a": 2}}) is None
+    w, state = CacheWriter.resume(out, **kw)
+    assert state == {"done": 6} and w.rows == 6
+    for i in range(state["done"], 10):
+        w.append({m: a[i] for m, a in arrays.items()}, {k: v[i] for k, v in meta.items()})
+        w.maybe_flush(state={"done": i + 1})
+    w.commit()
+    r = open_cache(out)
+    np.testing.assert_array_equal(r.read("joint", slice(None)), arrays["joint"])
+    assert list(r.meta["name"]) == list(meta["name"])
+    with h5py.File(out) as f:
+        assert "progress" not in f.attrs
+        assert json.loads(f.attrs["options"]) == {"a": 1}
