@@ -1,0 +1,296 @@
+"""``skelmod``: raw NTU skeletons to an HDF5 cache of modalities.
+
+Each command parses options, calls the library and turns its errors into clear messages.
+Exit codes: 0 success, 1 partial failure (some files rejected) or a failed run, 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+from skelmod import layout
+from skelmod.cache import CacheError, CacheReader
+
+
+class Progress:
+    """A click progress bar on stderr, driven by ``progress(done, total)`` callbacks.
+
+    It is created on the first call, when the total is known; ``quiet`` disables it.
+    """
+
+    def __init__(self, label: str, quiet: bool = False):
+        self.label, self.quiet, self.bar, self.done = label, quiet, None, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.quiet:
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(
+                length=total, label=self.label, file=sys.stderr, show_pos=True
+            ).__enter__()
+        self.bar.update(done - self.done)
+        self.done = done
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+
+def _modalities_option(default: str):
+    return click.option(
+        "--modalities",
+        default=default,
+        show_default=True,
+        help="'all' or a comma-separated list of " + ", ".join(layout.MODALITY_NAMES) + ".",
+    )
+
+
+def _feature_options(f):
+    f = click.option(
+        "--unit-axis/--raw-axis",
+        default=False,
+        show_default=True,
+        help="Rotation-axis modality as the unit axis of paper eq. 4 instead of the reference's "
+        "raw cross product (§4).",
+    )(f)
+    return click.option(
+        "--bones",
+        "bone_convention",
+        type=click.Choice(["6v", "3v"]),
+        default="6v",
+        show_default=True,
+        help="Bone parents: 6-view with the torso normal at joint 21 (reference) or the "
+        "3-view/graph convention.",
+    )(f)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ikem-toolkit")
+def main() -> None:
+    """Turn raw NTU RGB+D .skeleton files into an HDF5 cache of six modalities."""
+
+
+@main.command()
+@click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Cache file to write (atomically).",
+)
+@click.option(
+    "--dataset",
+    type=click.Choice(["ntu60", "ntu120", "auto"]),
+    default="auto",
+    show_default=True,
+    help="Benchmarks and class count; auto reads the names.",
+)
+@click.option(
+    "--missing-list",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Official list of samples with missing skeletons; those files are skipped.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes [default: all cores].",
+)
+@click.option(
+    "--frames",
+    type=click.IntRange(min=2),
+    default=layout.T_TARGET,
+    show_default=True,
+    help="Frames per sample after the linear resize (§2.5).",
+)
+@click.option(
+    "--bodies",
+    type=click.Choice(["reference", "energy", "denoise"]),
+    default="reference",
+    show_default=True,
+    help="Body selection: listing order (reference), motion energy, or denoising.",
+)
+@click.option(
+    "--yaw",
+    type=click.Choice(["sequence", "frame", "none"]),
+    default="sequence",
+    show_default=True,
+    help="Yaw alignment: one sign per sequence (reference), per frame, or none.",
+)
+@click.option("--no-centre", is_flag=True, help="Do not centre each body on its joint 21.")
+@_modalities_option("joint")
+@_feature_options
+@click.option("--resume", is_flag=True, help="Continue a killed conversion with the same options.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def convert(
+    raw_dir,
+    out,
+    dataset,
+    missing_list,
+    workers,
+    frames,
+    bodies,
+    yaw,
+    no_centre,
+    modalities,
+    unit_axis,
+    bone_convention,
+    resume,
+    quiet,
+):
+    """Convert a directory of raw .skeleton files into one cache.
+
+    Example: skelmod convert nturgb+d_skeletons/ -o ntu60.h5 --missing-list
+    NTU_RGBD_samples_with_missing_skeletons.txt --modalities all
+
+    Exit code 0 when every file converted, 1 when some were rejected (each is named with its
+    reason in the summary), 2 for usage errors.
+    """
+    from skelmod.convert import ConvertError, ConvertOptions, convert, parse_modalities
+
+    try:
+        options = ConvertOptions(
+            frames=frames,
+            bodies=bodies,
+            centre=not no_centre,
+            yaw=yaw,
+            modalities=parse_modalities(modalities),
+            unit_axis=unit_axis,
+            bone_convention=bone_convention,
+        )
+    except ConvertError as e:
+        raise click.BadParameter(str(e)) from None
+    try:
+        with Progress("converting", quiet) as progress:
+            report = convert(
+                raw_dir,
+                out,
+                options=options,
+                dataset=dataset,
+                missing_list=missing_list,
+                workers=workers,
+                resume=resume,
+                progress=progress,
+            )
+    except ConvertError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def info(cache, as_json):
+    """Describe a cache: samples per split and class, frame counts, options, schema.
+
+    Example: skelmod info ntu60.h5
+    """
+    try:
+        reader = CacheReader(cache)
+    except CacheError as e:
+        raise click.ClickException(str(e)) from None
+    report = cache_report(reader)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(f"{cache}: skelmod cache, schema v{report['schema_version']}, {report['dataset']}")
+    click.echo(
+        f"samples {report['samples']}, frames {report['frames']}, "
+        f"modalities {', '.join(report['modalities'])}"
+    )
+    click.echo("splits: " + ", ".join(f"{k} {v}" for k, v in report["splits"].items()))
+    click.echo("samples per class (label: count):")
+    items = list(report["classes"].items())
+    for i in range(0, len(items), 10):
+        click.echo("  " + "  ".join(f"{k:>3}: {v:<5}" for k, v in items[i : i + 10]))
+    click.echo("header frame counts:")
+    hist = report["frame_count_histogram"]
+    peak = max(hist["counts"]) if hist["counts"] else 1
+    for lo, hi, c in zip(hist["edges"][:-1], hist["edges"][1:], hist["counts"], strict=True):
+        click.echo(f"  {lo:>4}-{hi:<4} {c:>6} " + "#" * round(40 * c / peak))
+    click.echo("options: " + json.dumps(report["options"], sort_keys=True))
+
+
+def cache_report(reader: CacheReader) -> dict:
+    """Counts per split and class and a frame-count histogram, as plain JSON types."""
+    meta = reader.meta
+    labels, counts = np.unique(meta["label"], return_counts=True)
+    fc = meta["frame_count"]
+    edges = np.linspace(0, max(300, int(fc.max()) if fc.size else 300), 11).astype(int)
+    hist, _ = np.histogram(fc, bins=edges)
+    return {
+        "schema_version": 1,
+        "dataset": reader.dataset,
+        "samples": reader.n,
+        "frames": reader.t,
+        "modalities": list(reader.modalities),
+        "splits": {s: int(reader.split_indices(s).size) for s in reader.split_names},
+        "classes": {int(k): int(v) for k, v in zip(labels, counts, strict=True)},
+        "frame_count_histogram": {"edges": edges.tolist(), "counts": hist.tolist()},
+        "options": reader.options,
+    }
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_modalities_option("all")
+@_feature_options
+def features(cache, modalities, unit_axis, bone_convention):
+    """Add or recompute modalities in an existing cache, atomically.
+
+    Example: skelmod features ntu60.h5 --modalities velocity,bone
+    """
+    from skelmod.convert import parse_modalities
+    from skelmod.features import add_features
+
+    names = parse_modalities(modalities)
+    try:
+        with Progress("computing") as progress:
+            add_features(
+                cache, names, unit_axis=unit_axis, bones=bone_convention, progress=progress
+            )
+    except (CacheError, ValueError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"{cache}: modalities now {', '.join(CacheReader(cache).modalities)}")
+
+
+@main.command()
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--classes",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Number of action classes (the first K of skelmod.synth.ACTIONS).",
+)
+@click.option(
+    "--per-class",
+    type=click.IntRange(min=1),
+    default=40,
+    show_default=True,
+    help="Samples per class.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def synth(out_dir, classes, per_class, seed):
+    """Write synthetic NTU-format .skeleton files (built-in data for demos and tests).
+
+    Example: skelmod synth data/synth --classes 10 --per-class 40 --seed 0
+    """
+    from skelmod.synth import generate
+
+    try:
+        with Progress("generating") as progress:
+            paths = generate(out_dir, classes, per_class, seed, progress=progress)
+    except ValueError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {len(paths)} files to {out_dir}")

@@ -1,0 +1,331 @@
+"""Raw NTU ``.skeleton`` directory -> one HDF5 cache (knows nothing of click).
+
+Per file, in a worker process: parse (§1.1), select bodies (``decisions.md`` 2), normalise
+(§2), compute the requested modalities (§4). The main process streams the results, in
+sorted file order, into a :class:`~skelmod.cache.CacheWriter`, so memory stays flat and the
+cache is only renamed into place when complete. A file that fails is recorded with its
+reason and never stops the others.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import layout
+from .bodies import BODY_RULES, select_bodies
+from .cache import CacheWriter
+from .modalities import compute_modalities
+from .names import detect_dataset, parse_sample_name, read_missing_list
+from .normalize import normalize_sample
+from .ntu import read_skeleton
+
+SUFFIX = ".skeleton"
+YAW_MODES = ("sequence", "frame", "none")
+BONE_CONVENTIONS = ("6v", "3v")
+
+
+class ConvertError(ValueError):
+    """The conversion as a whole cannot run (bad arguments, no input, nothing converted)."""
+
+
+def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConvertError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ConvertOptions:
+    """Everything that determines the cache's content; recorded in the file as JSON.
+
+    Defaults reproduce the reference pipeline (§1-§2, §4); each other value is a named
+    departure listed in ``decisions.md`` 2-4.
+    """
+
+    frames: int = layout.T_TARGET
+    bodies: str = "reference"
+    body_thresholds: dict[str, float] = field(default_factory=dict)
+    centre: bool = True
+    yaw: str = "sequence"
+    modalities: tuple[str, ...] = ("joint",)
+    unit_axis: bool = False
+    bone_convention: str = "6v"
+
+    def __post_init__(self):
+        if self.frames < 2:
+            raise ConvertError(f"--frames must be at least 2, got {self.frames}")
+        _check_choice("--bodies", self.bodies, BODY_RULES)
+        _check_choice("--yaw", self.yaw, YAW_MODES)
+        _check_choice("--bones", self.bone_convention, BONE_CONVENTIONS)
+        unknown = [m for m in self.modalities if m not in layout.MODALITY_NAMES]
+        if unknown:
+            raise ConvertError(
+                f"unknown modalities {', '.join(unknown)}; expected 'all' or a comma-separated "
+                f"list of {', '.join(layout.MODALITY_NAMES)}"
+            )
+        # joint is always stored, and the order is canonical.
+        mods = {"joint", *self.modalities}
+        object.__setattr__(self, "modalities", tuple(m for m in layout.MODALITY_NAMES if m in mods))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["modalities"] = list(self.modalities)
+        return d
+
+
+def parse_modalities(spec: str | Iterable[str]) -> tuple[str, ...]:
+    """``"all"`` or ``"joint,bone"`` (or an iterable of names) -> a tuple of names."""
+    if isinstance(spec, str):
+        if spec.strip() == "all":
+            return layout.MODALITY_NAMES
+        spec = [s for s in (p.strip() for p in spec.split(",")) if s]
+    return tuple(spec)
+
+
+@dataclass
+class ConvertReport:
+    """What a run did: counts, the files rejected with reasons, and the bodies dropped."""
+
+    out: Path | None
+    dataset: str
+    total: int = 0
+    converted: int = 0
+    skipped_missing: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    bodies_dropped: dict[str, int] = field(default_factory=dict)
+    bodies_seen: int = 0
+    bodies_kept: int = 0
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.rejected
+
+    def summary(self) -> str:
+        lines = [
+            f"converted {self.converted} of {self.total} files ({self.dataset}) "
+            f"in {self.seconds:.1f} s" + (f" -> {self.out}" if self.out else ""),
+            f"skipped by the missing-sample list: {len(self.skipped_missing)}",
+            f"rejected: {len(self.rejected)}",
+        ]
+        lines += [f"  {name}: {reason}" for name, reason in self.rejected]
+        dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.bodies_dropped.items())) or "none"
+        lines.append(
+            f"bodies: seen {self.bodies_seen}, kept {self.bodies_kept}, dropped by rule: {dropped}"
+        )
+        if self.resumed_from:
+            lines.append(f"resumed after {self.resumed_from} files already done")
+        return "\n".join(lines)
+
+
+def list_inputs(
+    raw_dir: str | os.PathLike, missing: Iterable[str] = ()
+) -> tuple[list[Path], list[str]]:
+    """Sorted ``.skeleton`` files of ``raw_dir`` and the names skipped by the missing list."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise ConvertError(f"{raw_dir}: not a directory")
+    missing = set(missing)
+    files, skipped = [], []
+    for p in sorted(raw_dir.iterdir()):
+        if p.suffix != SUFFIX or not p.is_file():
+            continue
+        (skipped.append(p.stem) if p.stem in missing else files.append(p))
+    return files, skipped
+
+
+def convert_file(path: str | os.PathLike, options: ConvertOptions) -> dict[str, Any]:
+    """Convert one raw file: ``{"arrays": {modality: (3,T,25,2) float32}, "meta": {...},
+    "dropped": {rule: count}}``. Raises ``ValueError`` subclasses that name the problem."""
+    path = Path(path)
+    sid = parse_sample_name(path.name)
+    raw = read_skeleton(path)
+    d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
+    x, length = normalize_sample(d, t_target=options.frames, centre=options.centre, yaw=options.yaw)
+    arrays = compute_modalities(
+        x,
+        raw.frame_count,
+        t_target=options.frames,
+        modalities=list(options.modalities),
+        unit_axis=options.unit_axis,
+        bones=options.bone_convention,
+    )
+    meta = {
+        "name": sid.name,
+        "setup": sid.setup,
+        "camera": sid.camera,
+        "subject": sid.subject,
+        "replication": sid.replication,
+        "action": sid.action,
+        "label": sid.label,
+        "frame_count": raw.frame_count,
+        "valid_length": length,
+        "bodies_seen": stats.bodies_seen,
+        "bodies_kept": stats.bodies_kept,
+    }
+    return {
+        "arrays": {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()},
+        "meta": meta,
+        "dropped": dict(stats.dropped),
+    }
+
+
+def _work(args: tuple[str, ConvertOptions]) -> tuple[str, dict[str, Any] | None, str | None]:
+    path, options = args
+    name = Path(path).stem
+    try:
+        return name, convert_file(path, options), None
+    except (ValueError, OSError) as e:  # format, name and empty-sequence errors are ValueErrors
+        return name, None, str(e)
+    except Exception as e:  # noqa: BLE001 - one odd file must never stop the others
+        return name, None, f"internal error {type(e).__name__}: {e}"
+
+
+def _worker_init() -> None:
+    # One numba thread per process: the processes are the parallelism.
+    try:
+        import numba
+
+        numba.set_num_threads(1)
+    except (ImportError, ValueError):
+        pass
+
+
+def _pool_context() -> mp.context.BaseContext:
+    # forkserver: workers fork from a clean server, never from a parent that may already run
+    # numba/OpenMP threads (fork after threads can deadlock).
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def convert(
+    raw_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    options: ConvertOptions | None = None,
+    dataset: str = "auto",
+    missing_list: str | os.PathLike | None = None,
+    workers: int | None = None,
+    resume: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    block: int = 256,
+) -> ConvertReport:
+    """Convert every ``.skeleton`` file of ``raw_dir`` into the cache ``out``.
+
+    Args:
+        dataset: "ntu60", "ntu120" or "auto" (from the sample names).
+        missing_list: an official missing-sample list; those files are skipped.
+        workers: processes (default: all cores); 1 runs in this process.
+        resume: continue the partial file of a killed run with the same options (a clean
+            run when there is none).
+        progress: called as ``progress(done, total)`` after each file.
+
+    Returns:
+        The :class:`ConvertReport`; ``report.ok`` is False when some files were rejected.
+
+    Raises:
+        ConvertError: bad arguments, no input files, or no file converted.
+    """
+    options = options or ConvertOptions()
+    start = time.perf_counter()
+    missing = read_missing_list(missing_list) if missing_list else frozenset()
+    files, skipped = list_inputs(raw_dir, missing)
+    if not files:
+        raise ConvertError(f"{raw_dir}: no {SUFFIX} files to convert")
+    if dataset == "auto":
+        ids = []
+        for p in files:
+            try:
+                ids.append(parse_sample_name(p.name))
+            except ValueError:
+                pass  # reported per file below
+        dataset = detect_dataset(ids)
+    elif dataset not in layout.BENCHMARKS:
+        raise ConvertError(f"--dataset must be ntu60, ntu120 or auto, got {dataset!r}")
+
+    report = ConvertReport(out=None, dataset=dataset, total=len(files), skipped_missing=skipped)
+    writer_args = dict(
+        dataset=dataset, t=options.frames, options=options.to_json(),
+        modalities=options.modalities, block=block,
+    )  # fmt: skip
+    resumed = CacheWriter.resume(out, **writer_args) if resume else None
+    if resumed is not None:
+        writer, state = resumed
+        if state is not None:
+            report.resumed_from = state["files_done"]
+            report.rejected = [tuple(r) for r in state["rejected"]]
+            report.bodies_dropped = state["bodies_dropped"]
+            report.bodies_seen, report.bodies_kept = state["bodies_seen"], state["bodies_kept"]
+        report.converted = writer.rows
+    else:
+        writer = CacheWriter(out, **writer_args)
+
+    def state(done: int) -> dict[str, Any]:
+        return {
+            "files_done": done,
+            "rejected": report.rejected,
+            "bodies_dropped": report.bodies_dropped,
+            "bodies_seen": report.bodies_seen,
+            "bodies_kept": report.bodies_kept,
+        }
+
+    todo = [(str(p), options) for p in files[report.resumed_from :]]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
+    done = report.resumed_from
+    try:
+        if workers == 1:
+            results = map(_work, todo)
+            pool = None
+        else:
+            pool = _pool_context().Pool(workers, initializer=_worker_init)
+            results = pool.imap(_work, todo, chunksize=max(1, min(16, len(todo) // (4 * workers))))
+        for name, result, error in results:
+            done += 1
+            if error is not None:
+                report.rejected.append((name, error))
+            else:
+                writer.append(result["arrays"], result["meta"])
+                report.converted += 1
+                report.bodies_seen += int(result["meta"]["bodies_seen"])
+                report.bodies_kept += int(result["meta"]["bodies_kept"])
+                for rule, k in result["dropped"].items():
+                    report.bodies_dropped[rule] = report.bodies_dropped.get(rule, 0) + int(k)
+            writer.maybe_flush(state(done))
+            if progress is not None:
+                progress(done, report.total)
+        if pool is not None:
+            pool.close()
+            pool.join()
+    except BaseException:
+        # The partial file keeps the last consistent resume point written by maybe_flush.
+        writer.close()
+        if pool is not None:
+            pool.terminate()
+        raise
+    if report.converted == 0:
+        writer.close()
+        os.remove(writer.partial)
+        raise ConvertError(
+            f"{raw_dir}: none of the {report.total} files converted:\n"
+            + "\n".join(f"  {n}: {r}" for n, r in report.rejected[:20])
+        )
+    report.seconds = time.perf_counter() - start
+    report.out = writer.commit(
+        {
+            "summary": {
+                "converted": report.converted,
+                "skipped_missing": len(report.skipped_missing),
+                "rejected": report.rejected,
+                "bodies_dropped": report.bodies_dropped,
+            }
+        }
+    )
+    return report

@@ -1,0 +1,89 @@
+"""Add or recompute modalities in an existing cache, atomically.
+
+The new cache is built beside the old one (``OUT.partial``: metadata and the kept modalities
+copied chunk by chunk, the requested ones computed from ``modalities/joint`` in blocks) and
+renamed over it only when complete, so a killed run leaves the old cache intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from . import layout
+from .cache import CacheReader, layout_order, partial_path
+from .modalities import compute_modalities
+
+
+def add_features(
+    path: str | os.PathLike,
+    modalities: Iterable[str],
+    *,
+    unit_axis: bool = False,
+    bones: str = "6v",
+    block: int = 1024,
+    progress: Callable[[int, int], None] | None = None,
+) -> Path:
+    """Compute ``modalities`` from the cache's joints and store them as ``modalities/<name>``.
+
+    Existing datasets of those names are recomputed; others are kept. The options used
+    (``unit_axis``, ``bones``, ``t_target`` = the cache's T) are recorded on each dataset and
+    appended to the root ``options["features"]`` history.
+
+    Raises:
+        CacheError: ``path`` is not a cache. ValueError: unknown modality names.
+    """
+    reader = CacheReader(path)  # validates
+    wanted = [m for m in modalities if m != "joint"]
+    unknown = [m for m in wanted if m not in layout.MODALITY_NAMES]
+    if unknown:
+        raise ValueError(
+            f"unknown modalities {', '.join(unknown)}; expected some of "
+            f"{', '.join(layout.MODALITY_NAMES)}"
+        )
+    feat_options = {"unit_axis": bool(unit_axis), "bones": bones, "t_target": reader.t}
+    partial = partial_path(path)
+    n, shape = reader.n, (layout.C, reader.t, layout.V, layout.M)
+    try:
+        with h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
+            for k, v in src.attrs.items():
+                dst.attrs[k] = v
+            src.copy(src["meta"], dst, "meta")
+            grp = dst.create_group("modalities")
+            for m in src["modalities"]:
+                if m not in wanted:
+                    src.copy(src["modalities"][m], grp, m)
+            for m in wanted:
+                ds = grp.create_dataset(m, shape=(n, *shape), dtype=np.float32, chunks=(1, *shape))
+                ds.attrs["options"] = json.dumps(feat_options, sort_keys=True)
+            joints = src["modalities"]["joint"]
+            frame_count = src["meta"]["frame_count"][:]
+            for lo in range(0, n, block):
+                hi = min(n, lo + block)
+                out = compute_modalities(
+                    joints[lo:hi],
+                    frame_count[lo:hi],
+                    t_target=reader.t,
+                    modalities=wanted,
+                    unit_axis=unit_axis,
+                    bones=bones,
+                )
+                for m in wanted:
+                    grp[m][lo:hi] = out[m]
+                if progress is not None:
+                    progress(hi, n)
+            options = json.loads(src.attrs["options"])
+            options.setdefault("features", []).append({"modalities": wanted, **feat_options})
+            options["modalities"] = list(layout_order(grp.keys()))
+            dst.attrs["options"] = json.dumps(options, sort_keys=True)
+        os.replace(partial, path)
+    except BaseException:
+        if partial.exists():
+            partial.unlink()
+        raise
+    return Path(path)
