@@ -294,3 +294,7 @@ def synth(out_dir, classes, per_class, seed):
     except ValueError as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"wrote {len(paths)} files to {out_dir}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The `skelmod` command line: exit codes, summary, info, features, synth, help and README."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from cli.ikemtrain_cli import main as ikemtrain_main
+from cli.skelmod_cli import main
+from skelmod.cache import CacheReader, partial_path
+from skelmod.features import add_features
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def raw_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("synth") / "raw"
+    result = CliRunner().invoke(main, ["synth", str(d), "--classes", "3", "--per-class", "4"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 12 files" in result.output
+    return d
+
+
+def test_convert_success_summary_and_info(raw_dir, tmp_path):
+    out = tmp_path / "c.h5"
+    r = CliRunner().invoke(
+        main, ["convert", str(raw_dir), "-o", str(out), "--workers", "1", "--modalities", "all"]
+    )
+    assert r.exit_code == 0, r.output
+    assert "converted 12 of 12 files (ntu60)" in r.output
+    assert "rejected: 0" in r.output
+    info = CliRunner().invoke(main, ["info", str(out)])
+    assert info.exit_code == 0, info.output
+    assert "schema v1" in info.output and "xsub-train" in info.output
+    assert "angular_velocity" in info.output
+    js = json.loads(CliRunner().invoke(main, ["info", str(out), "--json"]).output)
+    assert js["samples"] == 12 and sum(js["classes"].values()) == 12
+    assert js["splits"]["xview-train"] + js["splits"]["xview-val"] == 12
+    assert sum(js["frame_count_histogram"]["counts"]) == 12
+    assert js["options"]["bodies"] == "reference"
+
+
+def test_convert_partial_failure_exits_1_and_names_the_file(raw_dir, tmp_path):
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for p in sorted(raw_dir.glob("*.skeleton"))[:3]:
+        (raw / p.name).write_bytes(p.read_bytes())
+    (raw / "S001C001P001R001A009.skeleton").write_text("5\n1\n")
+    r = CliRunner().invoke(main, ["convert", str(raw), "-o", str(tmp_path / "c.h5"), "--quiet"])
+    assert r.exit_code == 1, r.output
+    assert "rejected: 1" in r.output and "S001C001P001R001A009" in r.output
+
+
+def test_usage_errors_exit_2(raw_dir, tmp_path):
+    runner = CliRunner()
+    assert runner.invoke(main, ["convert", str(tmp_path / "nope"), "-o", "x.h5"]).exit_code == 2
+    r = runner.invoke(main, ["convert", str(raw_dir), "-o", "x.h5", "--bodies", "tall"])
+    assert r.exit_code == 2
+    r = runner.invoke(main, ["convert", str(raw_dir), "-o", "x.h5", "--modalities", "speed"])
+    assert r.exit_code == 2 and "unknown modalities speed" in r.output
+    not_cache = tmp_path / "x.h5"
+    with h5py.File(not_cache, "w") as f:
+        f["a"] = 1
+    r = runner.invoke(main, ["info", str(not_cache)])
+    assert r.exit_code == 1 and "not a skelmod cache" in r.output
+
+
+def test_features_adds_modalities_atomically(raw_dir, tmp_path):
+    out = tmp_path / "c.h5"
+    assert CliRunner().invoke(main, ["convert", str(raw_dir), "-o", str(out)]).exit_code == 0
+    before = CacheReader(out).read("joint", slice(None))
+
+    def boom(done, total):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        add_features(out, ["velocity"], block=4, progress=boom)
+    r = CacheReader(out)
+    assert r.modalities == ("joint",) and not partial_path(out).exists()
+
+    res = CliRunner().invoke(main, ["features", str(out), "--modalities", "velocity,bone"])
+    assert res.exit_code == 0, res.output
+    r = CacheReader(out)
+    assert r.modalities == ("joint", "velocity", "bone")
+    np.testing.assert_array_equal(r.read("joint", slice(None)), before)
+    assert r.options["features"][-1]["modalities"] == ["velocity", "bone"]
+    res = CliRunner().invoke(main, ["features", str(out), "--modalities", "bone", "--unit-axis"])
+    assert res.exit_code == 0
+    assert CacheReader(out).modality_options["bone"]["unit_axis"] is True
+
+
+def _commands(group):
+    return {name: cmd for name, cmd in group.commands.items()}
+
+
+@pytest.mark.parametrize("group,prog", [(main, "skelmod"), (ikemtrain_main, "ikemtrain")])
+def test_every_command_has_help_and_is_in_the_readme(group, prog):
+    readme = (REPO / "README.md").read_text()
+    for name, cmd in _commands(group).items():
+        assert cmd.help and cmd.help.strip(), f"{prog} {name} has no help text"
+        result = CliRunner().invoke(group, [name, "--help"])
+        assert result.exit_code == 0
+        assert re.search(rf"\b{prog} {name}\b", readme), f"`{prog} {name}` missing from README"
+
+
+def test_console_script_runs():
+    r = subprocess.run(
+        [sys.executable, "-m", "cli.skelmod_cli", "--help"], cwd=REPO, capture_output=True
+    )
+    assert r.returncode == 0 and b"convert" in r.stdout
