@@ -1,0 +1,191 @@
+"""Per-sample normalisation of selected bodies: ``reference-ikem.md`` §2, steps 3–6.
+
+Input ``D`` is ``(C=3, F, V=25, M)`` (``skelmod.layout`` conventions: joint index = NTU id - 1,
+absent bodies all-zero), for example from :func:`skelmod.bodies.select_bodies` or a zero-padded
+300-frame gendata row. :func:`normalize_sample` runs, in the reference order:
+
+1. valid length ``L`` on the raw ``D`` (§2.3, :func:`valid_length`);
+2. centring of each body on its own joint 21 in every frame (§2.4, :func:`centre_bodies`);
+3. linear resize of ``D[:, :L]`` to ``t_target`` frames, every body with body 0's ``L``
+   (§2.5, :func:`resize_linear`);
+4. yaw alignment of each body (§2.6, :func:`align_yaw`);
+5. cast to float32.
+
+Precision: the float32 roundings of the reference are kept where they happen, so the result
+matches it to float32 rounding (about 1e-7 on the 46 real NTU files, checked by
+``tests/test_normalize.py`` against the float32 twin ``tests/naive_pipeline.py``): the input is
+rounded to float32 first (gendata stores float32, §1.2), L and the centring use that float32
+array, the resize is computed in float64 and rounded to float32 (cv2 returns float32), the yaw
+angles are computed in float32 and the rotation in float64 before the final float32 rounding.
+Only the reference's degree round trip of the angle (psi * 180/pi, then * pi/180, in float32)
+is left out: it moves the angle by a float32 ulp.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from skelmod.layout import LEFT_SHOULDER, RIGHT_SHOULDER, SPINE_BASE, SPINE_SHOULDER, T_TARGET, V
+
+YAW_MODES = ("sequence", "frame", "none")
+
+#: Added to the shoulder-vector norm before the arccos of §2.6 (bug 19, kept for fidelity).
+YAW_NORM_EPS = 1e-4
+
+
+class EmptySequenceError(ValueError):
+    """A sample has no valid frame (L = 0, §2.3), so it cannot be resized (bug 20)."""
+
+
+def _check_sample(D, what: str = "D") -> np.ndarray:
+    D = np.asarray(D)
+    if D.ndim != 4 or D.shape[0] != 3 or D.shape[2] != V or D.shape[3] < 1:
+        raise ValueError(f"{what} must have shape (3, T, {V}, M) with M >= 1, found {D.shape}")
+    if not np.issubdtype(D.dtype, np.floating):
+        raise TypeError(f"{what} must be a float array, found dtype {D.dtype}")
+    return D
+
+
+def valid_length(D) -> int:
+    """Valid length ``L`` of a sample ``(3, T, 25, M)`` (§2.3).
+
+    ``L = #{t : sum_c |D[c, t, joint 1, body 0]| != 0}``: a *count* of the frames where body 0's
+    spine base is not all-zero, not the last valid index (bug 20, replicated). Computed on the
+    raw, uncentred data.
+    """
+    D = _check_sample(D)
+    return int(np.count_nonzero(np.abs(D[:, :, SPINE_BASE, 0]).sum(axis=0) != 0))
+
+
+def centre_bodies(D) -> np.ndarray:
+    """Express each body relative to its own joint 21 (spine-shoulder) in every frame (§2.4).
+
+    ``X[:, t, v, m] = D[:, t, v, m] - D[:, t, joint 21, m]``; joint 21 becomes exactly 0, and
+    absent (all-zero) frames stay 0. Global translation and the relative position of the two
+    bodies are removed (bug 21, replicated). ``(3, T, 25, M)`` -> same shape and dtype (the
+    reference centres in float32).
+    """
+    D = _check_sample(D)
+    return D - D[:, :, SPINE_SHOULDER : SPINE_SHOULDER + 1, :]
+
+
+def resize_linear(D, L: int, t_target: int = T_TARGET) -> np.ndarray:
+    """Linear temporal resize of ``D[:, :L]`` to ``t_target`` frames (§2.5, cv2-free).
+
+    For output frame t' in ``0..t_target-1``::
+
+        u = clip((t' + 0.5) * L / t_target - 0.5, 0, L - 1),  i = floor(u),  a = u - i
+        X[:, t'] = (1 - a) * D[:, i] + a * D[:, min(i + 1, L - 1)]
+
+    This is what ``cv2.resize(..., INTER_LINEAR)`` does along time (verified ≤ 2e-7 in the
+    spec): joints and bodies are not mixed, there is no anti-aliasing, and ``L = 1`` gives a
+    constant sequence. All bodies use the same ``L`` (body 0's, §2.3).
+
+    Args:
+        D: ``(3, T, 25, M)`` float array with ``T >= L``.
+        L: number of leading frames to resize, ``1 <= L <= T``.
+        t_target: number of output frames, ``>= 1``.
+
+    Returns:
+        ``(3, t_target, 25, M)`` float64.
+    """
+    D = _check_sample(D).astype(np.float64, copy=False)
+    if isinstance(L, bool) or not isinstance(L, (int, np.integer)):
+        raise TypeError(f"L must be an int, found {type(L).__name__}")
+    if not 1 <= L <= D.shape[1]:
+        raise ValueError(f"L must lie in [1, {D.shape[1]}] (the frames of D), found {L}")
+    if isinstance(t_target, bool) or not isinstance(t_target, (int, np.integer)) or t_target < 1:
+        raise ValueError(f"t_target must be an int >= 1, found {t_target!r}")
+    t = np.arange(t_target, dtype=np.float64)
+    u = np.clip((t + 0.5) * L / t_target - 0.5, 0.0, L - 1)
+    i = np.floor(u).astype(np.int64)
+    a = (u - i)[None, :, None, None]
+    i_next = np.minimum(i + 1, L - 1)
+    return (1.0 - a) * D[:, i] + a * D[:, i_next]
+
+
+def yaw_angles(X, yaw: str = "sequence") -> np.ndarray:
+    """Rotation angle theta ``(T, M)`` of every frame and body for :func:`align_yaw` (§2.6).
+
+    ``v_t = X[:, t, joint 9] - X[:, t, joint 5]`` with ``v_t[y] = 0``;
+    ``psi_t = arccos(v_t[x] / (|v_t| + 1e-4))``; ``theta_t = -psi_t`` where the sign test
+    ``s >= 0`` holds, else ``+psi_t``. ``yaw="sequence"`` (reference): ``s = sum_t v_t[z]``,
+    one sign per body and sequence, so frames whose ``v_z`` has the other sign end up at angle
+    2 psi (bug 18, replicated). ``yaw="frame"``: ``s = v_t[z]`` per frame, which maps every
+    frame's shoulder line onto +x.
+
+    Computed in the dtype of ``X`` (float32 for the reference, whose angles are float32).
+    """
+    X = _check_sample(X, "X")
+    if yaw not in ("sequence", "frame"):
+        raise ValueError(f"yaw angles need yaw 'sequence' or 'frame', found {yaw!r}")
+    v = X[:, :, RIGHT_SHOULDER, :] - X[:, :, LEFT_SHOULDER, :]  # (3, T, M)
+    vx, vz = v[0], v[2]
+    eps = X.dtype.type(YAW_NORM_EPS)
+    psi = np.arccos(vx / (np.sqrt(vx * vx + vz * vz) + eps))
+    if yaw == "sequence":
+        # One contiguous 1-D sum per body, as the reference sums ``vec[2, :]``.
+        s = np.array([np.sum(np.ascontiguousarray(vz[:, m])) for m in range(vz.shape[1])])
+    else:
+        s = vz
+    return np.where(s >= 0, -psi, psi)
+
+
+def align_yaw(X, yaw: str = "sequence") -> np.ndarray:
+    """Rotate every frame of every body about the vertical (y) axis (§2.6; bug 25: all M bodies).
+
+    ``p' = R(theta_t) p`` with ``R(theta) = [[cos, 0, -sin], [0, 1, 0], [sin, 0, cos]]`` and
+    theta from :func:`yaw_angles`. ``yaw="none"`` returns a float64 copy. Absent bodies
+    (v = 0, psi = 90 degrees) are rotated zeros, i.e. stay zero.
+
+    As in the reference, angle, cos and sin are computed in the dtype of ``X`` and the
+    rotation itself in float64. ``(3, T, 25, M)`` -> float64.
+    """
+    X = _check_sample(X, "X")
+    if yaw not in YAW_MODES:
+        raise ValueError(f"unknown yaw mode {yaw!r}; expected one of {YAW_MODES}")
+    if yaw == "none":
+        return X.astype(np.float64)
+    theta = yaw_angles(X, yaw)[:, None, :]  # (T, 1, M), broadcast over joints
+    cos = np.cos(theta).astype(np.float64)
+    sin = np.sin(theta).astype(np.float64)
+    x, y, z = X.astype(np.float64, copy=False)
+    return np.stack((cos * x - sin * z, y, sin * x + cos * z))
+
+
+def normalize_sample(
+    D, t_target: int = T_TARGET, centre: bool = True, yaw: str = "sequence"
+) -> tuple[np.ndarray, int]:
+    """Normalise one sample as ``NTUMotionProcessor`` does (§2 steps 3–6; ``decisions.md`` 3).
+
+    Args:
+        D: selected bodies ``(3, F, 25, M)``, any float dtype; frames after the valid ones may
+            be zero padding (they do not change the result).
+        t_target: frames of the output (50).
+        centre: centre every body on its own joint 21 per frame (§2.4); False skips it.
+        yaw: ``"sequence"`` (reference, one sign per sequence), ``"frame"`` (per-frame sign,
+            fix of bug 18) or ``"none"``.
+
+    Returns:
+        ``(X, L)``: ``X`` float32 ``(3, t_target, 25, M)`` and the valid length ``L`` (§2.3).
+
+    Raises:
+        EmptySequenceError: ``L == 0`` (no frame where body 0's joint 1 is non-zero).
+    """
+    D = _check_sample(D)
+    if yaw not in YAW_MODES:
+        raise ValueError(f"unknown yaw mode {yaw!r}; expected one of {YAW_MODES}")
+    if not np.isfinite(D).all():
+        raise ValueError("D contains NaN or inf")
+    X = D.astype(np.float32)  # gendata's float32 storage (§1.2)
+    L = valid_length(X)
+    if L == 0:
+        raise EmptySequenceError(
+            "no valid frame: body 0's joint 1 (spine base) is zero in every frame (L = 0)"
+        )
+    if centre:
+        X = centre_bodies(X)
+    X = resize_linear(X, L, t_target).astype(np.float32)  # cv2 returns float32 (§2.5)
+    if yaw != "none":
+        X = align_yaw(X, yaw).astype(np.float32)
+    return X, L
