@@ -119,19 +119,28 @@ def parallel_skeleton(body: np.ndarray) -> np.ndarray:
     return out
 
 
-def naive_process(path, t_target: int = 50) -> tuple[np.ndarray, int, int]:
-    """Reference preprocessing of one raw file.
+def naive_normalize(data: np.ndarray, t_target: int = 50) -> tuple[np.ndarray, int]:
+    """§2 steps 3–6 on one float32 gendata row ``(3, T, 25, M)``: ``(X float32, L)``.
 
-    Returns ``(X, L, frame_count)``: ``X`` float32 ``(3, t_target, 25, 2)``, the valid length
-    ``L`` (§2.3) and the header frame count (§1.2). Raises ValueError when ``L == 0`` (the
-    reference would crash inside cv2).
+    Raises ValueError when ``L == 0`` (the reference would crash inside cv2).
     """
-    data, frame_count = gendata_row(path)
+    data = np.asarray(data, dtype=np.float32)
     length = get_length(data)
     if length == 0:
-        raise ValueError(f"{path}: L = 0")
+        raise ValueError("L = 0")
     data = centre(data)
     data = real_resize(data, length, t_target)
     for n in range(data.shape[3]):
         data[:, :, :, n] = parallel_skeleton(data[:, :, :, n])
-    return data, length, frame_count
+    return data, length
+
+
+def naive_process(path, t_target: int = 50) -> tuple[np.ndarray, int, int]:
+    """Reference preprocessing of one raw file.
+
+    Returns ``(X, L, frame_count)``: ``X`` float32 ``(3, t_target, 25, 2)``, the valid length
+    ``L`` (§2.3) and the header frame count (§1.2). Raises ValueError when ``L == 0``.
+    """
+    data, frame_count = gendata_row(path)
+    X, length = naive_normalize(data, t_target)
+    return X, length, frame_count
