@@ -1,0 +1,270 @@
+"""Numba kernels for the modalities (``reference-ikem.md`` §4). Private: they check nothing.
+
+The public, checking API is :mod:`skelmod.modalities`. The kernel takes a C-contiguous batch
+``X (N, 3, T, V, M)`` (float32 or float64) and preallocated outputs of the same dtype; all
+arithmetic is float64. Inside, each sample is transposed to (V, T, M) order so that a bone and
+its parent or axis partner are two contiguous rows and the inner loops, branch-free
+(``atan2_nonneg`` included), vectorise. The slow twins the tests compare against are in
+``tests/naive_modalities.py``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+#: ``F.normalize`` clamps the norm from below by this (§4): a zero vector normalises to 0.
+NORM_EPS = 1e-12
+_MAX = 1.7976931348623157e308
+
+# Cephes atan coefficients (Moshier): atan(x) = x + x z P(z)/Q(z), z = x², |x| <= 0.66.
+_P0, _P1, _P2, _P3, _P4 = (
+    -8.750608600031904122785e-01,
+    -1.615753718733365076637e01,
+    -7.500855792314704667340e01,
+    -1.228866684490136173410e02,
+    -6.485021904942025371773e01,
+)
+_Q0, _Q1, _Q2, _Q3, _Q4 = (
+    2.485846490142306297962e01,
+    1.650270098316988542046e02,
+    4.328810604912902668951e02,
+    4.853903996359136964868e02,
+    1.945506571482613964425e02,
+)
+_PIO4 = 0.78539816339744830962
+_PIO2 = 1.57079632679489661923
+_PI = 3.14159265358979323846
+_MOREBITS = 6.123233995736765886130e-17
+
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+
+
+@_jit
+def atan2_nonneg(y, x):
+    """``atan2(y, x)`` for ``y >= 0`` (or +0), branch-free so that loops calling it vectorise.
+
+    Agrees with libm to about 1e-16, including ``atan2(0, -0.0) = pi`` and ``atan2(0, 0) = 0``.
+    """
+    ax = abs(x)
+    hi = max(ax, y)
+    lo = min(ax, y)
+    a = lo / (hi if hi > 0.0 else 1.0)  # in [0, 1]
+    big = a > 0.66
+    xr = (a - 1.0) / (a + 1.0) if big else a
+    z = xr * xr
+    p = (((_P0 * z + _P1) * z + _P2) * z + _P3) * z + _P4
+    q = ((((z + _Q0) * z + _Q1) * z + _Q2) * z + _Q3) * z + _Q4
+    r = xr * z * p / q + xr
+    r = r + (0.5 * _MOREBITS + _PIO4 if big else 0.0)  # atan(lo / hi) in [0, pi/4]
+    r = _PIO2 - r if y > ax else r
+    return _PI - r if math.copysign(1.0, x) < 0.0 else r
+
+
+@_jit
+def _norm_fixup(x, y, z, n):
+    """Recompute ``n = |(x, y, z)|`` with rescaling where ``x² + y² + z²`` overflowed."""
+    for i in range(n.shape[0]):
+        if not n[i] <= _MAX:
+            big = max(abs(x[i]), abs(y[i]), abs(z[i]))
+            if big <= _MAX:
+                a, b, c = x[i] / big, y[i] / big, z[i] / big
+                n[i] = big * math.sqrt(a * a + b * b + c * c)
+
+
+@_jit
+def _to_tvm(src, out):
+    """Copy ``src (V, T, M)`` into ``out (T, V, M)``."""
+    V, T, M = src.shape
+    for t in range(T):
+        for v in range(V):
+            for m in range(M):
+                out[t, v, m] = src[v, t, m]
+
+
+@_jit
+def _normalize_rows(x, y, z, n):
+    """``(x, y, z) /= max(|(x, y, z)|, 1e-12)`` elementwise (F.normalize); ``n`` gets the norms."""
+    overflow = False
+    for i in range(x.shape[0]):
+        n2 = x[i] * x[i] + y[i] * y[i] + z[i] * z[i]
+        n[i] = math.sqrt(n2)
+        overflow |= n2 > _MAX
+    if overflow:
+        _norm_fixup(x, y, z, n)
+    for i in range(x.shape[0]):
+        den = max(n[i], NORM_EPS)
+        x[i] = x[i] / den
+        y[i] = y[i] / den
+        z[i] = z[i] / den
+
+
+@_jit
+def _cross(ax, ay, az, bx, by, bz, cx, cy, cz):
+    """``c = a x b`` elementwise over rows."""
+    for j in range(ax.shape[0]):
+        cx[j] = ay[j] * bz[j] - az[j] * by[j]
+        cy[j] = az[j] * bx[j] - ax[j] * bz[j]
+        cz[j] = ax[j] * by[j] - ay[j] * bx[j]
+
+
+@_jit
+def _angle(ax, ay, az, bx, by, bz, th):
+    """``th = atan2(|a x b|, a . b)`` elementwise over rows."""
+    for j in range(ax.shape[0]):
+        cx = ay[j] * bz[j] - az[j] * by[j]
+        cy = az[j] * bx[j] - ax[j] * bz[j]
+        cz = ax[j] * by[j] - ay[j] * bx[j]
+        d = ax[j] * bx[j] + ay[j] * by[j] + az[j] * bz[j]
+        th[j] = atan2_nonneg(math.sqrt(cx * cx + cy * cy + cz * cz), d)
+
+
+@_jit
+def _one_sample(
+    X, s, parents, partners, torso, unit_axis, axis_tol,
+    vel, acc, bone, axis, theta, omega,
+    do_vel, do_acc, do_bone, do_axis, do_theta, do_omega,
+    S,
+):  # fmt: skip
+    """All requested modalities of one sample ``X (3, T, V, M)``.
+
+    ``S (12, V, T, M)`` float64 scratch holding bones, axes and angles transposed, so that
+    bone i and its parent or partner are two contiguous rows of length T*M.
+    """
+    _, T, V, M = X.shape
+    P = T * V * M
+    W = V * M
+    TM = T * M
+    L = P - W  # entries that have a next frame, (T, V, M) order
+
+    if do_vel or do_acc:
+        for c in range(3):
+            x = X[c].reshape(P)
+            if do_vel:
+                out = vel[c].reshape(P)
+                for i in range(L):
+                    out[i] = s * (np.float64(x[i + W]) - np.float64(x[i]))
+                for i in range(L, P):
+                    out[i] = 0.0
+            if do_acc:
+                out = acc[c].reshape(P)
+                for i in range(max(L - W, 0)):
+                    v0 = s * (np.float64(x[i + W]) - np.float64(x[i]))
+                    v1 = s * (np.float64(x[i + 2 * W]) - np.float64(x[i + W]))
+                    out[i] = s * (v1 - v0)
+                for i in range(max(L - W, 0), P):
+                    out[i] = 0.0
+
+    if not (do_bone or do_axis or do_theta or do_omega):
+        return
+    # rows: S2[k, v] is plane k of joint v, (T*M,); flat: S1[k] is plane k, (P,)
+    S2 = S.reshape((12, V, TM))
+    S1 = S.reshape((12, P))
+    Bx, By, Bz, nB, Hx, Hy, Hz, th, Rx, Ry, Rz, nR = (
+        S2[0], S2[1], S2[2], S2[3], S2[4], S2[5], S2[6], S2[7], S2[8], S2[9], S2[10], S2[11]
+    )  # fmt: skip
+
+    # bones B_i = X_i - X_p(i), stored at the child i
+    for c in range(3):
+        x = X[c]
+        Bc = S[c]
+        for v in range(V):
+            p = parents[v]
+            for t in range(T):
+                for m in range(M):
+                    Bc[v, t, m] = np.float64(x[t, v, m]) - np.float64(x[t, p, m])
+    if torso:
+        # B_21 = normalize((B_2 - B_9) x (B_5 - B_9)), the upper-torso normal (6-view model)
+        for c in range(3):
+            for j in range(TM):
+                S2[4 + c, 0, j] = S2[c, 1, j] - S2[c, 8, j]  # B_2 - B_9
+                S2[8 + c, 0, j] = S2[c, 4, j] - S2[c, 8, j]  # B_5 - B_9
+        _cross(Hx[0], Hy[0], Hz[0], Rx[0], Ry[0], Rz[0], Bx[20], By[20], Bz[20])
+        _normalize_rows(Bx[20], By[20], Bz[20], nR[0])
+    if do_bone:
+        for c in range(3):
+            _to_tvm(S[c], bone[c])
+    if not (do_axis or do_theta or do_omega):
+        return
+    need_angle = do_theta or do_omega
+    need_rhat = do_omega or (do_axis and unit_axis)
+
+    if need_angle or axis_tol > 0.0:
+        for c in range(3):
+            S1[4 + c, :] = S1[c]
+        _normalize_rows(S1[4], S1[5], S1[6], S1[3])  # B^ and |B|
+
+    # R_i = B_i x B_q(i), not normalised (§4)
+    for v in range(V):
+        q = partners[v]
+        _cross(Bx[v], By[v], Bz[v], Bx[q], By[q], Bz[q], Rx[v], Ry[v], Rz[v])
+    if do_axis and not unit_axis:
+        for c in range(3):
+            _to_tvm(S[8 + c], axis[c])
+    if need_rhat:
+        _normalize_rows(S1[8], S1[9], S1[10], S1[11])
+        if axis_tol > 0.0:
+            # nearly collinear bones have no meaningful axis (bug 9): zero it
+            for v in range(V):
+                q = partners[v]
+                for j in range(TM):
+                    if nR[v, j] <= axis_tol * (nB[v, j] * nB[q, j]):
+                        Rx[v, j] = Ry[v, j] = Rz[v, j] = 0.0
+        if do_axis and unit_axis:
+            for c in range(3):
+                _to_tvm(S[8 + c], axis[c])
+    if not need_angle:
+        return
+
+    # theta = atan2(|B^_i x B^_q|, B^_i . B^_q)
+    for v in range(V):
+        q = partners[v]
+        _angle(Hx[v], Hy[v], Hz[v], Hx[q], Hy[q], Hz[q], th[v])
+    if do_theta:
+        _to_tvm(S[7], theta[0])
+    if do_omega:
+        # Omega_t = s (theta_{t+1} - theta_t) R^_t, zero at the last frame; S[0] is free now
+        th1, out = S1[7], S1[0]
+        for c in range(3):
+            R = S1[8 + c]
+            for i in range(P - M):
+                out[i] = s * (th1[i + M] - th1[i]) * R[i]
+            for v in range(V):
+                for m in range(M):
+                    S[0, v, T - 1, m] = 0.0
+            _to_tvm(S[0], omega[c])
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def modalities_batch(
+    X, s, parents, partners, torso, unit_axis, axis_tol,
+    vel, acc, bone, axis, theta, omega,
+    do_vel, do_acc, do_bone, do_axis, do_theta, do_omega, nblocks,
+):  # fmt: skip
+    """Fill the requested outputs for every sample, in parallel over blocks of samples.
+
+    ``X (N, 3, T, V, M)`` C-contiguous; ``s (N,)`` float64 time scales 1/γ;
+    ``parents``/``partners`` ``(V,)`` int64 bone parent and axis partner of each joint;
+    ``torso``: overwrite B_21 with the torso normal; ``axis_tol``: zero R^ where ``|R| <=
+    axis_tol |B_i| |B_q|`` (0 = reference). Outputs are ``(N, C', T, V, M)`` with C' = 1 for
+    ``theta`` and 3 otherwise; an output whose ``do_*`` flag is False is never touched and
+    needs one row only. ``nblocks``: how many blocks of consecutive samples to share out among
+    the threads.
+    """
+    N, _, T, V, M = X.shape
+    nblocks = max(min(N, nblocks), 1)
+    zero = np.int64(0)
+    for b in prange(nblocks):
+        S = np.empty((12, V, T, M))  # one scratch per block, not per sample
+        for n in range(b * N // nblocks, (b + 1) * N // nblocks):
+            k = np.int64(n)
+            _one_sample(
+                X[k], s[k], parents, partners, torso, unit_axis, axis_tol,
+                vel[k if do_vel else zero], acc[k if do_acc else zero],
+                bone[k if do_bone else zero], axis[k if do_axis else zero],
+                theta[k if do_theta else zero], omega[k if do_omega else zero],
+                do_vel, do_acc, do_bone, do_axis, do_theta, do_omega,
+                S,
+            )  # fmt: skip

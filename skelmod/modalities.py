@@ -1,0 +1,222 @@
+"""The six skeleton modalities of IKEM (``reference-ikem.md`` §4, paper eqs. 3-6).
+
+Arrays follow :mod:`skelmod.layout`: a sample is ``(C, T, V, M)`` = ``(3, T, 25, M)`` (x, y, z;
+frames; NTU joints, 0-based in code, 1-based ids in these docs; bodies), a batch is
+``(N, 3, T, 25, M)``. Every function takes either and returns arrays of the input's dtype
+(float32 or float64; the arithmetic is float64).
+
+Time scale: γ = ``frame_count / t_target`` with ``frame_count`` the header frame count of the raw
+file (decisions.md, Conventions); differences are scaled by s = 1/γ = ``t_target / frame_count``.
+``t_target`` is the T the reference divides by (50); it need not equal the array's T.
+
+Defaults reproduce the authors' code (§4, decisions.md point 4):
+
+* velocity ``Vel_t = s (X_{t+1} - X_t)``, zero at the last frame; acceleration
+  ``Acc_t = s (Vel_{t+1} - Vel_t)``, zero at the last two frames (forward differences: eq. 3
+  shifted by one frame);
+* bone ``B_i = X_i - X_{p(i)}`` stored at the child i, with the 6-view parents
+  (``layout.BONE_PARENTS_6V``: hand tip and thumb both attach to the hand) and the slot of joint
+  21 overwritten by the unit upper-torso normal ``n^ = normalize((B_2 - B_9) x (B_5 - B_9))``;
+* rotation axis ``R_i = B_i x B_{q(i)}``, **not** normalised (q = ``layout.AXIS_PARTNERS``);
+* angle ``theta_i = atan2(|B^_i x B^_q|, B^_i . B^_q)`` in [0, pi] (eq. 5 written stably);
+* angular velocity ``Omega_t = s (theta_{t+1} - theta_t) R^_t``, zero at the last frame (eq. 6).
+
+``normalize(v) = v / max(|v|, 1e-12)`` exactly like ``F.normalize``: a zero vector gives 0, so
+zero bones, collinear bones, absent bodies and constant sequences give zeros, never NaN or inf.
+Outputs are finite whenever the input is finite and the result is representable in its dtype
+(the raw axis is a product of two bone lengths). Non-finite input is not checked and propagates.
+
+Options: ``unit_axis=True`` normalises the rotation-axis modality (paper eq. 4);
+``bones="3v"`` uses the 3-view / graph parents (``layout.BONE_PARENTS_3V``: 22->23->8,
+24->25->12) with ``B_21 = 0`` and no torso normal, and the axis partner of bone i is then the
+bone of its parent joint, q(i) = p_3v(i); since ``B_21 = 0`` the bones hanging off joint 21
+(ids 2, 3, 5, 9) and joint 21 itself have a zero axis and theta = 0. ``axis_tol > 0`` sets
+``R^ = 0`` where ``|R| <= axis_tol |B_i| |B_q|`` (nearly collinear bones, bug 9 of §9); the default
+0 keeps the reference's arbitrary unit axes there.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+import numba
+import numpy as np
+
+from skelmod import _kernels, layout
+
+#: Modality names, in the order of the reference's encoders (§4).
+MODALITIES = ("joint", "velocity", "acceleration", "bone", "rotation_axis", "angular_velocity")
+#: Bone conventions accepted by ``bones=``.
+BONE_CONVENTIONS = ("6v", "3v")
+
+_TOPOLOGY = {
+    "6v": (layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True),
+    "3v": (layout.BONE_PARENTS_3V, layout.BONE_PARENTS_3V, False),
+}
+
+
+def _check_joints(joints) -> np.ndarray:
+    X = np.asarray(joints)
+    if X.dtype not in (np.float32, np.float64):
+        raise ValueError(f"joints must be float32 or float64, found dtype {X.dtype}")
+    if X.ndim not in (4, 5):
+        raise ValueError(
+            "joints must be one sample (3, T, 25, M) or a batch (N, 3, T, 25, M), "
+            f"found {X.ndim} dimensions with shape {X.shape}"
+        )
+    if X.shape[-4] != layout.C:
+        raise ValueError(f"joints must have C={layout.C} coordinates, found shape {X.shape}")
+    if X.shape[-2] != layout.V:
+        raise ValueError(f"joints must have V={layout.V} NTU joints, found shape {X.shape}")
+    return X
+
+
+def _check_positive(name: str, value) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive real number, found {value!r}")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite positive number, found {value!r}")
+    return float(value)
+
+
+def _time_scale(X: np.ndarray, frame_count, t_target) -> np.ndarray:
+    """``s = t_target / frame_count`` as a float64 ``(N,)`` array (N = 1 for one sample)."""
+    t_target = _check_positive("t_target", t_target)
+    n = X.shape[0] if X.ndim == 5 else 1
+    fc = np.asarray(frame_count)
+    if fc.dtype.kind not in "iuf":
+        raise ValueError(f"frame_count must be an int or an array of numbers, found {fc.dtype}")
+    if fc.ndim != 0 and not (X.ndim == 5 and fc.shape == (n,)):
+        expected = f"an int or an ({n},) array" if X.ndim == 5 else "an int for one sample"
+        raise ValueError(f"frame_count must be {expected}, found shape {fc.shape}")
+    fc = fc.astype(np.float64)
+    if not np.all(np.isfinite(fc)):
+        raise ValueError(f"frame_count must be finite, found {frame_count!r}")
+    if not np.all(fc > 0):
+        raise ValueError(f"frame_count must be positive, found {frame_count!r}")
+    return np.ascontiguousarray(np.broadcast_to(t_target / fc, (n,)))
+
+
+def _run(
+    joints, wanted, frame_count=None, t_target=layout.T_TARGET, unit_axis=False, bones="6v",
+    axis_tol=0.0,
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Check the inputs, run the kernel once for ``wanted`` (names and/or "theta")."""
+    X = _check_joints(joints)
+    if bones not in _TOPOLOGY:
+        raise ValueError(f"bones must be one of {BONE_CONVENTIONS}, found {bones!r}")
+    axis_tol = float(axis_tol)
+    if not (np.isfinite(axis_tol) and axis_tol >= 0):
+        raise ValueError(f"axis_tol must be a finite number >= 0, found {axis_tol!r}")
+    if frame_count is None:
+        s = np.ones(X.shape[0] if X.ndim == 5 else 1)
+    else:
+        s = _time_scale(X, frame_count, t_target)
+    single = X.ndim == 4
+    Xb = np.ascontiguousarray(X[None] if single else X)
+    N, _, T, V, M = Xb.shape
+    parents, partners, torso = _TOPOLOGY[bones]
+    names = ("velocity", "acceleration", "bone", "rotation_axis", "theta", "angular_velocity")
+    outs = []
+    for name in names:
+        channels = 1 if name == "theta" else layout.C
+        rows = N if name in wanted else 1
+        outs.append(np.empty((rows, channels, T, V, M), dtype=Xb.dtype))
+    flags = [name in wanted for name in names]
+    nblocks = 4 * numba.get_num_threads()
+    _kernels.modalities_batch(
+        Xb, s, parents, partners, torso, bool(unit_axis), axis_tol, *outs, *flags, nblocks
+    )
+    return {
+        name: (o[0] if single else o) for name, o in zip(names, outs, strict=True) if name in wanted
+    }
+
+
+def compute_modalities(
+    joints,
+    frame_count,
+    t_target=layout.T_TARGET,
+    modalities: Iterable[str] | None = None,
+    unit_axis: bool = False,
+    bones: str = "6v",
+    *,
+    axis_tol: float = 0.0,
+) -> dict[str, np.ndarray]:
+    """The requested modalities of ``joints`` in one pass (§4).
+
+    ``joints``: ``(3, T, 25, M)`` or ``(N, 3, T, 25, M)``, float32 or float64.
+    ``frame_count``: the header frame count, an int or an ``(N,)`` array (γ = frame_count /
+    t_target). ``modalities``: names from :data:`MODALITIES` (a single name is accepted), all
+    six when None. ``unit_axis``, ``bones``, ``axis_tol``: see the module docstring.
+
+    Returns ``{name: array}`` in :data:`MODALITIES` order, each of the shape and dtype of
+    ``joints``; ``"joint"`` is a copy of the input.
+    """
+    if modalities is None:
+        wanted = set(MODALITIES)
+    else:
+        if isinstance(modalities, str):
+            modalities = [modalities]
+        wanted = set(modalities)
+        unknown = sorted(str(m) for m in wanted - set(MODALITIES))
+        if unknown:
+            raise ValueError(f"unknown modalities {unknown}; valid ones are {MODALITIES}")
+    derived = _run(joints, wanted, frame_count, t_target, unit_axis, bones, axis_tol)
+    out = {}
+    for name in MODALITIES:
+        if name == "joint" and name in wanted:
+            out[name] = np.array(_check_joints(joints), copy=True)
+        elif name in derived:
+            out[name] = derived[name]
+    return out
+
+
+def velocity(joints, frame_count, t_target=layout.T_TARGET) -> np.ndarray:
+    """Velocity ``Vel_t = s (X_{t+1} - X_t)``, last frame 0 (§4, eq. 3 forward); shape of joints."""
+    return _run(joints, {"velocity"}, frame_count, t_target)["velocity"]
+
+
+def acceleration(joints, frame_count, t_target=layout.T_TARGET) -> np.ndarray:
+    """Acceleration ``Acc_t = s (Vel_{t+1} - Vel_t)``, last two frames 0 (§4, eq. 3 forward)."""
+    return _run(joints, {"acceleration"}, frame_count, t_target)["acceleration"]
+
+
+def bones(joints, bones: str = "6v") -> np.ndarray:
+    """Bones ``B_i = X_i - X_{p(i)}`` at the child joint, ``B_21`` = torso normal under "6v" (§4).
+
+    Shape of ``joints``. ``bones``: "6v" (default, the reference) or "3v" (``B_21 = 0``).
+    """
+    return _run(joints, {"bone"}, bones=bones)["bone"]
+
+
+def rotation_axes(
+    joints, unit_axis: bool = False, bones: str = "6v", *, axis_tol: float = 0.0
+) -> np.ndarray:
+    """Rotation axes ``R_i = B_i x B_{q(i)}`` (§4), unnormalised unless ``unit_axis`` (eq. 4).
+
+    Shape of ``joints``; ``axis_tol`` only matters with ``unit_axis`` (module docstring).
+    """
+    return _run(joints, {"rotation_axis"}, unit_axis=unit_axis, bones=bones, axis_tol=axis_tol)[
+        "rotation_axis"
+    ]
+
+
+def joint_angles(joints, bones: str = "6v") -> np.ndarray:
+    """Angles ``theta_i = atan2(|B^_i x B^_q|, B^_i . B^_q)`` in [0, pi] (§4, eq. 5).
+
+    One channel: ``(1, T, 25, M)`` or ``(N, 1, T, 25, M)``; 0 for zero or parallel bones.
+    """
+    return _run(joints, {"theta"}, bones=bones)["theta"]
+
+
+def angular_velocity(
+    joints, frame_count, t_target=layout.T_TARGET, bones: str = "6v", *, axis_tol: float = 0.0
+) -> np.ndarray:
+    """Angular velocity ``Omega_t = s (theta_{t+1} - theta_t) R^_t``, last frame 0 (§4, eq. 6).
+
+    Shape of ``joints``; the axis is taken at frame t, not t+1.
+    """
+    return _run(
+        joints, {"angular_velocity"}, frame_count, t_target, bones=bones, axis_tol=axis_tol
+    )["angular_velocity"]
