@@ -1,0 +1,74 @@
+"""Slow numpy twins of ikemtrain.losses, written straight from reference-ikem.md §6.
+
+One sample at a time, float64, no torch. Each function states the equation it implements.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def log_softmax(x: np.ndarray) -> np.ndarray:
+    """log softmax of a 1-D vector."""
+    x = np.asarray(x, dtype=np.float64)
+    shifted = x - x.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def info_nce(q, k, queue, tau):
+    """Stage 1: mean_b -log softmax([q_b.k_b, q_b.Q_0, ..., q_b.Q_{K-1}] / tau)_0."""
+    q, k, queue = (np.asarray(a, dtype=np.float64) for a in (q, k, queue))
+    losses = []
+    for b in range(q.shape[0]):
+        logits = [q[b] @ k[b]] + [q[b] @ queue[:, j] for j in range(queue.shape[1])]
+        losses.append(-log_softmax(np.array(logits) / tau)[0])
+    return float(np.mean(losses))
+
+
+def ekem(q_u, k_u, sim_u, sim_v, tau, topk=1, context=True):
+    """l_{u<-v}: logits [q_u.k_u, S_u, S_u*S_v]/tau, mask [1, onehot(topk S_v), same],
+    minus the mean log-probability over the mask; without context: [q_u.k_u, S_u], [1, topk]."""
+    q_u, k_u, sim_u, sim_v = (np.asarray(a, dtype=np.float64) for a in (q_u, k_u, sim_u, sim_v))
+    n_neg = sim_u.shape[1]
+    losses = []
+    for b in range(q_u.shape[0]):
+        blocks = [np.array([q_u[b] @ k_u[b]]), sim_u[b]]
+        if context:
+            blocks.append(sim_u[b] * sim_v[b])
+        logp = log_softmax(np.concatenate(blocks) / tau)
+        onehot = np.zeros(n_neg)
+        onehot[np.argsort(-sim_v[b], kind="stable")[:topk]] = 1.0
+        mask = np.concatenate([[1.0], onehot] + ([onehot] if context else []))
+        losses.append(-(mask * logp).sum() / mask.sum())
+    return float(np.mean(losses))
+
+
+def ikem(z_u, keys, queues, tau):
+    """IKEM: z^_c = normalize(concat of all keys), M_c = column-normalize(vertical concat of
+    the queues), loss = mean_b -log softmax([z_u.z^_c, z_u.M_c] / tau)_0."""
+    z_c = np.concatenate([np.asarray(k, dtype=np.float64) for k in keys], axis=1)
+    z_c = z_c / np.linalg.norm(z_c, axis=1, keepdims=True)
+    bank = np.concatenate([np.asarray(q, dtype=np.float64) for q in queues], axis=0)
+    bank = bank / np.linalg.norm(bank, axis=0, keepdims=True)
+    return info_nce(z_u, z_c, bank, tau)
+
+
+def pretrain_stage2(q, k, z, banks, tau, topk=1, context=True, use_ekem=True, use_ikem=True):
+    """Per-modality stage-2 losses {u: (ekem_u, ikem_u)} and the total sum_u (ekem_u + ikem_u).
+
+    ``q``, ``k``, ``z``, ``banks`` are dicts in modality order; EKEM of u is the mean of
+    l_{u<-v} over the partners v != u, each with S_x = q_x . Q_x.
+    """
+    names = list(q)
+    sims = {m: np.asarray(q[m], np.float64) @ np.asarray(banks[m], np.float64) for m in names}
+    per = {}
+    for u in names:
+        e = i = 0.0
+        if use_ekem:
+            partners = [v for v in names if v != u]
+            e = sum(ekem(q[u], k[u], sims[u], sims[v], tau, topk, context) for v in partners)
+            e /= len(partners)
+        if use_ikem:
+            i = ikem(z[u], [k[m] for m in names], [banks[m] for m in names], tau)
+        per[u] = (e, i)
+    return per, sum(e + i for e, i in per.values())
