@@ -19,11 +19,19 @@ array, the resize is computed in float64 and rounded to float32 (cv2 returns flo
 angles are computed in float32 and the rotation in float64 before the final float32 rounding.
 Only the reference's degree round trip of the angle (psi * 180/pi, then * pi/180, in float32)
 is left out: it moves the angle by a float32 ulp.
+
+Speed: the loops are private ``@njit`` kernels at the end of this module, called only by the
+checking public functions (one code path); their plain twins are in ``tests/naive_pipeline.py``
+and ``tests/test_normalize.py``. About 0.1 ms per sample, against 0.6 ms for the same steps
+written as numpy array expressions.
 """
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+from numba import njit
 
 from skelmod.layout import LEFT_SHOULDER, RIGHT_SHOULDER, SPINE_BASE, SPINE_SHOULDER, T_TARGET, V
 
@@ -43,6 +51,8 @@ def _check_sample(D, what: str = "D") -> np.ndarray:
         raise ValueError(f"{what} must have shape (3, T, {V}, M) with M >= 1, found {D.shape}")
     if not np.issubdtype(D.dtype, np.floating):
         raise TypeError(f"{what} must be a float array, found dtype {D.dtype}")
+    if D.dtype not in (np.float32, np.float64):
+        D = D.astype(np.float64)
     return D
 
 
@@ -66,7 +76,7 @@ def centre_bodies(D) -> np.ndarray:
     reference centres in float32).
     """
     D = _check_sample(D)
-    return D - D[:, :, SPINE_SHOULDER : SPINE_SHOULDER + 1, :]
+    return _centre_kernel(D)
 
 
 def resize_linear(D, L: int, t_target: int = T_TARGET) -> np.ndarray:
@@ -89,19 +99,14 @@ def resize_linear(D, L: int, t_target: int = T_TARGET) -> np.ndarray:
     Returns:
         ``(3, t_target, 25, M)`` float64.
     """
-    D = _check_sample(D).astype(np.float64, copy=False)
+    D = _check_sample(D)
     if isinstance(L, bool) or not isinstance(L, (int, np.integer)):
         raise TypeError(f"L must be an int, found {type(L).__name__}")
     if not 1 <= L <= D.shape[1]:
         raise ValueError(f"L must lie in [1, {D.shape[1]}] (the frames of D), found {L}")
     if isinstance(t_target, bool) or not isinstance(t_target, (int, np.integer)) or t_target < 1:
         raise ValueError(f"t_target must be an int >= 1, found {t_target!r}")
-    t = np.arange(t_target, dtype=np.float64)
-    u = np.clip((t + 0.5) * L / t_target - 0.5, 0.0, L - 1)
-    i = np.floor(u).astype(np.int64)
-    a = (u - i)[None, :, None, None]
-    i_next = np.minimum(i + 1, L - 1)
-    return (1.0 - a) * D[:, i] + a * D[:, i_next]
+    return _resize_kernel(D, int(L), int(t_target))
 
 
 def yaw_angles(X, yaw: str = "sequence") -> np.ndarray:
@@ -114,21 +119,14 @@ def yaw_angles(X, yaw: str = "sequence") -> np.ndarray:
     2 psi (bug 18, replicated). ``yaw="frame"``: ``s = v_t[z]`` per frame, which maps every
     frame's shoulder line onto +x.
 
-    Computed in the dtype of ``X`` (float32 for the reference, whose angles are float32).
+    Computed in the dtype of ``X`` (float32 for the reference, whose angles are float32). The
+    sum over t runs in frame order (numpy's pairwise sum in the reference can differ in the
+    last bits, which matters only when the sum is within rounding of 0).
     """
     X = _check_sample(X, "X")
     if yaw not in ("sequence", "frame"):
         raise ValueError(f"yaw angles need yaw 'sequence' or 'frame', found {yaw!r}")
-    v = X[:, :, RIGHT_SHOULDER, :] - X[:, :, LEFT_SHOULDER, :]  # (3, T, M)
-    vx, vz = v[0], v[2]
-    eps = X.dtype.type(YAW_NORM_EPS)
-    psi = np.arccos(vx / (np.sqrt(vx * vx + vz * vz) + eps))
-    if yaw == "sequence":
-        # One contiguous 1-D sum per body, as the reference sums ``vec[2, :]``.
-        s = np.array([np.sum(np.ascontiguousarray(vz[:, m])) for m in range(vz.shape[1])])
-    else:
-        s = vz
-    return np.where(s >= 0, -psi, psi)
+    return _yaw_angles_kernel(X, yaw == "frame", X.dtype.type(YAW_NORM_EPS))
 
 
 def align_yaw(X, yaw: str = "sequence") -> np.ndarray:
@@ -146,11 +144,7 @@ def align_yaw(X, yaw: str = "sequence") -> np.ndarray:
         raise ValueError(f"unknown yaw mode {yaw!r}; expected one of {YAW_MODES}")
     if yaw == "none":
         return X.astype(np.float64)
-    theta = yaw_angles(X, yaw)[:, None, :]  # (T, 1, M), broadcast over joints
-    cos = np.cos(theta).astype(np.float64)
-    sin = np.sin(theta).astype(np.float64)
-    x, y, z = X.astype(np.float64, copy=False)
-    return np.stack((cos * x - sin * z, y, sin * x + cos * z))
+    return _rotate_kernel(X, yaw_angles(X, yaw))
 
 
 def normalize_sample(
@@ -183,9 +177,83 @@ def normalize_sample(
         raise EmptySequenceError(
             "no valid frame: body 0's joint 1 (spine base) is zero in every frame (L = 0)"
         )
+    X = X[:, :L]  # the resize reads nothing else
     if centre:
         X = centre_bodies(X)
     X = resize_linear(X, L, t_target).astype(np.float32)  # cv2 returns float32 (§2.5)
     if yaw != "none":
         X = align_yaw(X, yaw).astype(np.float32)
     return X, L
+
+
+# --- kernels: private, unchecked; the public functions above check their input ----------------
+
+_jit = njit(cache=True, error_model="numpy", nogil=True)
+
+
+@_jit
+def _centre_kernel(D):
+    C, T, V, M = D.shape
+    out = np.empty_like(D)
+    for c in range(C):
+        for t in range(T):
+            for m in range(M):
+                ref = D[c, t, SPINE_SHOULDER, m]
+                for v in range(V):
+                    out[c, t, v, m] = D[c, t, v, m] - ref
+    return out
+
+
+@_jit
+def _resize_kernel(D, L, t_target):
+    C, _, V, M = D.shape
+    out = np.empty((C, t_target, V, M), dtype=np.float64)
+    for tp in range(t_target):
+        u = min(max((tp + 0.5) * L / t_target - 0.5, 0.0), L - 1.0)
+        i = int(math.floor(u))
+        a = u - i
+        j = min(i + 1, L - 1)
+        for c in range(C):
+            for v in range(V):
+                for m in range(M):
+                    out[c, tp, v, m] = (1.0 - a) * np.float64(D[c, i, v, m]) + a * np.float64(
+                        D[c, j, v, m]
+                    )
+    return out
+
+
+@_jit
+def _yaw_angles_kernel(X, per_frame, eps):
+    _, T, _, M = X.shape
+    theta = np.empty((T, M), dtype=X.dtype)
+    for m in range(M):
+        total = np.zeros(1, dtype=X.dtype)[0]
+        for t in range(T):
+            vx = X[0, t, RIGHT_SHOULDER, m] - X[0, t, LEFT_SHOULDER, m]
+            vz = X[2, t, RIGHT_SHOULDER, m] - X[2, t, LEFT_SHOULDER, m]
+            theta[t, m] = np.arccos(vx / (np.sqrt(vx * vx + vz * vz) + eps))
+            total += vz
+        for t in range(T):
+            s = total
+            if per_frame:
+                s = X[2, t, RIGHT_SHOULDER, m] - X[2, t, LEFT_SHOULDER, m]
+            if s >= 0:
+                theta[t, m] = -theta[t, m]
+    return theta
+
+
+@_jit
+def _rotate_kernel(X, theta):
+    C, T, V, M = X.shape
+    out = np.empty((C, T, V, M), dtype=np.float64)
+    for t in range(T):
+        for m in range(M):
+            cos = np.float64(np.cos(theta[t, m]))
+            sin = np.float64(np.sin(theta[t, m]))
+            for v in range(V):
+                x = np.float64(X[0, t, v, m])
+                z = np.float64(X[2, t, v, m])
+                out[0, t, v, m] = cos * x - sin * z
+                out[1, t, v, m] = X[1, t, v, m]
+                out[2, t, v, m] = sin * x + cos * z
+    return out

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -300,3 +304,29 @@ def test_real_files_match_the_reference_pipeline(ntu_real_files):
         worst = max(worst, float(np.abs(X - expect).max()))
     # the float32 roundings of the reference are mirrored, so only float32 rounding is left
     assert worst < 1e-6
+
+
+@pytest.mark.nojit
+def test_kernels_give_the_same_result_as_plain_python(tmp_path):
+    """The private kernels run as plain Python under NUMBA_DISABLE_JIT=1 (for coverage); both
+    ways must give the same numbers up to a float32 ulp or two (numpy's float32 arccos and the
+    libm one numba calls may differ in the last bit)."""
+    rng = np.random.default_rng(8)
+    present = rng.random((90, 2)) < [0.95, 0.6]
+    present[0, 0] = True
+    D = _body_like(rng, 90, present=present)
+    np.save(tmp_path / "d.npy", D)
+    code = textwrap.dedent(
+        f"""
+        import numpy as np
+        from skelmod.normalize import normalize_sample
+        D = np.load({str(tmp_path / "d.npy")!r})
+        for yaw in ("sequence", "frame"):
+            np.save({str(tmp_path)!r} + f"/x_{{yaw}}.npy", normalize_sample(D, yaw=yaw)[0])
+        """
+    )
+    env = {**os.environ, "NUMBA_DISABLE_JIT": "1"}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=tmp_path)
+    for yaw in ("sequence", "frame"):
+        plain = np.load(tmp_path / f"x_{yaw}.npy")
+        np.testing.assert_allclose(normalize_sample(D, yaw=yaw)[0], plain, atol=5e-7, rtol=0)
