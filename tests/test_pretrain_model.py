@@ -276,6 +276,8 @@ def test_clear_errors():
         tiny(("joint", "joint"))
     with pytest.raises(ValueError, match="string"):
         tiny("joint")
+    with pytest.raises(ValueError, match="unknown modalities"):
+        tiny(THREE, frozen_keys=("joint", "bones"))
 
 
 # --- memory bank and momentum blocks ----------------------------------------------------------
@@ -356,3 +358,14 @@ def test_memory_bank_gathers_keys_across_ranks():
         ptr, cols = result[rank]
         assert ptr == 6
         torch.testing.assert_close(cols, want)
+
+
+def test_device_agnostic_no_tensor_is_created_on_the_cpu():
+    """On the meta device any tensor made on the CPU inside forward would raise."""
+    model = tiny(THREE).to("meta")
+    v = {m: torch.empty(B, 3, 50, 25, 2, device="meta") for m in THREE}
+    for stage in (1, 2):
+        out = model(v, v, stage)
+        out["loss"].backward()
+        assert out["loss"].device.type == "meta"
+    assert model.branches["bone"].queue.ptr.device.type == "meta"

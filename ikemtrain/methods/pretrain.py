@@ -101,6 +101,16 @@ class PretrainModel(nn.Module):
             raise ValueError(f"topk must be in [1, queue_size={queue_size}], got {topk}")
         if isinstance(frozen_keys, str):
             frozen_keys = (frozen_keys,)
+        stray = sorted(set(frozen_keys) - set(modalities))
+        if stray:
+            from skelmod.modalities import MODALITIES  # only to tell a typo from an absent name
+
+            unknown = [m for m in stray if m not in MODALITIES]
+            if unknown:
+                raise ValueError(
+                    f"frozen_keys names unknown modalities {unknown}; "
+                    f"expected names from {MODALITIES}"
+                )
         self.modalities = modalities
         self.feature_dim = feature_dim
         self.momentum = momentum
