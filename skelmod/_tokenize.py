@@ -1,0 +1,516 @@
+"""Numba kernel that reads a raw NTU ``.skeleton`` file (§1.1) from its bytes.
+
+Private: it checks nothing about its argument and reports format problems as an
+error code in a status vector; :mod:`skelmod.ntu` wraps it, turns the codes into
+:class:`~skelmod.ntu.SkeletonFormatError` and parses the few numbers the kernel
+leaves to Python (see :func:`_parse_float`).
+
+The format is line-structured (§1.1)::
+
+    numFrame
+    numBody                                   # once per frame
+    bodyID clipedEdges ... trackingState      # 10 values, once per body
+    numJoint                                  # 25
+    x y z depthX ... trackingState            # 12 values, numJoint lines
+
+Lines end in LF, CRLF or a lone CR (as Python's universal newlines read them);
+values are separated by spaces or tabs. The kernel reads the file in one pass,
+writing into arrays sized by an upper bound on the body count that the file
+length gives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from .layout import V
+
+#: Kinect v2 tracks at most six bodies; a frame listing more is corrupt.
+MAX_BODIES_PER_FRAME = 6
+#: Values on a body line (§1.1): bodyID and 9 more, kept in ``body_info``.
+BODY_VALUES = 10
+#: Values on a joint line (§1.1).
+JOINT_VALUES = 12
+
+# Error codes in status[S_CODE].
+E_OK = 0
+E_EMPTY = 1  # nothing but whitespace
+E_NOT_INT = 2  # a count is not an integer
+E_NOT_NUMBER = 3  # a body/joint value is not a number
+E_BAD_ID = 4  # bodyID is not an integer
+E_INT_RANGE = 5  # integer does not fit in int64
+E_NEGATIVE = 6  # negative count
+E_ZERO_FRAMES = 7  # header says 0 frames
+E_TOO_MANY_BODIES = 8  # numBody > MAX_BODIES_PER_FRAME
+E_JOINT_COUNT = 9  # numJoint != V
+E_COUNT_TOKENS = 10  # a count line holds zero or several tokens
+E_VALUE_COUNT = 11  # a body/joint line holds the wrong number of values
+E_EOF = 12  # the file ends early
+E_TRAILING = 13  # content after the last frame the header announces
+
+# What was being read when an error happened, in status[S_CTX].
+CTX_FRAMES = 0  # header line: numFrame
+CTX_BODIES = 1  # numBody line
+CTX_BODY_LINE = 2  # the 10-value body line
+CTX_JOINTS = 3  # numJoint line
+CTX_JOINT_LINE = 4  # a 12-value joint line
+
+# Slots of the status vector.
+S_CODE, S_LINE, S_TOK_START, S_TOK_END, S_CTX, S_FRAME, S_BODY, S_JOINT, S_FOUND = range(9)
+S_NUM_FRAME = 9  # the header's numFrame, once read
+STATUS_SIZE = 10
+
+# Fix-up rows: numbers the kernel cannot round exactly, left for Python's float().
+FIX_TARGET, FIX_INDEX, FIX_START, FIX_END, FIX_LINE = range(5)
+FIX_BODY_INFO = 0  # FIX_INDEX is a flat index into body_info
+FIX_JOINTS = 1  # FIX_INDEX is a flat index into joints
+
+_INT64_MAX = np.iinfo(np.int64).max
+_MAX_MANTISSA_DIGITS = 18  # 10**18 - 1 < 2**63
+_EXACT_MANTISSA = 2**53  # integers below this are exact in float64
+# 10**k is exact in float64 for k <= 22, so w * 10**q and w / 10**-q round once (Clinger).
+_POW10 = np.array([10.0**k for k in range(23)])
+# Fewest bytes a complete body record takes: a body line of 10 one-character values, "25",
+# then 25 joint lines of 12 one-character values (the last may lack its line end). So a file
+# of n bytes holds fewer than n // _MIN_BODY_BYTES + 1 bodies, which sizes the output arrays.
+_MIN_BODY_BYTES = 2 * BODY_VALUES + 3 + V * 2 * JOINT_VALUES - 1
+
+
+@njit(cache=True, inline="always")
+def _is_blank(c):
+    # Whitespace inside a line: space, tab, vertical tab, form feed.
+    return c == 32 or c == 9 or c == 11 or c == 12
+
+
+@njit(cache=True, inline="always")
+def _is_eol(c):
+    return c == 10 or c == 13
+
+
+@njit(cache=True)
+def _parse_int(buf, s, e):
+    """``(status, value)`` of an optionally signed decimal integer in ``buf[s:e]``.
+
+    status 0: ok; 1: not an integer; 2: does not fit in int64.
+    """
+    i = s
+    neg = False
+    if i < e and (buf[i] == 43 or buf[i] == 45):
+        neg = buf[i] == 45
+        i += 1
+    if i >= e:
+        return 1, 0
+    v = 0
+    while i < e:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            return 1, 0
+        if v > (_INT64_MAX - d) // 10:
+            return 2, 0
+        v = v * 10 + d
+        i += 1
+    return 0, -v if neg else v
+
+
+@njit(cache=True)
+def _parse_float(buf, s, e):
+    """Careful twin of :func:`_parse_number`: ``(status, value)`` of ``buf[s:e]``.
+
+    The grammar is ``[+-](digits[.digits]|.digits)[(e|E)[+-]digits]``.
+
+    Leading zeros do not count as digits here, so it rounds e.g. ``0.000000000000000012345``
+    exactly. status 0: ok, ``value`` is the correctly rounded float64 (Clinger's fast path:
+    an integer mantissa below 2**53 and a decimal exponent within ±22, so one IEEE
+    multiplication or division rounds it); 1: not a number; 2: a valid number this
+    cannot round exactly, to be parsed by Python's ``float``.
+    """
+    i = s
+    neg = False
+    if i < e and (buf[i] == 43 or buf[i] == 45):
+        neg = buf[i] == 45
+        i += 1
+    w = np.int64(0)
+    nd = 0  # significant digits accumulated in w
+    q = 0  # decimal exponent: value = w * 10**q
+    digits = 0
+    hard = False
+    while i < e:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
+        digits += 1
+        if w > 0 or d > 0:
+            if nd < _MAX_MANTISSA_DIGITS:
+                w = w * 10 + d
+                nd += 1
+            else:
+                hard = True
+        i += 1
+    if i < e and buf[i] == 46:
+        i += 1
+        while i < e:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
+            digits += 1
+            if w > 0 or d > 0:
+                if nd < _MAX_MANTISSA_DIGITS:
+                    w = w * 10 + d
+                    nd += 1
+                    q -= 1
+                else:
+                    hard = True
+            else:
+                q -= 1
+            i += 1
+    if digits == 0:
+        return 1, 0.0
+    if i < e and (buf[i] == 101 or buf[i] == 69):
+        i += 1
+        eneg = False
+        if i < e and (buf[i] == 43 or buf[i] == 45):
+            eneg = buf[i] == 45
+            i += 1
+        edigits = 0
+        x = 0
+        while i < e:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
+            if x < 100000:
+                x = x * 10 + d
+            edigits += 1
+            i += 1
+        if edigits == 0:
+            return 1, 0.0
+        q += -x if eneg else x
+    if i != e:
+        return 1, 0.0
+    if w == 0:
+        v = 0.0
+    elif hard or w >= _EXACT_MANTISSA or q > 22 or q < -22:
+        return 2, 0.0
+    elif q >= 0:
+        v = np.float64(w) * _POW10[q]
+    else:
+        v = np.float64(w) / _POW10[-q]
+    return 0, -v if neg else v
+
+
+@njit(cache=True, inline="always")
+def _parse_number(buf, pos):
+    """Parse the token starting at ``pos`` (not a blank); returns ``(status, value, end)``.
+
+    ``end`` is the index just past the token (its first blank, line end or the end of
+    the data). Status as in :func:`_parse_float`. One pass over the bytes: the mantissa
+    accumulates into an int64 (every NTU value has at most 7 significant digits);
+    tokens with more than 18 digits go to the careful :func:`_parse_float`.
+    """
+    n = buf.size
+    i = pos
+    neg = False
+    c = buf[i]
+    if c == 45 or c == 43:
+        neg = c == 45
+        i += 1
+    # Digits before and after the point, in two tight loops; w may wrap when there
+    # are more than 18 digits, which sends the token to the careful parser below.
+    w = np.int64(0)
+    start = i
+    while i < n:
+        d = np.int64(buf[i]) - 48
+        if d < 0 or d > 9:
+            break
+        w = w * 10 + d
+        i += 1
+    nd = i - start
+    q = 0
+    if i < n and buf[i] == 46:
+        i += 1
+        start = i
+        while i < n:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
+            w = w * 10 + d
+            i += 1
+        q = start - i
+        nd -= q
+    ok = nd > 0
+    if i < n and ok and (buf[i] == 101 or buf[i] == 69):
+        i += 1
+        eneg = False
+        if i < n and (buf[i] == 43 or buf[i] == 45):
+            eneg = buf[i] == 45
+            i += 1
+        x = 0
+        start = i
+        while i < n:
+            d = np.int64(buf[i]) - 48
+            if d < 0 or d > 9:
+                break
+            if x < 100000:
+                x = x * 10 + d
+            i += 1
+        ok = i > start
+        q += -x if eneg else x
+    if i < n and not (_is_blank(buf[i]) or _is_eol(buf[i])):
+        ok = False
+        while i < n and not (_is_blank(buf[i]) or _is_eol(buf[i])):
+            i += 1
+    if not ok:
+        return 1, 0.0, i
+    if nd > _MAX_MANTISSA_DIGITS:
+        st, v = _parse_float(buf, pos, i)
+        return st, v, i
+    if w == 0:
+        v = 0.0
+    elif w >= _EXACT_MANTISSA or q > 22 or q < -22:
+        return 2, 0.0, i
+    elif q >= 0:
+        v = np.float64(w) * _POW10[q]
+    else:
+        v = np.float64(w) / _POW10[-q]
+    return 0, -v if neg else v, i
+
+
+@njit(cache=True, inline="always")
+def _read_line(buf, pos, out, base, first, nvals, st, toks):
+    """Parse the tokens of the line starting at ``pos`` as numbers.
+
+    Tokens ``first <= k < nvals`` go to ``out[base + k - first]``; the parse status and
+    (start, end) bounds of tokens ``k < nvals`` go to ``st[k]`` and ``toks[k]``. Returns
+    ``(count, next_line_start, eof)``: ``count`` counts every token on the line, stored
+    or not; ``eof`` is true when the line was ended by the end of the data.
+    """
+    n = buf.size
+    count = 0
+    while True:
+        while pos < n and _is_blank(buf[pos]):
+            pos += 1
+        if pos >= n:
+            return count, pos, True
+        c = buf[pos]
+        if c == 10:
+            return count, pos + 1, False
+        if c == 13:
+            if pos + 1 < n and buf[pos + 1] == 10:
+                return count, pos + 2, False
+            return count, pos + 1, False
+        status, v, end = _parse_number(buf, pos)
+        if count < nvals:
+            st[count] = status
+            toks[count, 0] = pos
+            toks[count, 1] = end
+            if count >= first:
+                out[base + count - first] = v
+        count += 1
+        pos = end
+
+
+@njit(cache=True)
+def _rest_is_blank(buf, pos):
+    n = buf.size
+    while pos < n:
+        c = buf[pos]
+        if not (_is_blank(c) or _is_eol(c)):
+            return False
+        pos += 1
+    return True
+
+
+@njit(cache=True)
+def _fail(status, code, line, ctx, frame, body, joint, tok_start=-1, tok_end=-1, found=0):
+    status[S_CODE] = code
+    status[S_LINE] = line
+    status[S_TOK_START] = tok_start
+    status[S_TOK_END] = tok_end
+    status[S_CTX] = ctx
+    status[S_FRAME] = frame
+    status[S_BODY] = body
+    status[S_JOINT] = joint
+    status[S_FOUND] = found
+
+
+@njit(cache=True)
+def _read_count(buf, pos, line, scratch, st, toks, status, ctx, frame, body):
+    """Read a line holding one non-negative integer; returns ``(value, next_pos)``.
+
+    On a format error it fills ``status`` and returns ``(-1, pos)``.
+    """
+    count, nxt, _ = _read_line(buf, pos, scratch, 0, 0, 1, st, toks)
+    if count == 0 and _rest_is_blank(buf, pos):
+        _fail(status, E_EOF, line, ctx, frame, body, -1)
+        return -1, pos
+    if count != 1:
+        _fail(status, E_COUNT_TOKENS, line, ctx, frame, body, -1, found=count)
+        return -1, pos
+    s = toks[0, 0]
+    e = toks[0, 1]
+    code, v = _parse_int(buf, s, e)
+    if code != 0:
+        _fail(status, E_NOT_INT if code == 1 else E_INT_RANGE, line, ctx, frame, body, -1, s, e)
+        return -1, pos
+    if v < 0:
+        _fail(status, E_NEGATIVE, line, ctx, frame, body, -1, s, e, v)
+        return -1, pos
+    return v, nxt
+
+
+@njit(cache=True)
+def _read_values(
+    buf, pos, line, st, toks, status, ctx, f, m, j, out, base, target, fixups, n_fix
+):  # fmt: skip
+    """Read one body line or joint line (``ctx``) into ``out[base:]``.
+
+    A body line starts with the integer bodyID, which is returned rather than stored.
+    Returns ``(next_pos, body_id, fixups, n_fix)``; ``fixups`` is reallocated when it
+    grows. On a format error it fills ``status``.
+    """
+    body = ctx == CTX_BODY_LINE
+    nvals = BODY_VALUES if body else JOINT_VALUES
+    first = 1 if body else 0
+    body_id = np.int64(0)
+    count, nxt, _ = _read_line(buf, pos, out, base, first, nvals, st, toks)
+    if count == 0 and _rest_is_blank(buf, pos):
+        _fail(status, E_EOF, line, ctx, f, m, j)
+        return pos, body_id, fixups, n_fix
+    if count != nvals:
+        _fail(status, E_VALUE_COUNT, line, ctx, f, m, j, found=count)
+        return pos, body_id, fixups, n_fix
+    if body:
+        code, body_id = _parse_int(buf, toks[0, 0], toks[0, 1])
+        if code != 0:
+            code = E_BAD_ID if code == 1 else E_INT_RANGE
+            _fail(status, code, line, ctx, f, m, j, toks[0, 0], toks[0, 1])
+            return pos, body_id, fixups, n_fix
+    for k in range(first, nvals):
+        if st[k] == 0:
+            continue
+        if st[k] == 1:
+            _fail(status, E_NOT_NUMBER, line, ctx, f, m, j, toks[k, 0], toks[k, 1], k)
+            return pos, body_id, fixups, n_fix
+        if n_fix == fixups.shape[0]:
+            grown = np.empty((2 * n_fix, fixups.shape[1]), np.int64)
+            grown[:n_fix] = fixups
+            fixups = grown
+        fixups[n_fix, FIX_TARGET] = target
+        fixups[n_fix, FIX_INDEX] = base + k - first
+        fixups[n_fix, FIX_START] = toks[k, 0]
+        fixups[n_fix, FIX_END] = toks[k, 1]
+        fixups[n_fix, FIX_LINE] = line
+        n_fix += 1
+        out[base + k - first] = np.nan
+    return nxt, body_id, fixups, n_fix
+
+
+@njit(cache=True)
+def parse_kernel(buf):
+    """Parse the bytes of one ``.skeleton`` file (§1.1).
+
+    ``buf`` is a 1-D uint8 array. Returns ``(status, bodies_per_frame (F,) int32,
+    body_frame (B,) int32, body_ids (B,) int64, body_info (B, 9) float64,
+    joints (B, 25, 12) float64, fixups (H, 5) int64)``. ``status[S_CODE]`` is
+    ``E_OK`` or an error code, with the line, token bounds and position in the file
+    in the other slots; after an error the arrays are meaningless. Each fix-up row
+    names a value left as NaN that Python must parse (see ``_parse_float``).
+    """
+    n = buf.size
+    status = np.zeros(STATUS_SIZE, np.int64)
+    st = np.zeros(JOINT_VALUES, np.int64)
+    toks = np.zeros((JOINT_VALUES, 2), np.int64)
+    scratch = np.empty(1, np.float64)
+    cap = n // _MIN_BODY_BYTES + 1
+    body_frame = np.empty(cap, np.int32)
+    body_ids = np.empty(cap, np.int64)
+    body_info = np.empty((cap, BODY_VALUES - 1), np.float64)
+    joints = np.empty((cap, V, JOINT_VALUES), np.float64)
+    info_flat = body_info.reshape(-1)
+    joints_flat = joints.reshape(-1)
+    fixups = np.empty((16, 5), np.int64)
+    n_fix = 0
+    b = 0
+    num_frame = 0
+    bodies_per_frame = np.empty(0, np.int32)
+
+    pos = 0
+    line = 1
+    if _rest_is_blank(buf, 0):
+        _fail(status, E_EMPTY, 1, CTX_FRAMES, -1, -1, -1)
+    else:
+        num_frame, pos = _read_count(buf, pos, line, scratch, st, toks, status, CTX_FRAMES, -1, -1)
+        if num_frame == 0:
+            _fail(status, E_ZERO_FRAMES, 1, CTX_FRAMES, -1, -1, -1, toks[0, 0], toks[0, 1])
+        status[S_NUM_FRAME] = num_frame
+        line += 1
+        # A frame takes at least two bytes ("0\n"), so the file bounds how many are present.
+        bodies_per_frame = np.empty(max(0, min(num_frame, n // 2 + 1)), np.int32)
+    for f in range(num_frame if status[S_CODE] == E_OK else 0):
+        num_body, pos = _read_count(buf, pos, line, scratch, st, toks, status, CTX_BODIES, f, -1)
+        if num_body > MAX_BODIES_PER_FRAME:
+            _fail(status, E_TOO_MANY_BODIES, line, CTX_BODIES, f, -1, -1, toks[0, 0], toks[0, 1])
+            status[S_FOUND] = num_body
+        if status[S_CODE] != E_OK:
+            if status[S_CODE] == E_EOF:
+                status[S_FOUND] = f
+            break
+        line += 1
+        bodies_per_frame[f] = num_body
+        for m in range(num_body):
+            if b >= cap:
+                raise RuntimeError("skeleton parser: body bound exceeded (bug)")
+            pos, body_id, fixups, n_fix = _read_values(
+                buf, pos, line, st, toks, status, CTX_BODY_LINE, f, m, -1,
+                info_flat, b * (BODY_VALUES - 1), FIX_BODY_INFO, fixups, n_fix,
+            )  # fmt: skip
+            if status[S_CODE] != E_OK:
+                break
+            body_ids[b] = body_id
+            body_frame[b] = f
+            line += 1
+            num_joint, pos = _read_count(
+                buf, pos, line, scratch, st, toks, status, CTX_JOINTS, f, m
+            )
+            if num_joint >= 0 and num_joint != V:
+                _fail(status, E_JOINT_COUNT, line, CTX_JOINTS, f, m, -1, toks[0, 0], toks[0, 1])
+                status[S_FOUND] = num_joint
+            if status[S_CODE] != E_OK:
+                break
+            line += 1
+            for j in range(V):
+                pos, _, fixups, n_fix = _read_values(
+                    buf, pos, line, st, toks, status, CTX_JOINT_LINE, f, m, j,
+                    joints_flat, (b * V + j) * JOINT_VALUES, FIX_JOINTS, fixups, n_fix,
+                )  # fmt: skip
+                if status[S_CODE] != E_OK:
+                    break
+                line += 1
+            if status[S_CODE] != E_OK:
+                break
+            b += 1
+        if status[S_CODE] != E_OK:
+            break
+
+    if status[S_CODE] == E_OK:
+        # Only whitespace may follow the last frame the header announces.
+        while pos < n:
+            c = buf[pos]
+            if c == 10 or (c == 13 and not (pos + 1 < n and buf[pos + 1] == 10)):
+                line += 1
+            elif not (_is_blank(c) or _is_eol(c)):
+                e = pos
+                while e < n and not (_is_blank(buf[e]) or _is_eol(buf[e])):
+                    e += 1
+                _fail(status, E_TRAILING, line, CTX_BODIES, num_frame, -1, -1, pos, e)
+                break
+            pos += 1
+    return (
+        status,
+        bodies_per_frame,
+        body_frame[:b].copy(),
+        body_ids[:b].copy(),
+        body_info[:b].copy(),
+        joints[:b].copy(),
+        fixups[:n_fix].copy(),
+    )

@@ -1,0 +1,101 @@
+"""NTU sample names and the missing-skeleton lists (``reference-ikem.md`` §1.2).
+
+A sample is named ``SsssCcccPpppRrrrAaaa`` (3 digits each): setup, camera,
+performer (subject), replication and action, all 1-based. The label is
+``action - 1``. The dataset's lists of samples with missing skeletons are plain
+text: a short prose header, then one name per line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .layout import NUM_ACTIONS, NUM_SETUPS
+
+__all__ = ["SampleId", "detect_dataset", "parse_sample_name", "read_missing_list"]
+
+SAMPLE_PATTERN = "SsssCcccPpppRrrrAaaa"
+_NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
+_SUFFIX = ".skeleton"
+
+
+@dataclass(frozen=True, order=True)
+class SampleId:
+    """The five 1-based ids in an NTU sample name (§1.2)."""
+
+    setup: int
+    camera: int
+    subject: int
+    replication: int
+    action: int
+
+    @property
+    def label(self) -> int:
+        """0-based class label, ``action - 1`` (§1.2)."""
+        return self.action - 1
+
+    @property
+    def name(self) -> str:
+        """The sample name, e.g. ``"S001C002P003R001A010"``."""
+        return (
+            f"S{self.setup:03d}C{self.camera:03d}P{self.subject:03d}"
+            f"R{self.replication:03d}A{self.action:03d}"
+        )
+
+
+def parse_sample_name(name: str | os.PathLike) -> SampleId:
+    """Parse ``SsssCcccPpppRrrrAaaa``, with or without ``.skeleton`` and directories.
+
+    Raises ``ValueError`` naming the name and the expected pattern when it does not
+    match exactly, or when an id is 0 (they are 1-based).
+    """
+    text = str(name)
+    base = Path(text).name
+    stem = base[: -len(_SUFFIX)] if base.endswith(_SUFFIX) else base
+    match = _NAME_RE.fullmatch(stem)
+    if match is None:
+        raise ValueError(
+            f"{text!r} is not an NTU sample name: expected {SAMPLE_PATTERN} "
+            f"(3 digits each, e.g. S001C002P003R001A010), optionally followed by {_SUFFIX}"
+        )
+    ids = [int(g) for g in match.groups()]
+    if 0 in ids:
+        raise ValueError(f"{text!r}: the ids in {SAMPLE_PATTERN} are 1-based, found a 000")
+    return SampleId(*ids)
+
+
+def read_missing_list(path: str | os.PathLike) -> frozenset[str]:
+    """Names (without ``.skeleton``) in a missing-skeleton list (§1.2).
+
+    Lines before the first sample name are a prose header and are skipped (the
+    dataset's files have 3 such lines); blank lines, surrounding whitespace, CRLF
+    line ends and a ``.skeleton`` suffix are tolerated. After the first name, a
+    line that is not a sample name raises ``ValueError`` naming the file and line.
+    """
+    names: set[str] = set()
+    started = False
+    with open(path, encoding="utf-8", newline=None) as f:
+        for lineno, line in enumerate(f, start=1):
+            text = line.strip()
+            if text.endswith(_SUFFIX):
+                text = text[: -len(_SUFFIX)]
+            if _NAME_RE.fullmatch(text):
+                names.add(text)
+                started = True
+            elif text and started:
+                raise ValueError(
+                    f"{path}:{lineno}: expected a sample name ({SAMPLE_PATTERN}), found {text!r}"
+                )
+    return frozenset(names)
+
+
+def detect_dataset(ids: Iterable[SampleId]) -> str:
+    """``"ntu120"`` if any sample has a setup above 17 or an action above 60, else ``"ntu60"``."""
+    for s in ids:
+        if s.setup > NUM_SETUPS["ntu60"] or s.action > NUM_ACTIONS["ntu60"]:
+            return "ntu120"
+    return "ntu60"
