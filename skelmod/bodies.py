@@ -147,7 +147,7 @@ def _checked_arrays(raw: RawSkeleton) -> tuple[int, np.ndarray, np.ndarray, np.n
     name = getattr(raw, "name", "<RawSkeleton>")
     body_frame = np.asarray(raw.body_frame, dtype=np.int64)
     body_ids = np.asarray(raw.body_ids)
-    xyz = np.asarray(raw.xyz, dtype=np.float64)
+    xyz = np.ascontiguousarray(raw.xyz, dtype=np.float64)  # a strided view of joints in ntu
     n = body_frame.shape[0]
     if body_ids.shape != (n,) or xyz.shape != (n, V, C):
         raise ValueError(
@@ -205,7 +205,8 @@ def motion_energy(track_xyz: np.ndarray) -> float:
 
 
 def _noisy_fraction(track_xyz: np.ndarray, max_spread_ratio: float) -> float:
-    span = track_xyz.max(axis=1) - track_xyz.min(axis=1)  # (n, C)
+    xy = track_xyz[:, :, :2].transpose(0, 2, 1).copy()  # (n, 2, V): reduce over contiguous V
+    span = xy.max(axis=2) - xy.min(axis=2)
     return float(np.mean(span[:, 0] > max_spread_ratio * span[:, 1]))
 
 
