@@ -115,6 +115,8 @@ def _run(
         s = _time_scale(X, frame_count, t_target)
     single = X.ndim == 4
     Xb = np.ascontiguousarray(X[None] if single else X)
+    if not Xb.flags.writeable:
+        Xb = Xb.copy()  # one compiled kernel per dtype: read-only arrays are another type
     N, _, T, V, M = Xb.shape
     parents, partners, torso = _TOPOLOGY[bones]
     names = ("velocity", "acceleration", "bone", "rotation_axis", "theta", "angular_velocity")
