@@ -74,17 +74,18 @@ BAD_FILES = {
     "empty": (lambda b: b"", "empty"),
     "binary": (lambda b: bytes(range(256)) * 4, ":"),
     "zero_frames": (lambda b: b"0\n", "frame"),
-    "junk_token": (lambda b: b.replace(b"\n25\n", b"\n25\nabc ", 1), "abc"),
+    "junk_token": (lambda b: _edit_joint_line(b, lambda tok: [b"abc", *tok[1:]]), "abc"),
     "wrong_joint_count": (lambda b: b.replace(b"\n25\n", b"\n24\n", 1), "25"),
-    "extra_value": (lambda b: _add_value_on_joint_line(b), "12"),
+    "extra_value": (lambda b: _edit_joint_line(b, lambda tok: [*tok, b"7"]), "12"),
     "header_too_big": (lambda b: _bump_header(b, +5), "frame"),
     "header_too_small": (lambda b: _bump_header(b, -5), "frame"),
 }
 
 
-def _add_value_on_joint_line(b: bytes) -> bytes:
+def _edit_joint_line(b: bytes, edit) -> bytes:
+    """Apply ``edit`` to the tokens of the first joint line (line 5)."""
     lines = b.split(b"\n")
-    lines[4] = lines[4].rstrip(b"\r") + b" 7"
+    lines[4] = b" ".join(edit(lines[4].split()))
     return b"\n".join(lines)
 
 
