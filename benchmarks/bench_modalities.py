@@ -1,0 +1,161 @@
+"""The five derived modalities of 4,000 float32 samples (3, 50, 25, 2): ours vs numpy vs a copy.
+
+One run prints, side by side:
+
+* numpy: the straightforward vectorised formulation of §4 over the whole batch (slicing for the
+  differences, fancy indexing for parents and partners, ``np.cross``, ``np.linalg.norm``,
+  ``np.arctan2``), float32 like the input;
+* copy floor: ``np.copyto`` of the input into five preallocated outputs (the memory traffic any
+  implementation must pay: read the input, write five arrays of its size);
+* ours: ``compute_modalities`` (fresh outputs, what a caller gets) and the kernel alone into
+  preallocated outputs (the like-for-like comparison with the copy floor),
+
+each with 1 numba thread and with all of them, and the first-call latency (import + compile or
+cache load + a small call) in fresh processes with a cold and a warm numba cache.
+
+    python benchmarks/bench_modalities.py [--n 4000] [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from skelmod import _kernels, layout  # noqa: E402
+from skelmod.modalities import compute_modalities  # noqa: E402
+
+DERIVED = ["velocity", "acceleration", "bone", "rotation_axis", "angular_velocity"]
+
+
+def numpy_modalities(X: np.ndarray, frame_count: np.ndarray, t_target=50) -> dict:
+    """§4 as a user would write it with numpy over the whole batch ``(N, 3, T, 25, M)``."""
+    s = (t_target / frame_count).astype(X.dtype)[:, None, None, None, None]
+    vel = np.zeros_like(X)
+    vel[:, :, :-1] = s * (X[:, :, 1:] - X[:, :, :-1])
+    acc = np.zeros_like(X)
+    acc[:, :, :-2] = s * (vel[:, :, 1:-1] - vel[:, :, :-2])
+    B = X - X[:, :, :, layout.BONE_PARENTS_6V]
+    n = np.cross(B[:, :, :, 1] - B[:, :, :, 8], B[:, :, :, 4] - B[:, :, :, 8], axis=1)
+    B[:, :, :, 20] = n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-12)
+    q = layout.AXIS_PARTNERS
+    R = np.cross(B, B[:, :, :, q], axis=1)
+    Bh = B / np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
+    Bhq = Bh[:, :, :, q]
+    sin = np.linalg.norm(np.cross(Bh, Bhq, axis=1), axis=1, keepdims=True)
+    theta = np.arctan2(sin, (Bh * Bhq).sum(axis=1, keepdims=True))
+    Rh = R / np.maximum(np.linalg.norm(R, axis=1, keepdims=True), 1e-12)
+    omega = np.zeros_like(X)
+    omega[:, :, :-1] = s * (theta[:, :, 1:] - theta[:, :, :-1]) * Rh[:, :, :-1]
+    return {
+        "velocity": vel,
+        "acceleration": acc,
+        "bone": B,
+        "rotation_axis": R,
+        "angular_velocity": omega,
+    }
+
+
+def best(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+_FIRST_CALL = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+from skelmod.modalities import compute_modalities
+compute_modalities(np.zeros((2, 3, 50, 25, 2), np.float32), 50)
+print(time.perf_counter() - t0)
+"""
+
+
+def first_call_latency() -> tuple[float, float]:
+    """Seconds to import and make one small float32 call: empty cache (cold), then warm."""
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(ROOT)}
+        out = []
+        for _ in range(2):
+            proc = subprocess.run(
+                [sys.executable, "-c", _FIRST_CALL], env=env, capture_output=True, text=True
+            )
+            proc.check_returncode()
+            out.append(float(proc.stdout.strip().splitlines()[-1]))
+    return out[0], out[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=4000)
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(args.n, 3, 50, 25, 2)).astype(np.float32)
+    X[rng.random(args.n) < 0.5, :, :, :, 1] = 0  # about half the samples have one body
+    fc = rng.integers(30, 301, size=args.n)
+    print(f"input {X.shape} float32, {X.nbytes / 2**20:.0f} MiB; outputs 5x that")
+    print(f"numba {numba.__version__}, threads available: {numba.config.NUMBA_NUM_THREADS}")
+
+    # agreement first: the numpy formulation is the same maths
+    ours = compute_modalities(X[:64], fc[:64], modalities=DERIVED)
+    ref = numpy_modalities(X[:64], fc[:64])
+    worst = max(float(np.max(np.abs(ours[k] - ref[k]))) for k in DERIVED)
+    print(f"max |ours - numpy| on 64 samples (float32): {worst:.2e}")
+
+    outs = [np.ones_like(X) for _ in range(5)]  # preallocated and touched
+
+    def copy_floor():
+        for o in outs:
+            np.copyto(o, X)
+
+    theta = np.ones((args.n, 1, 50, 25, 2), np.float32)
+    s = 50 / fc.astype(np.float64)
+    flags = [True, True, True, True, False, True]
+    nthreads = max(1, numba.config.NUMBA_NUM_THREADS)
+
+    def kernel_only():
+        _kernels.modalities_batch(
+            X, s, layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True, False, 0.0,
+            *outs[:4], theta, outs[4], *flags, 4 * numba.get_num_threads(),
+        )  # fmt: skip
+
+    def api():
+        compute_modalities(X, fc, modalities=DERIVED)
+
+    t_numpy = best(lambda: numpy_modalities(X, fc), max(1, args.repeat // 2))
+    t_copy = best(copy_floor, args.repeat)
+    print(f"\n{'':34s}{'seconds':>9s}{'numpy/ours':>12s}{'ours/copy':>11s}")
+    print(f"{'numpy formulation (1 thread)':34s}{t_numpy:9.3f}")
+    print(f"{'copy floor (np.copyto x5)':34s}{t_copy:9.3f}")
+    for k in sorted({1, nthreads}):
+        numba.set_num_threads(k)
+        kernel_only()  # compile / warm
+        for label, fn in (
+            (f"ours, kernel, {k} thread(s)", kernel_only),
+            (f"ours, API, {k} thread(s)", api),
+        ):
+            t = best(fn, args.repeat)
+            print(f"{label:34s}{t:9.3f}{t_numpy / t:12.1f}{t / t_copy:11.2f}")
+
+    cold, warm = first_call_latency()
+    print(f"\nfirst call (import + small call): cold numba cache {cold:.2f} s, warm {warm:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
