@@ -51,9 +51,9 @@ def atan2_nonneg(y, x):
     ax = abs(x)
     hi = max(ax, y)
     lo = min(ax, y)
-    a = lo / (hi if hi > 0.0 else 1.0)  # in [0, 1]
-    big = a > 0.66
-    xr = (a - 1.0) / (a + 1.0) if big else a
+    hi = hi if hi > 0.0 else 1.0  # atan2(0, ±0): lo = 0
+    big = lo > 0.66 * hi  # a = lo / hi > 0.66: reduce with atan(a) = pi/4 + atan((a-1)/(a+1))
+    xr = (lo - hi if big else lo) / (lo + hi if big else hi)
     z = xr * xr
     p = (((_P0 * z + _P1) * z + _P2) * z + _P3) * z + _P4
     q = ((((z + _Q0) * z + _Q1) * z + _Q2) * z + _Q3) * z + _Q4
@@ -78,6 +78,12 @@ def _norm_fixup(x, y, z, n):
 def _to_tvm(src, out):
     """Copy ``src (V, T, M)`` into ``out (T, V, M)``."""
     V, T, M = src.shape
+    if M == 2:  # the usual case: a fixed inner length makes this loop 2-3x faster
+        for t in range(T):
+            for v in range(V):
+                out[t, v, 0] = src[v, t, 0]
+                out[t, v, 1] = src[v, t, 1]
+        return
     for t in range(T):
         for v in range(V):
             for m in range(M):
@@ -85,8 +91,24 @@ def _to_tvm(src, out):
 
 
 @_jit
-def _normalize_rows(x, y, z, n):
-    """``(x, y, z) /= max(|(x, y, z)|, 1e-12)`` elementwise (F.normalize); ``n`` gets the norms."""
+def _bones_vtm(x, parents, B):
+    """``B[v, t, m] = x[t, v, m] - x[t, parents[v], m]``: one coordinate, transposed."""
+    T, V, M = x.shape
+    for v in range(V):
+        p = parents[v]
+        if M == 2:
+            for t in range(T):
+                B[v, t, 0] = np.float64(x[t, v, 0]) - np.float64(x[t, p, 0])
+                B[v, t, 1] = np.float64(x[t, v, 1]) - np.float64(x[t, p, 1])
+        else:
+            for t in range(T):
+                for m in range(M):
+                    B[v, t, m] = np.float64(x[t, v, m]) - np.float64(x[t, p, m])
+
+
+@_jit
+def _normalize_rows(x, y, z, hx, hy, hz, n):
+    """``h = v / max(|v|, 1e-12)`` elementwise (F.normalize), ``n = |v|``; h may be v."""
     overflow = False
     for i in range(x.shape[0]):
         n2 = x[i] * x[i] + y[i] * y[i] + z[i] * z[i]
@@ -95,10 +117,10 @@ def _normalize_rows(x, y, z, n):
     if overflow:
         _norm_fixup(x, y, z, n)
     for i in range(x.shape[0]):
-        den = max(n[i], NORM_EPS)
-        x[i] = x[i] / den
-        y[i] = y[i] / den
-        z[i] = z[i] / den
+        r = 1.0 / max(n[i], NORM_EPS)  # one division, not three: within an ulp of v / den
+        hx[i] = x[i] * r
+        hy[i] = y[i] * r
+        hz[i] = z[i] * r
 
 
 @_jit
@@ -140,22 +162,36 @@ def _one_sample(
     L = P - W  # entries that have a next frame, (T, V, M) order
 
     if do_vel or do_acc:
+        L2 = max(L - W, 0)  # entries that have two next frames
         for c in range(3):
             x = X[c].reshape(P)
-            if do_vel:
-                out = vel[c].reshape(P)
-                for i in range(L):
-                    out[i] = s * (np.float64(x[i + W]) - np.float64(x[i]))
-                for i in range(L, P):
-                    out[i] = 0.0
-            if do_acc:
-                out = acc[c].reshape(P)
-                for i in range(max(L - W, 0)):
+            if do_vel and do_acc:
+                v_out, a_out = vel[c].reshape(P), acc[c].reshape(P)
+                for i in range(L2):
                     v0 = s * (np.float64(x[i + W]) - np.float64(x[i]))
                     v1 = s * (np.float64(x[i + 2 * W]) - np.float64(x[i + W]))
-                    out[i] = s * (v1 - v0)
-                for i in range(max(L - W, 0), P):
-                    out[i] = 0.0
+                    v_out[i] = v0
+                    a_out[i] = s * (v1 - v0)
+                for i in range(L2, L):
+                    v_out[i] = s * (np.float64(x[i + W]) - np.float64(x[i]))
+                for i in range(L, P):
+                    v_out[i] = 0.0
+                for i in range(L2, P):
+                    a_out[i] = 0.0
+            elif do_vel:
+                v_out = vel[c].reshape(P)
+                for i in range(L):
+                    v_out[i] = s * (np.float64(x[i + W]) - np.float64(x[i]))
+                for i in range(L, P):
+                    v_out[i] = 0.0
+            else:
+                a_out = acc[c].reshape(P)
+                for i in range(L2):
+                    v0 = s * (np.float64(x[i + W]) - np.float64(x[i]))
+                    v1 = s * (np.float64(x[i + 2 * W]) - np.float64(x[i + W]))
+                    a_out[i] = s * (v1 - v0)
+                for i in range(L2, P):
+                    a_out[i] = 0.0
 
     if not (do_bone or do_axis or do_theta or do_omega):
         return
@@ -168,13 +204,7 @@ def _one_sample(
 
     # bones B_i = X_i - X_p(i), stored at the child i
     for c in range(3):
-        x = X[c]
-        Bc = S[c]
-        for v in range(V):
-            p = parents[v]
-            for t in range(T):
-                for m in range(M):
-                    Bc[v, t, m] = np.float64(x[t, v, m]) - np.float64(x[t, p, m])
+        _bones_vtm(X[c], parents, S[c])
     if torso:
         # B_21 = normalize((B_2 - B_9) x (B_5 - B_9)), the upper-torso normal (6-view model)
         for c in range(3):
@@ -182,7 +212,7 @@ def _one_sample(
                 S2[4 + c, 0, j] = S2[c, 1, j] - S2[c, 8, j]  # B_2 - B_9
                 S2[8 + c, 0, j] = S2[c, 4, j] - S2[c, 8, j]  # B_5 - B_9
         _cross(Hx[0], Hy[0], Hz[0], Rx[0], Ry[0], Rz[0], Bx[20], By[20], Bz[20])
-        _normalize_rows(Bx[20], By[20], Bz[20], nR[0])
+        _normalize_rows(Bx[20], By[20], Bz[20], Bx[20], By[20], Bz[20], nR[0])
     if do_bone:
         for c in range(3):
             _to_tvm(S[c], bone[c])
@@ -192,9 +222,7 @@ def _one_sample(
     need_rhat = do_omega or (do_axis and unit_axis)
 
     if need_angle or axis_tol > 0.0:
-        for c in range(3):
-            S1[4 + c, :] = S1[c]
-        _normalize_rows(S1[4], S1[5], S1[6], S1[3])  # B^ and |B|
+        _normalize_rows(S1[0], S1[1], S1[2], S1[4], S1[5], S1[6], S1[3])  # B^ and |B|
 
     # R_i = B_i x B_q(i), not normalised (§4)
     for v in range(V):
@@ -204,7 +232,7 @@ def _one_sample(
         for c in range(3):
             _to_tvm(S[8 + c], axis[c])
     if need_rhat:
-        _normalize_rows(S1[8], S1[9], S1[10], S1[11])
+        _normalize_rows(S1[8], S1[9], S1[10], S1[8], S1[9], S1[10], S1[11])
         if axis_tol > 0.0:
             # nearly collinear bones have no meaningful axis (bug 9): zero it
             for v in range(V):
