@@ -198,7 +198,7 @@ def _parse_float(buf, s, e):
     return 0, -v if neg else v
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True)
 def _parse_number(buf, pos):
     """Parse the token starting at ``pos`` (not a blank); returns ``(status, value, end)``.
 
@@ -320,7 +320,7 @@ def _rest_is_blank(buf, pos):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # inlined: one compiled copy per literal argument otherwise
 def _fail(status, code, line, ctx, frame, body, joint, tok_start=-1, tok_end=-1, found=0):
     status[S_CODE] = code
     status[S_LINE] = line
