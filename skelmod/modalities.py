@@ -69,6 +69,8 @@ def _check_joints(joints) -> np.ndarray:
         raise ValueError(f"joints must have C={layout.C} coordinates, found shape {X.shape}")
     if X.shape[-2] != layout.V:
         raise ValueError(f"joints must have V={layout.V} NTU joints, found shape {X.shape}")
+    if X.shape[-3] < 1 or X.shape[-1] < 1:
+        raise ValueError(f"joints must have at least one frame and one body, found {X.shape}")
     return X
 
 
@@ -104,7 +106,7 @@ def _run(
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Check the inputs, run the kernel once for ``wanted`` (names and/or "theta")."""
     X = _check_joints(joints)
-    if bones not in _TOPOLOGY:
+    if not isinstance(bones, str) or bones not in _TOPOLOGY:
         raise ValueError(f"bones must be one of {BONE_CONVENTIONS}, found {bones!r}")
     axis_tol = float(axis_tol)
     if not (np.isfinite(axis_tol) and axis_tol >= 0):
