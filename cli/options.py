@@ -1,0 +1,98 @@
+"""Shared click options of the command-line tools (one decorator per option, reused by commands).
+
+Override options default to ``None``, meaning "keep the preset's value".
+"""
+
+from __future__ import annotations
+
+import click
+
+from ikemtrain.config import STREAMS, ConfigError, Preset, load_preset, preset_names
+
+
+def _load_preset(ctx: click.Context, param: click.Parameter, value: str) -> Preset:
+    try:
+        return load_preset(value)
+    except ConfigError as e:
+        raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+
+
+def preset_option(default: str = "paper-ntu60"):
+    """``--preset NAME|PATH``: a built-in preset or a TOML file; the value is a ``Preset``."""
+    return click.option(
+        "--preset",
+        default=default,
+        show_default=True,
+        callback=_load_preset,
+        help=f"Settings preset: a built-in name ({', '.join(preset_names())}) or a TOML file.",
+    )
+
+
+split_option = click.option(
+    "--split",
+    required=True,
+    metavar="NAME",
+    help="Benchmark, e.g. xsub or xview (ntu60), xsub or xset (ntu120): trains on "
+    "NAME-train and evaluates on NAME-val.",
+)
+
+modalities_option = click.option(
+    "--modalities",
+    type=click.Choice(["3", "6"]),
+    default=None,
+    help="3 (joint, velocity, bone: the 3s baseline) or 6 modalities [default: the preset's].",
+)
+
+streams_option = click.option(
+    "--streams",
+    type=click.Choice(list(STREAMS)),
+    default="6s",
+    show_default=True,
+    help="One modality, or a fusion of jointly trained heads on averaged logits (3s, 6s).",
+)
+
+device_option = click.option(
+    "--device",
+    default="auto",
+    show_default=True,
+    metavar="auto|cpu|cuda|cuda:N",
+    help="Where to run; auto picks CUDA when available.",
+)
+
+workers_option = click.option(
+    "--workers",
+    type=click.IntRange(min=0),
+    default=None,
+    help="DataLoader worker processes [default: the preset's].",
+)
+
+seed_option = click.option(
+    "--seed", type=click.IntRange(min=0), default=None, help="Random seed [default: the preset's]."
+)
+
+epochs_option = click.option(
+    "--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: the preset's]."
+)
+
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Batch size [default: the preset's].",
+)
+
+lr_option = click.option(
+    "--lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Base learning rate [default: the preset's].",
+)
+
+
+def overrides(f):
+    """``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--workers``, ``--seed``."""
+    for option in reversed(
+        (epochs_option, batch_size_option, lr_option, device_option, workers_option, seed_option)
+    ):
+        f = option(f)
+    return f

@@ -1,0 +1,372 @@
+"""Run settings for pre-training and linear evaluation, loaded from TOML presets.
+
+A preset is a TOML file with a ``[pretrain]`` and a ``[linear_eval]`` table whose keys are the
+fields of :class:`PretrainConfig` and :class:`LinearEvalConfig`. Built-in presets live in
+``ikemtrain/presets/`` (``paper-ntu60``, ``tiny``); wherever a preset name is accepted, a path
+to a TOML file is accepted too. Every value is checked on construction, and an error names the
+file, table, key and value (:class:`ConfigError`).
+
+Config lives at the edge (``style.md``): the library functions of ``ikemtrain.engine`` take
+these dataclasses; the model and data classes take plain typed arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from skelmod.layout import MODALITY_NAMES
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = [
+    "MODALITY_SETS",
+    "STREAMS",
+    "ConfigError",
+    "LinearEvalConfig",
+    "Preset",
+    "PretrainConfig",
+    "load_preset",
+    "lr_at",
+    "modality_set",
+    "preset_names",
+    "stream_modalities",
+]
+
+PRESET_DIR = Path(__file__).resolve().parent / "presets"
+
+#: The 3-modality set of the CrosSCLR baseline and the 3s fusion, and the paper's six.
+MODALITY_SETS: dict[int, tuple[str, ...]] = {
+    3: ("joint", "velocity", "bone"),
+    6: tuple(MODALITY_NAMES),
+}
+#: Linear-evaluation streams: one modality, or a fusion of several (mean of logits, §8).
+STREAMS: dict[str, tuple[str, ...]] = {
+    **{m: (m,) for m in MODALITY_NAMES},
+    "3s": MODALITY_SETS[3],
+    "6s": MODALITY_SETS[6],
+}
+
+
+class ConfigError(ValueError):
+    """A bad setting: names where it came from, the key and the offending value."""
+
+
+def modality_set(spec: int | str | Sequence[str]) -> tuple[str, ...]:
+    """Modalities from ``3`` / ``6`` (or ``"3"`` / ``"6"``), or from a list of names."""
+    if isinstance(spec, bool):
+        raise ConfigError(f"modalities: expected 3, 6 or a list of names, got {spec!r}")
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.strip().isdigit()):
+        n = int(spec)
+        if n not in MODALITY_SETS:
+            raise ConfigError(f"modalities: expected 3 or 6, got {spec!r}")
+        return MODALITY_SETS[n]
+    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
+    unknown = [m for m in names if m not in MODALITY_NAMES]
+    if unknown or not names:
+        raise ConfigError(
+            f"modalities: unknown {unknown or 'empty list'}; expected names among "
+            f"{', '.join(MODALITY_NAMES)}"
+        )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"modalities: duplicate names in {names}")
+    return tuple(m for m in MODALITY_NAMES if m in names)
+
+
+def stream_modalities(stream: str) -> tuple[str, ...]:
+    """Modalities a linear-evaluation stream needs: a modality name, ``"3s"`` or ``"6s"``."""
+    if stream not in STREAMS:
+        raise ConfigError(f"streams: unknown {stream!r}; expected one of {', '.join(STREAMS)}")
+    return STREAMS[stream]
+
+
+def lr_at(base_lr: float, steps: Sequence[int], epoch: int) -> float:
+    """Step schedule of §6/§8: ``base_lr · 0.1^{#(epoch > step)}``, with 1-based epochs."""
+    return base_lr * 0.1 ** sum(epoch > s for s in steps)
+
+
+# --- value checks ---------------------------------------------------------------------------
+
+
+def _int(v: Any, lo: int | None = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected an integer, got {v!r}")
+    if lo is not None and v < lo:
+        raise ValueError(f"expected an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _float(v: Any, lo: float | None = None, hi: float | None = None, open_lo=False) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ValueError(f"expected a number, got {v!r}")
+    v = float(v)
+    if v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"expected a finite number, got {v!r}")
+    if lo is not None and (v <= lo if open_lo else v < lo):
+        raise ValueError(f"expected a number {'>' if open_lo else '>='} {lo}, got {v!r}")
+    if hi is not None and v > hi:
+        raise ValueError(f"expected a number <= {hi}, got {v!r}")
+    return v
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, got {v!r}")
+    return v
+
+
+def _steps(v: Any) -> tuple[int, ...]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, Sequence):
+        raise ValueError(f"expected a list of epochs, got {v!r}")
+    out = tuple(_int(s, 0) for s in v)
+    if list(out) != sorted(out):
+        raise ValueError(f"expected increasing epochs, got {list(out)}")
+    return out
+
+
+def _choice(*allowed: str):
+    def check(v: Any) -> str:
+        if v not in allowed:
+            raise ValueError(f"expected one of {', '.join(allowed)}, got {v!r}")
+        return v
+
+    return check
+
+
+def _modalities(v: Any) -> tuple[str, ...]:
+    try:
+        return modality_set(v)
+    except ConfigError as e:
+        raise ValueError(str(e).removeprefix("modalities: ")) from None
+
+
+def _split(v: Any) -> str:
+    if not isinstance(v, str) or not v or "-" in v:
+        raise ValueError(f"expected a benchmark name such as 'xsub' or 'xview', got {v!r}")
+    return v
+
+
+_PRETRAIN_CHECKS = {
+    "modalities": _modalities,
+    "split": _split,
+    "epochs": lambda v: _int(v, 1),
+    "cross_epoch": lambda v: _int(v, 0),
+    "lr": lambda v: _float(v, 0.0, open_lo=True),
+    "steps": _steps,
+    "batch_size": lambda v: _int(v, 1),
+    "weight_decay": lambda v: _float(v, 0.0),
+    "sgd_momentum": lambda v: _float(v, 0.0, 1.0),
+    "queue_size": lambda v: _int(v, 1),
+    "momentum": lambda v: _float(v, 0.0, 1.0),
+    "tau": lambda v: _float(v, 0.0, open_lo=True),
+    "topk": lambda v: _int(v, 1),
+    "context": _bool,
+    "ekem": _bool,
+    "ikem": _bool,
+    "reference_compat": _bool,
+    "frozen_keys": _modalities,
+    "hidden_channels": lambda v: _int(v, 1),
+    "hidden_dim": lambda v: _int(v, 1),
+    "feature_dim": lambda v: _int(v, 1),
+    "dropout": lambda v: _float(v, 0.0, 1.0),
+    "crop_ratio": lambda v: _int(v),
+    "shear": lambda v: _float(v, 0.0),
+    "unit_axis": _bool,
+    "bones": _choice("6v", "3v"),
+    "seed": lambda v: _int(v, 0),
+    "workers": lambda v: _int(v, 0),
+}
+
+_LINEAR_EVAL_CHECKS = {
+    "epochs": lambda v: _int(v, 1),
+    "lr": lambda v: _float(v, 0.0, open_lo=True),
+    "steps": _steps,
+    "batch_size": lambda v: _int(v, 1),
+    "eval_batch_size": lambda v: _int(v, 1),
+    "weight_decay": lambda v: _float(v, 0.0),
+    "sgd_momentum": lambda v: _float(v, 0.0, 1.0),
+    "eval_interval": lambda v: _int(v, 1),
+    "seed": lambda v: _int(v, 0),
+    "workers": lambda v: _int(v, 0),
+}
+
+
+def _validate(obj: Any, checks: Mapping[str, Any], table: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        try:
+            clean = checks[f.name](value)
+        except ValueError as e:
+            raise ConfigError(f"[{table}] {f.name}: {e}") from None
+        object.__setattr__(obj, f.name, clean)
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Pre-training settings (§6 defaults; the paper's run is the ``paper-ntu60`` preset)."""
+
+    modalities: tuple[str, ...] = MODALITY_SETS[6]
+    split: str = "xsub"  #: benchmark; pre-training reads ``<split>-train``
+    epochs: int = 300
+    cross_epoch: int = 150  #: stage 1 while epoch <= cross_epoch (1-based), then stage 2
+    lr: float = 0.1
+    steps: tuple[int, ...] = (250,)
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    sgd_momentum: float = 0.9
+    queue_size: int = 32768
+    momentum: float = 0.999  #: MoCo key-encoder momentum
+    tau: float = 0.07
+    topk: int = 1
+    context: bool = True
+    ekem: bool = True
+    ikem: bool = True
+    reference_compat: bool = False
+    frozen_keys: tuple[str, ...] = ("joint", "bone", "rotation_axis")
+    hidden_channels: int = 16
+    hidden_dim: int = 256
+    feature_dim: int = 128
+    dropout: float = 0.5
+    crop_ratio: int = 6
+    shear: float = 0.5
+    unit_axis: bool = False
+    bones: str = "6v"
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _validate(self, _PRETRAIN_CHECKS, "pretrain")
+
+    def replace(self, **changes: Any) -> PretrainConfig:
+        """A copy with ``changes`` applied (validated); ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @property
+    def backbone(self) -> dict[str, Any]:
+        """Keyword arguments of ``ikemtrain.nn.stgcn.STGCN``."""
+        return {
+            "hidden_channels": self.hidden_channels,
+            "hidden_dim": self.hidden_dim,
+            "dropout": self.dropout,
+        }
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``ikemtrain.methods.pretrain.PretrainModel``."""
+        return {
+            "backbone": self.backbone,
+            "feature_dim": self.feature_dim,
+            "queue_size": self.queue_size,
+            "momentum": self.momentum,
+            "tau": self.tau,
+            "topk": self.topk,
+            "context": self.context,
+            "ekem": self.ekem,
+            "ikem": self.ikem,
+            "frozen_keys": tuple(m for m in self.frozen_keys if m in self.modalities),
+            "reference_compat": self.reference_compat,
+        }
+
+
+@dataclass(frozen=True)
+class LinearEvalConfig:
+    """Linear-evaluation settings (§8: SGD lr 3.0 ×0.1 at 80, 100 epochs, batch 128)."""
+
+    epochs: int = 100
+    lr: float = 3.0
+    steps: tuple[int, ...] = (80,)
+    batch_size: int = 128
+    eval_batch_size: int = 128
+    weight_decay: float = 0.0
+    sgd_momentum: float = 0.9
+    eval_interval: int = 5
+    seed: int = 0
+    workers: int = 2
+
+    def __post_init__(self) -> None:
+        _validate(self, _LINEAR_EVAL_CHECKS, "linear_eval")
+
+    def replace(self, **changes: Any) -> LinearEvalConfig:
+        """A copy with ``changes`` applied (validated); ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def asdict(obj: Any) -> dict[str, Any]:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named pair of settings; ``pretrain`` also gives the backbone for ``--random-init``."""
+
+    name: str
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
+    linear_eval: LinearEvalConfig = field(default_factory=LinearEvalConfig)
+
+
+def preset_names() -> list[str]:
+    """Names of the built-in presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _table(cls: type, data: Any, table: str, source: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: [{table}] must be a table, got {data!r}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{source}: [{table}] unknown key {', '.join(map(repr, unknown))}; "
+            f"known keys: {', '.join(sorted(names))}"
+        )
+    try:
+        return cls(**data)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_preset(name_or_path: str | os.PathLike) -> Preset:
+    """Load a built-in preset by name (``tiny``, ``paper-ntu60``) or a TOML file by path.
+
+    Raises:
+        ConfigError: unknown preset, unreadable TOML, unknown table or key, or a bad value.
+    """
+    text = str(name_or_path)
+    path = Path(text)
+    if not (path.suffix == ".toml" or os.sep in text or path.exists()):
+        path = PRESET_DIR / f"{text}.toml"
+        if not path.exists():
+            raise ConfigError(
+                f"unknown preset {text!r}; built-in presets: {', '.join(preset_names())} "
+                "(or give the path of a TOML file)"
+            )
+    if not path.is_file():
+        raise ConfigError(f"preset file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    unknown = sorted(set(data) - {"pretrain", "linear_eval"})
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown table {', '.join(map(repr, unknown))}; expected [pretrain] "
+            "and [linear_eval]"
+        )
+    return Preset(
+        name=path.stem,
+        pretrain=_table(PretrainConfig, data.get("pretrain", {}), "pretrain", str(path)),
+        linear_eval=_table(LinearEvalConfig, data.get("linear_eval", {}), "linear_eval", str(path)),
+    )

@@ -1,0 +1,11 @@
+"""Training engine: the pre-training loop, linear evaluation, checkpoints, DDP, logging.
+
+``pretrain(cfg, cache, out_dir, resume=..., device=...)`` and
+``linear_eval(cfg, cache, out_dir, split, stream, checkpoint=... | random_init=True, ...)``
+are the two entry points; the CLI (``cli/ikemtrain_cli.py``) is a thin layer over them.
+"""
+
+from .linear_eval import linear_eval
+from .loop import pretrain
+
+__all__ = ["linear_eval", "pretrain"]

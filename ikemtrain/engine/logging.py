@@ -1,0 +1,97 @@
+"""Per-epoch reporting: one printed line, one JSON line in ``OUT/metrics.jsonl``, TensorBoard.
+
+TensorBoard is used only when the ``tensorboard`` package is installed; it is never required.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["MetricsLog", "format_epoch"]
+
+
+def format_epoch(record: dict[str, Any]) -> str:
+    """``epoch 3/10 stage 1 loss 12.345 [joint 2.1 velocity 2.0 ...] lr 0.1000 ... s``."""
+    parts = [f"epoch {record['epoch']}/{record['epochs']}"]
+    if "stage" in record:
+        parts.append(f"stage {record['stage']}")
+    parts.append(f"loss {record['loss']:.3f}")
+    per = record.get("losses") or {}
+    if per:
+        parts.append("[" + " ".join(f"{m} {v:.3g}" for m, v in per.items()) + "]")
+    parts.append(f"lr {record['lr']:.4f}")
+    if "samples_per_s" in record:
+        parts.append(f"{record['samples_per_s']:.1f} samples/s")
+    if "top1" in record:
+        parts.append(f"top1 {record['top1']:.2f} top5 {record['top5']:.2f}")
+    parts.append(f"{record['seconds']:.1f} s")
+    return " ".join(parts)
+
+
+class MetricsLog:
+    """Append epoch records to ``out_dir/metrics.jsonl`` and print them (rank 0 only).
+
+    On resume, ``keep_through`` drops records of epochs after the checkpoint's, so the file
+    lists each epoch once.
+    """
+
+    def __init__(
+        self,
+        out_dir: str | os.PathLike,
+        enabled: bool = True,
+        echo: Callable[[str], None] | None = print,
+        keep_through: int | None = None,
+        tensorboard: bool = True,
+    ):
+        self.path = Path(out_dir) / "metrics.jsonl"
+        self.enabled = enabled
+        self.echo = echo
+        self.writer = None
+        if not enabled:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if keep_through is None:
+            self.path.write_text("")
+        elif self.path.exists():
+            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+            kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= keep_through]
+            self.path.write_text("".join(ln + "\n" for ln in kept))
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                SummaryWriter = None
+            if SummaryWriter is not None:
+                self.writer = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+
+    def log(self, record: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self.echo is not None:
+            self.echo(format_epoch(record))
+        if self.writer is not None:
+            step = record["epoch"]
+            for key, value in _flatten(record).items():
+                if key not in ("epoch", "epochs") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(key, value, step)
+            self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in record.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[prefix + k] = v
+    return out

@@ -1,0 +1,266 @@
+"""The pre-training loop (``reference-ikem.md`` §6, ``processor/pretrain_crossclr_6views.py``).
+
+* Epochs are 1-based; stage 1 (single-modality InfoNCE) runs while ``epoch <= cross_epoch``,
+  then stage 2 (EKEM + IKEM).
+* SGD (momentum 0.9, no Nesterov, weight decay 1e-4) over the parameters with
+  ``requires_grad``; parameters without a gradient in a step (the IKEM heads in stage 1) are
+  skipped by SGD, as in the reference.
+* Step schedule ``lr = base · 0.1^{#(epoch > step)}`` (:func:`ikemtrain.config.lr_at`).
+* ``drop_last`` batches; the order of epoch ``e`` comes from a torch generator seeded with
+  ``(seed, e)`` and the augmentations from per-sample streams (``ikemtrain.data``), so a run is
+  a function of its seed and a resumed run continues exactly (``ikemtrain.engine.checkpoint``)
+  for any number of loader workers.
+* The model does its own momentum update and enqueue inside ``forward``; the loop does
+  ``backward`` and ``step``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from skelmod.cache import CacheError, CacheReader
+
+from ..config import ConfigError, PretrainConfig, lr_at
+from ..data import EpochSampler, PretrainDataset, worker_context
+from ..methods.pretrain import PretrainModel
+from .checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+from .distributed import (
+    DistInfo,
+    all_reduce_sum,
+    init_distributed,
+    resolve_device,
+    wrap_model,
+)
+from .logging import MetricsLog
+
+__all__ = ["build_model", "pretrain", "seed_everything"]
+
+#: Settings that may differ between a run and its resumption.
+RESUMABLE_CHANGES = ("epochs", "workers")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and Python ``random``."""
+    import random
+
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 (third-party code may use it)
+    random.seed(seed)
+
+
+def build_model(cfg: PretrainConfig) -> PretrainModel:
+    """The pre-training model of ``cfg`` (§6), on the CPU."""
+    return PretrainModel(cfg.modalities, **cfg.model_kwargs())
+
+
+def _check_resume(saved: dict[str, Any], cfg: PretrainConfig, path: Path) -> None:
+    current = cfg.to_dict()
+    diff = [
+        k
+        for k in sorted(set(saved) | set(current))
+        if k not in RESUMABLE_CHANGES and saved.get(k) != current.get(k)
+    ]
+    if diff:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in diff)
+        raise ConfigError(f"{path}: cannot resume with different settings ({detail})")
+
+
+def make_loader(
+    dataset: PretrainDataset, cfg: PretrainConfig, batch: int, info: DistInfo, pin: bool
+) -> tuple[DataLoader, EpochSampler]:
+    """One DataLoader for the whole run (persistent workers), ordered by an EpochSampler."""
+    sampler = EpochSampler(len(dataset), cfg.seed, True, info.rank, info.world_size)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        sampler=sampler,
+        # the loader's own seed draws come from here, never from the global torch RNG, so
+        # dropout's random stream depends only on the run (exact resume)
+        generator=torch.Generator().manual_seed(cfg.seed),
+        num_workers=cfg.workers,
+        multiprocessing_context=worker_context(cfg.workers),
+        persistent_workers=cfg.workers > 0,
+        drop_last=True,
+        pin_memory=pin,
+    )
+    return loader, sampler
+
+
+def pretrain(
+    cfg: PretrainConfig,
+    cache: str | os.PathLike | CacheReader,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    echo: Callable[[str], None] | None = print,
+    tensorboard: bool = True,
+) -> dict[str, Any]:
+    """Pre-train on ``<cfg.split>-train`` of ``cache``; write ``out_dir/checkpoint.pt`` and
+    ``out_dir/metrics.jsonl`` (rank 0 only).
+
+    ``resume=True`` continues from ``out_dir/checkpoint.pt`` exactly (model, queues,
+    optimiser, RNG states, epoch); the settings must match those saved, except ``epochs``
+    (to extend a run) and ``workers``. Without ``resume``, an existing checkpoint is an error
+    rather than being overwritten.
+
+    Returns ``{"checkpoint": Path, "epoch": last epoch, "metrics": last epoch's record}``.
+
+    Raises:
+        CacheError: the cache or split is unusable; ConfigError: bad or mismatched settings;
+        CheckpointError / FileExistsError: resume problems.
+    """
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    dev = resolve_device(device)
+    info = init_distributed(dev)
+    if cfg.batch_size % info.world_size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes"
+        )
+    batch = cfg.batch_size // info.world_size
+
+    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    dataset = PretrainDataset(
+        reader,
+        f"{cfg.split}-train",
+        cfg.modalities,
+        t_target=reader.t,
+        crop_ratio=cfg.crop_ratio,
+        shear=cfg.shear,
+        seed=cfg.seed,
+        unit_axis=cfg.unit_axis,
+        bones=cfg.bones,
+    )
+    if len(dataset) < cfg.batch_size:
+        raise CacheError(
+            f"{reader.path}: split {cfg.split}-train has {len(dataset)} samples, fewer than one "
+            f"batch of {cfg.batch_size} (batches drop the remainder); lower batch_size"
+        )
+
+    seed_everything(cfg.seed)
+    model = build_model(cfg).to(dev)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.sgd_momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=False,
+    )
+    start = 1
+    if resume:
+        if not ckpt_path.exists():
+            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
+        state = load_checkpoint(ckpt_path, map_location=dev)
+        _check_resume(state["config"], cfg, ckpt_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        restore_rng(state["rng"])
+        start = int(state["epoch"]) + 1
+    elif ckpt_path.exists():
+        raise FileExistsError(
+            f"{ckpt_path} exists; pass --resume to continue that run or choose another --out"
+        )
+
+    net = wrap_model(model, dev, info)
+    loader, sampler = make_loader(dataset, cfg, batch, info, pin=dev.type == "cuda")
+    log = MetricsLog(
+        out,
+        enabled=info.is_main,
+        echo=echo,
+        keep_through=start - 1 if resume else None,
+        tensorboard=tensorboard,
+    )
+    record: dict[str, Any] = {}
+    try:
+        for epoch in range(start, cfg.epochs + 1):
+            record = _train_epoch(
+                net, model, optimizer, loader, sampler, cfg, batch, epoch, info, dev
+            )
+            if info.is_main:
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "rng": capture_rng(),
+                        "config": cfg.to_dict(),
+                        "cache": str(reader.path),
+                    },
+                )
+                log.log(record)
+    finally:
+        log.close()
+    return {"checkpoint": ckpt_path, "epoch": max(start - 1, cfg.epochs), "metrics": record}
+
+
+def _train_epoch(
+    net: torch.nn.Module,
+    model: PretrainModel,
+    optimizer: torch.optim.Optimizer,
+    loader: DataLoader,
+    sampler: EpochSampler,
+    cfg: PretrainConfig,
+    batch: int,
+    epoch: int,
+    info: DistInfo,
+    dev: torch.device,
+) -> dict[str, Any]:
+    stage = 1 if epoch <= cfg.cross_epoch else 2
+    lr = lr_at(cfg.lr, cfg.steps, epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    sampler.set_epoch(epoch)
+    model.train()
+    sums: dict[str, torch.Tensor] = {}
+    iterations = 0
+    started = time.perf_counter()
+    for view1, view2, _label, _frame in loader:
+        view1 = {m: v.to(dev, non_blocking=True) for m, v in view1.items()}
+        view2 = {m: v.to(dev, non_blocking=True) for m, v in view2.items()}
+        out = net(view1, view2, stage)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        for k, v in out.items():
+            v = v.detach().float()
+            sums[k] = sums[k] + v if k in sums else v
+        iterations += 1
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - started
+    keys = sorted(sums)
+    totals = all_reduce_sum(torch.stack([sums[k] for k in keys]), info) if keys else None
+    n = iterations * info.world_size
+    means = {k: float(totals[i]) / n for i, k in enumerate(keys)} if keys else {}
+    loss = means.pop("loss", float("nan"))
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"epoch {epoch}: the loss is {loss}; lower the learning rate")
+    return {
+        "epoch": epoch,
+        "epochs": cfg.epochs,
+        "stage": stage,
+        "loss": loss,
+        "losses": {m: means[f"loss/{m}"] for m in cfg.modalities if f"loss/{m}" in means},
+        "terms": {k: v for k, v in means.items() if not k.startswith("loss/")},
+        "lr": lr,
+        "samples_per_s": n * batch / seconds if seconds > 0 else float("nan"),
+        "seconds": seconds,
+        "iterations": iterations,
+    }

@@ -1,0 +1,288 @@
+"""ikemtrain.engine: schedule, stages, exact resume, checkpoints, metrics, config, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+from test_data import make_cache
+
+from ikemtrain.config import (
+    ConfigError,
+    LinearEvalConfig,
+    PretrainConfig,
+    load_preset,
+    lr_at,
+    modality_set,
+    stream_modalities,
+)
+from ikemtrain.engine import pretrain
+from ikemtrain.engine.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ikemtrain.engine.distributed import resolve_device
+from ikemtrain.engine.loop import build_model, seed_everything
+
+
+@pytest.fixture(autouse=True, scope="module")
+def deterministic():
+    threads = torch.get_num_threads()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)  # the tiny model gains nothing from threads
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("engine") / "c.h5", n=16, t=24)
+
+
+def tiny(**changes) -> PretrainConfig:
+    base = PretrainConfig(
+        modalities=("joint", "velocity"),
+        epochs=3,
+        cross_epoch=1,
+        lr=0.1,
+        steps=(2,),
+        batch_size=4,
+        queue_size=8,
+        momentum=0.9,
+        hidden_channels=4,
+        hidden_dim=16,
+        feature_dim=8,
+        workers=0,
+        seed=1,
+    )
+    return base.replace(**changes)
+
+
+def _states_equal(a: dict, b: dict) -> list[str]:
+    return [k for k in a if not torch.equal(a[k], b[k])]
+
+
+def _read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+# --- config -----------------------------------------------------------------------------------
+
+
+def test_lr_schedule_is_the_step_rule() -> None:
+    assert [lr_at(0.1, [250], e) for e in (1, 250, 251, 300)] == [0.1, 0.1, 0.1 * 0.1, 0.1 * 0.1]
+    assert lr_at(3.0, [2, 4], 5) == pytest.approx(0.03)
+    assert lr_at(3.0, [], 99) == 3.0
+
+
+def test_presets_load_and_match_the_paper() -> None:
+    paper = load_preset("paper-ntu60")
+    p, le = paper.pretrain, paper.linear_eval
+    assert (p.epochs, p.cross_epoch, p.lr, p.steps, p.batch_size) == (300, 150, 0.1, (250,), 128)
+    assert (p.queue_size, p.momentum, p.tau, p.topk, p.context) == (32768, 0.999, 0.07, 1, True)
+    assert (p.hidden_channels, p.hidden_dim, p.feature_dim, p.weight_decay) == (16, 256, 128, 1e-4)
+    assert (p.crop_ratio, p.shear, p.modalities) == (6, 0.5, modality_set(6))
+    assert (le.epochs, le.lr, le.steps, le.batch_size, le.eval_interval) == (
+        100,
+        3.0,
+        (80,),
+        128,
+        5,
+    )
+    assert le.weight_decay == 0.0
+    t = load_preset("tiny").pretrain
+    assert t.modalities == modality_set(6) and t.hidden_dim < p.hidden_dim
+    assert t.queue_size < p.queue_size and 2 <= t.epochs <= 10 and 0 < t.cross_epoch < t.epochs
+
+
+def test_bad_settings_name_key_and_value(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\[pretrain\] lr: expected a number > 0.0, got -1"):
+        PretrainConfig(lr=-1)
+    with pytest.raises(ConfigError, match=r"\[pretrain\] context: expected true or false"):
+        PretrainConfig(context=1)
+    with pytest.raises(ConfigError, match=r"\[linear_eval\] steps: expected increasing"):
+        LinearEvalConfig(steps=(80, 20))
+    with pytest.raises(ConfigError, match=r"modalities: .*'speed'"):
+        PretrainConfig(modalities=("joint", "speed"))
+    with pytest.raises(ConfigError, match=r"bones: expected one of 6v, 3v"):
+        tiny(bones="9v")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pretrain]\nepochs = 3\nlearning_rate = 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: \[pretrain\] unknown key 'learning_rate'"):
+        load_preset(bad)
+    bad.write_text("[pretrain]\nepochs = 'ten'\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: \[pretrain\] epochs: expected an integer"):
+        load_preset(str(bad))
+    bad.write_text("[pretrain\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_preset(bad)
+    bad.write_text("[linear-eval]\n")
+    with pytest.raises(ConfigError, match="unknown table 'linear-eval'"):
+        load_preset(bad)
+    with pytest.raises(ConfigError, match="unknown preset 'huge'.*paper-ntu60, tiny"):
+        load_preset("huge")
+    good = tmp_path / "good.toml"
+    good.write_text("[pretrain]\nepochs = 7\nmodalities = 3\n[linear_eval]\nlr = 1\n")
+    preset = load_preset(good)
+    assert preset.pretrain.epochs == 7 and preset.pretrain.modalities == modality_set(3)
+    assert preset.linear_eval.lr == 1.0 and preset.pretrain.lr == 0.1
+    assert stream_modalities("3s") == ("joint", "velocity", "bone")
+    with pytest.raises(ConfigError, match="unknown 'both'"):
+        stream_modalities("both")
+
+
+def test_resolve_device() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == torch.device("cpu")
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda:0")
+    with pytest.raises(ValueError, match="auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu")
+
+
+# --- training ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(cache: Path, tmp_path_factory) -> Path:
+    """Three uninterrupted epochs (stage 1, then 2; lr step after epoch 2)."""
+    run = tmp_path_factory.mktemp("full")
+    lines: list[str] = []
+    pretrain(tiny(), cache, run, device="cpu", echo=lines.append, tensorboard=False)
+    (run / "stdout.txt").write_text("\n".join(lines))
+    return run
+
+
+def test_epoch_records_stages_and_lr(full_run: Path) -> None:
+    records = _read_metrics(full_run)
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["stage"] for r in records] == [1, 2, 2]
+    assert [r["lr"] for r in records] == pytest.approx([0.1, 0.1, 0.01])
+    assert all(r["iterations"] == 2 for r in records)  # 8 training samples, batches of 4
+    assert set(records[0]["losses"]) == {"joint", "velocity"}
+    assert not records[0]["terms"]
+    assert set(records[1]["terms"]) == {
+        "ekem/joint",
+        "ekem/velocity",
+        "ikem/joint",
+        "ikem/velocity",
+    }
+    for r in records:
+        assert r["loss"] == pytest.approx(sum(r["losses"].values()), rel=1e-5)
+    lines = (full_run / "stdout.txt").read_text().splitlines()
+    assert lines[0].startswith("epoch 1/3 stage 1 loss ")
+    assert "[joint " in lines[0] and "velocity " in lines[0] and "lr 0.1000" in lines[0]
+    assert "samples/s" in lines[2] and "lr 0.0100" in lines[2]
+
+
+def test_checkpoint_holds_everything(full_run: Path) -> None:
+    state = load_checkpoint(full_run)
+    assert state["epoch"] == 3 and state["config"] == tiny().to_dict()
+    assert {"torch", "numpy", "python"} <= set(state["rng"])
+    assert any(k.endswith("queue.bank") or "queue" in k for k in state["model"])
+    assert state["optimizer"]["state"]  # momentum buffers
+    assert not list(full_run.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_resume_continues_exactly(cache: Path, full_run: Path, tmp_path: Path, workers) -> None:
+    run = tmp_path / "run"
+    cfg = tiny(workers=workers)
+    pretrain(cfg.replace(epochs=2), cache, run, device="cpu", echo=None, tensorboard=False)
+    assert load_checkpoint(run)["epoch"] == 2
+    with pytest.raises(FileExistsError, match="--resume"):
+        pretrain(cfg, cache, run, device="cpu", echo=None, tensorboard=False)
+    with pytest.raises(ConfigError, match=r"lr: 0.1 -> 0.2"):
+        pretrain(cfg.replace(lr=0.2), cache, run, resume=True, device="cpu", echo=None)
+    pretrain(cfg, cache, run, resume=True, device="cpu", echo=None, tensorboard=False)
+    resumed, whole = load_checkpoint(run), load_checkpoint(full_run)
+    assert resumed["epoch"] == 3
+    assert _states_equal(resumed["model"], whole["model"]) == []
+    for a, b in zip(
+        resumed["optimizer"]["state"].values(), whole["optimizer"]["state"].values(), strict=True
+    ):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    assert [r["epoch"] for r in _read_metrics(run)] == [1, 2, 3]
+    assert [r["loss"] for r in _read_metrics(run)] == [r["loss"] for r in _read_metrics(full_run)]
+
+
+def test_resume_needs_a_checkpoint(cache: Path, tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        pretrain(tiny(), cache, tmp_path, resume=True, device="cpu", echo=None)
+
+
+def test_stage_one_leaves_ikem_heads_untouched(cache: Path, tmp_path: Path) -> None:
+    cfg = tiny(epochs=1)
+    pretrain(cfg, cache, tmp_path, device="cpu", echo=None, tensorboard=False)
+    after = load_checkpoint(tmp_path)["model"]
+    seed_everything(cfg.seed)
+    before = build_model(cfg).state_dict()
+    changed = set(_states_equal(before, after))
+    assert not any(".ikem_head." in k for k in changed)  # no gradient in stage 1: SGD skips them
+    assert any(".encoder_q." in k for k in changed)
+    assert any(".encoder_k." in k for k in changed)  # momentum update
+
+
+def test_a_split_smaller_than_a_batch_is_an_error(cache: Path, tmp_path: Path) -> None:
+    from skelmod.cache import CacheError
+
+    with pytest.raises(CacheError, match="fewer than one batch of 32"):
+        pretrain(tiny(batch_size=32), cache, tmp_path, device="cpu", echo=None)
+
+
+def test_checkpoint_files_are_checked(tmp_path: Path) -> None:
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not an ikemtrain pre-training checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+    save_checkpoint(tmp_path / "ok.pt", {"epoch": 1})
+    assert load_checkpoint(tmp_path / "ok.pt")["epoch"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt", "ok.pt", "other.pt"]
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        load_checkpoint(tmp_path / "missing")
+
+
+# --- DDP --------------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    torch.set_num_threads(1)
+    from ikemtrain.engine.distributed import shutdown_distributed
+
+    try:
+        pretrain(tiny(epochs=2), cache, out, device="cpu", echo=None, tensorboard=False)
+    finally:
+        shutdown_distributed()
+
+
+@pytest.mark.slow
+def test_ddp_two_gloo_processes(cache: Path, tmp_path: Path) -> None:
+    torch.multiprocessing.spawn(
+        _ddp_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True
+    )
+    records = _read_metrics(tmp_path)
+    assert [r["epoch"] for r in records] == [1, 2] and [r["stage"] for r in records] == [1, 2]
+    assert all(r["iterations"] == 2 for r in records)  # 8 samples / 2 ranks / batch 2 each
+    assert load_checkpoint(tmp_path)["epoch"] == 2
