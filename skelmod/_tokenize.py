@@ -276,37 +276,54 @@ def _parse_number(buf, pos):
 
 
 @njit(cache=True, inline="always")
-def _read_line(buf, pos, out, base, first, nvals, st, toks):
+def _read_line(buf, pos, out, base, first, nvals):
     """Parse the tokens of the line starting at ``pos`` as numbers.
 
-    Tokens ``first <= k < nvals`` go to ``out[base + k - first]``; the parse status and
-    (start, end) bounds of tokens ``k < nvals`` go to ``st[k]`` and ``toks[k]``. Returns
-    ``(count, next_line_start, eof)``: ``count`` counts every token on the line, stored
-    or not; ``eof`` is true when the line was ended by the end of the data.
+    Tokens ``first <= k < nvals`` go to ``out[base + k - first]``. Returns ``(count,
+    next_line_start, eof, flags)``: ``count`` counts every token on the line, stored or
+    not; ``eof`` is true when the end of the data ended the line; ``flags`` ORs the
+    statuses of tokens ``k >= first`` (1: some token is not a number, 2: some value needs
+    Python's float). Token bounds are not kept: the rare lines that need them are
+    scanned again with :func:`_token_at`.
     """
     n = buf.size
     count = 0
+    flags = 0
     while True:
         while pos < n and _is_blank(buf[pos]):
             pos += 1
         if pos >= n:
-            return count, pos, True
+            return count, pos, True, flags
         c = buf[pos]
         if c == 10:
-            return count, pos + 1, False
+            return count, pos + 1, False, flags
         if c == 13:
             if pos + 1 < n and buf[pos + 1] == 10:
-                return count, pos + 2, False
-            return count, pos + 1, False
+                return count, pos + 2, False, flags
+            return count, pos + 1, False, flags
         status, v, end = _parse_number(buf, pos)
-        if count < nvals:
-            st[count] = status
-            toks[count, 0] = pos
-            toks[count, 1] = end
-            if count >= first:
+        if count >= first:
+            flags |= status
+            if count < nvals:
                 out[base + count - first] = v
         count += 1
         pos = end
+
+
+@njit(cache=True)
+def _token_at(buf, pos, k):
+    """``(start, end)`` of token ``k`` (0-based) of the line starting at ``pos``, which has it."""
+    n = buf.size
+    i = 0
+    while True:
+        while pos < n and _is_blank(buf[pos]):
+            pos += 1
+        start = pos
+        while pos < n and not (_is_blank(buf[pos]) or _is_eol(buf[pos])):
+            pos += 1
+        if i == k:
+            return start, pos
+        i += 1
 
 
 @njit(cache=True)
@@ -334,20 +351,19 @@ def _fail(status, code, line, ctx, frame, body, joint, tok_start=-1, tok_end=-1,
 
 
 @njit(cache=True)
-def _read_count(buf, pos, line, scratch, st, toks, status, ctx, frame, body):
+def _read_count(buf, pos, line, scratch, status, ctx, frame, body):
     """Read a line holding one non-negative integer; returns ``(value, next_pos)``.
 
     On a format error it fills ``status`` and returns ``(-1, pos)``.
     """
-    count, nxt, _ = _read_line(buf, pos, scratch, 0, 0, 1, st, toks)
+    count, nxt, _, _ = _read_line(buf, pos, scratch, 0, 0, 1)
     if count == 0 and _rest_is_blank(buf, pos):
         _fail(status, E_EOF, line, ctx, frame, body, -1)
         return -1, pos
     if count != 1:
         _fail(status, E_COUNT_TOKENS, line, ctx, frame, body, -1, found=count)
         return -1, pos
-    s = toks[0, 0]
-    e = toks[0, 1]
+    s, e = _token_at(buf, pos, 0)
     code, v = _parse_int(buf, s, e)
     if code != 0:
         _fail(status, E_NOT_INT if code == 1 else E_INT_RANGE, line, ctx, frame, body, -1, s, e)
@@ -359,9 +375,7 @@ def _read_count(buf, pos, line, scratch, st, toks, status, ctx, frame, body):
 
 
 @njit(cache=True)
-def _read_values(
-    buf, pos, line, st, toks, status, ctx, f, m, j, out, base, target, fixups, n_fix
-):  # fmt: skip
+def _read_values(buf, pos, line, status, ctx, f, m, j, out, base, target, fixups, n_fix):
     """Read one body line or joint line (``ctx``) into ``out[base:]``.
 
     A body line starts with the integer bodyID, which is returned rather than stored.
@@ -372,7 +386,7 @@ def _read_values(
     nvals = BODY_VALUES if body else JOINT_VALUES
     first = 1 if body else 0
     body_id = np.int64(0)
-    count, nxt, _ = _read_line(buf, pos, out, base, first, nvals, st, toks)
+    count, nxt, _, flags = _read_line(buf, pos, out, base, first, nvals)
     if count == 0 and _rest_is_blank(buf, pos):
         _fail(status, E_EOF, line, ctx, f, m, j)
         return pos, body_id, fixups, n_fix
@@ -380,16 +394,20 @@ def _read_values(
         _fail(status, E_VALUE_COUNT, line, ctx, f, m, j, found=count)
         return pos, body_id, fixups, n_fix
     if body:
-        code, body_id = _parse_int(buf, toks[0, 0], toks[0, 1])
+        s, e = _token_at(buf, pos, 0)
+        code, body_id = _parse_int(buf, s, e)
         if code != 0:
-            code = E_BAD_ID if code == 1 else E_INT_RANGE
-            _fail(status, code, line, ctx, f, m, j, toks[0, 0], toks[0, 1])
+            _fail(status, E_BAD_ID if code == 1 else E_INT_RANGE, line, ctx, f, m, j, s, e)
             return pos, body_id, fixups, n_fix
+    if flags == 0:
+        return nxt, body_id, fixups, n_fix
     for k in range(first, nvals):
-        if st[k] == 0:
+        s, e = _token_at(buf, pos, k)
+        code, _, _ = _parse_number(buf, s)
+        if code == 0:
             continue
-        if st[k] == 1:
-            _fail(status, E_NOT_NUMBER, line, ctx, f, m, j, toks[k, 0], toks[k, 1], k)
+        if code == 1:
+            _fail(status, E_NOT_NUMBER, line, ctx, f, m, j, s, e, k)
             return pos, body_id, fixups, n_fix
         if n_fix == fixups.shape[0]:
             grown = np.empty((2 * n_fix, fixups.shape[1]), np.int64)
@@ -397,8 +415,8 @@ def _read_values(
             fixups = grown
         fixups[n_fix, FIX_TARGET] = target
         fixups[n_fix, FIX_INDEX] = base + k - first
-        fixups[n_fix, FIX_START] = toks[k, 0]
-        fixups[n_fix, FIX_END] = toks[k, 1]
+        fixups[n_fix, FIX_START] = s
+        fixups[n_fix, FIX_END] = e
         fixups[n_fix, FIX_LINE] = line
         n_fix += 1
         out[base + k - first] = np.nan
@@ -418,8 +436,6 @@ def parse_kernel(buf):
     """
     n = buf.size
     status = np.zeros(STATUS_SIZE, np.int64)
-    st = np.zeros(JOINT_VALUES, np.int64)
-    toks = np.zeros((JOINT_VALUES, 2), np.int64)
     scratch = np.empty(1, np.float64)
     cap = n // _MIN_BODY_BYTES + 1
     body_frame = np.empty(cap, np.int32)
@@ -439,18 +455,20 @@ def parse_kernel(buf):
     if _rest_is_blank(buf, 0):
         _fail(status, E_EMPTY, 1, CTX_FRAMES, -1, -1, -1)
     else:
-        num_frame, pos = _read_count(buf, pos, line, scratch, st, toks, status, CTX_FRAMES, -1, -1)
+        num_frame, pos = _read_count(buf, pos, line, scratch, status, CTX_FRAMES, -1, -1)
         if num_frame == 0:
-            _fail(status, E_ZERO_FRAMES, 1, CTX_FRAMES, -1, -1, -1, toks[0, 0], toks[0, 1])
+            s, e = _token_at(buf, 0, 0)
+            _fail(status, E_ZERO_FRAMES, 1, CTX_FRAMES, -1, -1, -1, s, e)
         status[S_NUM_FRAME] = num_frame
         line += 1
         # A frame takes at least two bytes ("0\n"), so the file bounds how many are present.
         bodies_per_frame = np.empty(max(0, min(num_frame, n // 2 + 1)), np.int32)
     for f in range(num_frame if status[S_CODE] == E_OK else 0):
-        num_body, pos = _read_count(buf, pos, line, scratch, st, toks, status, CTX_BODIES, f, -1)
+        start = pos
+        num_body, pos = _read_count(buf, pos, line, scratch, status, CTX_BODIES, f, -1)
         if num_body > MAX_BODIES_PER_FRAME:
-            _fail(status, E_TOO_MANY_BODIES, line, CTX_BODIES, f, -1, -1, toks[0, 0], toks[0, 1])
-            status[S_FOUND] = num_body
+            s, e = _token_at(buf, start, 0)
+            _fail(status, E_TOO_MANY_BODIES, line, CTX_BODIES, f, -1, -1, s, e, num_body)
         if status[S_CODE] != E_OK:
             if status[S_CODE] == E_EOF:
                 status[S_FOUND] = f
@@ -461,7 +479,7 @@ def parse_kernel(buf):
             if b >= cap:
                 raise RuntimeError("skeleton parser: body bound exceeded (bug)")
             pos, body_id, fixups, n_fix = _read_values(
-                buf, pos, line, st, toks, status, CTX_BODY_LINE, f, m, -1,
+                buf, pos, line, status, CTX_BODY_LINE, f, m, -1,
                 info_flat, b * (BODY_VALUES - 1), FIX_BODY_INFO, fixups, n_fix,
             )  # fmt: skip
             if status[S_CODE] != E_OK:
@@ -469,18 +487,17 @@ def parse_kernel(buf):
             body_ids[b] = body_id
             body_frame[b] = f
             line += 1
-            num_joint, pos = _read_count(
-                buf, pos, line, scratch, st, toks, status, CTX_JOINTS, f, m
-            )
+            start = pos
+            num_joint, pos = _read_count(buf, pos, line, scratch, status, CTX_JOINTS, f, m)
             if num_joint >= 0 and num_joint != V:
-                _fail(status, E_JOINT_COUNT, line, CTX_JOINTS, f, m, -1, toks[0, 0], toks[0, 1])
-                status[S_FOUND] = num_joint
+                s, e = _token_at(buf, start, 0)
+                _fail(status, E_JOINT_COUNT, line, CTX_JOINTS, f, m, -1, s, e, num_joint)
             if status[S_CODE] != E_OK:
                 break
             line += 1
             for j in range(V):
                 pos, _, fixups, n_fix = _read_values(
-                    buf, pos, line, st, toks, status, CTX_JOINT_LINE, f, m, j,
+                    buf, pos, line, status, CTX_JOINT_LINE, f, m, j,
                     joints_flat, (b * V + j) * JOINT_VALUES, FIX_JOINTS, fixups, n_fix,
                 )  # fmt: skip
                 if status[S_CODE] != E_OK:
