@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from skelmod import _kernels, layout  # noqa: E402
-from skelmod.modalities import compute_modalities  # noqa: E402
+from skelmod import layout  # noqa: E402
+from skelmod.modalities import _launch, compute_modalities  # noqa: E402
 
 DERIVED = ["velocity", "acceleration", "bone", "rotation_axis", "angular_velocity"]
 
@@ -127,13 +127,11 @@ def main() -> None:
     theta = np.ones((args.n, 1, 50, 25, 2), np.float32)
     s = 50 / fc.astype(np.float64)
     flags = [True, True, True, True, False, True]
-    nthreads = max(1, numba.config.NUMBA_NUM_THREADS)
+    nthreads = max(1, numba.config.NUMBA_NUM_THREADS)  # threads used by _launch
 
     def kernel_only():
-        _kernels.modalities_batch(
-            X, s, layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True, False, 0.0,
-            *outs[:4], theta, outs[4], *flags, 4 * numba.get_num_threads(),
-        )  # fmt: skip
+        args = (X, s, layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True, False, 0.0)
+        _launch((*args, *outs[:4], theta, outs[4], *flags), len(X))
 
     def api():
         compute_modalities(X, fc, modalities=DERIVED)

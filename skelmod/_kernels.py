@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 #: ``F.normalize`` clamps the norm from below by this (§4): a zero vector normalises to 0.
 NORM_EPS = 1e-12
@@ -265,34 +265,29 @@ def _one_sample(
             _to_tvm(S[0], omega[c])
 
 
-@njit(cache=True, error_model="numpy", parallel=True)
+@_jit
 def modalities_batch(
     X, s, parents, partners, torso, unit_axis, axis_tol,
     vel, acc, bone, axis, theta, omega,
-    do_vel, do_acc, do_bone, do_axis, do_theta, do_omega, nblocks,
+    do_vel, do_acc, do_bone, do_axis, do_theta, do_omega, lo, hi,
 ):  # fmt: skip
-    """Fill the requested outputs for every sample, in parallel over blocks of samples.
+    """Fill the requested outputs for samples ``lo <= n < hi``; releases the GIL.
 
     ``X (N, 3, T, V, M)`` C-contiguous; ``s (N,)`` float64 time scales 1/γ;
     ``parents``/``partners`` ``(V,)`` int64 bone parent and axis partner of each joint;
     ``torso``: overwrite B_21 with the torso normal; ``axis_tol``: zero R^ where ``|R| <=
     axis_tol |B_i| |B_q|`` (0 = reference). Outputs are ``(N, C', T, V, M)`` with C' = 1 for
     ``theta`` and 3 otherwise; an output whose ``do_*`` flag is False is never touched and
-    needs one row only. ``nblocks``: how many blocks of consecutive samples to share out among
-    the threads.
+    needs one row only. Threads share a batch by calling this on disjoint ranges.
     """
-    N, _, T, V, M = X.shape
-    nblocks = max(min(N, nblocks), 1)
-    zero = np.int64(0)
-    for b in prange(nblocks):
-        S = np.empty((12, V, T, M))  # one scratch per block, not per sample
-        for n in range(b * N // nblocks, (b + 1) * N // nblocks):
-            k = np.int64(n)
-            _one_sample(
-                X[k], s[k], parents, partners, torso, unit_axis, axis_tol,
-                vel[k if do_vel else zero], acc[k if do_acc else zero],
-                bone[k if do_bone else zero], axis[k if do_axis else zero],
-                theta[k if do_theta else zero], omega[k if do_omega else zero],
-                do_vel, do_acc, do_bone, do_axis, do_theta, do_omega,
-                S,
-            )  # fmt: skip
+    _, _, T, V, M = X.shape
+    S = np.empty((12, V, T, M))  # one scratch for the whole range
+    for k in range(lo, hi):
+        _one_sample(
+            X[k], s[k], parents, partners, torso, unit_axis, axis_tol,
+            vel[k if do_vel else 0], acc[k if do_acc else 0],
+            bone[k if do_bone else 0], axis[k if do_axis else 0],
+            theta[k if do_theta else 0], omega[k if do_omega else 0],
+            do_vel, do_acc, do_bone, do_axis, do_theta, do_omega,
+            S,
+        )  # fmt: skip
