@@ -423,9 +423,9 @@ def _read_values(buf, pos, line, status, ctx, f, m, j, out, base, target, fixups
     return nxt, body_id, fixups, n_fix
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def parse_kernel(buf):
-    """Parse the bytes of one ``.skeleton`` file (§1.1).
+    """Parse the bytes of one ``.skeleton`` file (§1.1); releases the GIL.
 
     ``buf`` is a 1-D uint8 array. Returns ``(status, bodies_per_frame (F,) int32,
     body_frame (B,) int32, body_ids (B,) int64, body_info (B, 9) float64,

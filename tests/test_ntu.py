@@ -10,6 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from naive_reader import naive_read, naive_read_xyz
 
+from skelmod import _tokenize
 from skelmod.ntu import RawSkeleton, SkeletonFormatError, parse_skeleton, read_skeleton
 
 FIELDS = ("bodies_per_frame", "body_frame", "body_ids", "body_info", "joints")
@@ -76,6 +77,9 @@ def test_real_files_equal_naive_reader(ntu_real_files):
         assert np.all(raw.body_frame[1:] >= raw.body_frame[:-1])
         assert np.array_equal(np.bincount(raw.body_frame, minlength=raw.frame_count),
                               raw.bodies_per_frame)  # fmt: skip
+        # Every NTU value is rounded by the kernel itself, none is left to Python's float.
+        fixups = _tokenize.parse_kernel(np.frombuffer(path.read_bytes(), np.uint8))[-1]
+        assert fixups.shape == (0, 5)
 
 
 def test_xyz_matches_reference_read_xyz(ntu_real_files):
@@ -134,7 +138,8 @@ def test_exponents_signs_and_leading_dot():
     tokens = ["1E-05", "-2.5e+03", "+.5", "-.25E2", "3.", "0e0", "-0", "6.666685E-05",
               "1e22", "1e-22", "123456789012345678", "0.12345678901234567", "1e23", "5e-324",
               "0.000000000000000000000012345", "2.2250738585072014e-308", "1.7976931348623157e308",
-              "9007199254740993", "-1E+2", "00012.5000"]  # fmt: skip
+              "9007199254740993", "-1E+2", "00012.5000", "0.0000000000000000001234",
+              "-0000000000000000000000.5", "1234567890123456789012345e-30"]  # fmt: skip
     values = (tokens * 30)[:300]
     info = values[:9]
     joints = np.array(values).reshape(25, 12)
