@@ -7,21 +7,28 @@ messages. Exit codes: 0 success, 1 a failed run (bad cache, checkpoint or settin
 
 from __future__ import annotations
 
-import json
+import os
+
+# numba's and torch's OpenMP pools share the cores; spinning idle threads of one starve the
+# other (several times slower on 2 cores). Must be set before either runtime starts.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json  # noqa: E402
 import time
 from pathlib import Path
 
-import click
+import click  # noqa: E402
 
-from cli.options import (
+from cli.options import (  # noqa: E402
+    device_option,
     modalities_option,
     overrides,
     preset_option,
     split_option,
     streams_option,
 )
-from ikemtrain.config import ConfigError, modality_set
-from skelmod.cache import CacheError
+from ikemtrain.config import ConfigError, modality_set  # noqa: E402
+from skelmod.cache import CacheError  # noqa: E402
 
 #: Library errors that are the user's input, not a bug: shown as a message, exit code 1.
 USER_ERRORS = (CacheError, ConfigError, FileExistsError, ValueError, FloatingPointError)
@@ -231,7 +238,7 @@ def describe(modalities, preset):
 )
 @click.option("--split", default="xview", show_default=True, help="Benchmark to train/evaluate.")
 @preset_option(default="tiny")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@device_option
 def demo(out, classes, per_class, seed, workers, split, preset, device):
     """Run the whole pipeline on built-in synthetic data and compare with random init.
 

@@ -5,6 +5,8 @@ Override options default to ``None``, meaning "keep the preset's value".
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from ikemtrain.config import STREAMS, ConfigError, Preset, load_preset, preset_names
@@ -51,9 +53,17 @@ streams_option = click.option(
     help="One modality, or a fusion of jointly trained heads on averaged logits (3s, 6s).",
 )
 
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", value.strip().lower()):
+        raise click.BadParameter(f"expected auto, cpu, cuda or cuda:N, got {value!r}")
+    return value.strip().lower()
+
+
 device_option = click.option(
     "--device",
     default="auto",
+    callback=_check_device,
     show_default=True,
     metavar="auto|cpu|cuda|cuda:N",
     help="Where to run; auto picks CUDA when available.",

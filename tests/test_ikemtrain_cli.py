@@ -1,0 +1,165 @@
+"""The ``ikemtrain`` command line: help everywhere, describe, end-to-end runs, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+from test_data import make_cache
+
+from cli.ikemtrain_cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("cli") / "c.h5", n=24, t=24, classes=3)
+
+
+@pytest.fixture(scope="module")
+def preset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("preset") / "mini.toml"
+    path.write_text(
+        "[pretrain]\nepochs = 2\ncross_epoch = 1\nbatch_size = 4\nqueue_size = 8\n"
+        "hidden_channels = 4\nhidden_dim = 16\nfeature_dim = 8\nworkers = 0\n"
+        "[linear_eval]\nepochs = 3\nlr = 0.5\nsteps = [2]\nbatch_size = 4\neval_interval = 2\n"
+        "workers = 0\n"
+    )
+    return path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_every_command_has_help() -> None:
+    assert main.help
+    for name, command in main.commands.items():
+        assert command.help and len(command.help.strip()) > 20, name
+        assert "Example: ikemtrain " + name in command.help, name
+        result = invoke(name, "--help")
+        assert result.exit_code == 0 and "Usage:" in result.output
+        for param in command.params:
+            if isinstance(param, click.Option):
+                assert param.help, f"{name} {param.opts}"
+
+
+def test_describe_counts_the_paper_model() -> None:
+    result = invoke("describe", "--modalities", "6")
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[1].split()[-1] == "821,380"  # one backbone
+    assert lines[-1].split() == ["total", "15,768,624"]
+    assert "branches.angular_velocity.ikem_head" in result.output
+    three = invoke("describe", "--modalities", "3").output
+    assert "branches.acceleration" not in three and "branches.bone.encoder_q" in three
+
+
+def test_pretrain_then_linear_eval(cache: Path, preset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = invoke(
+        "pretrain", cache, "--split", "xsub", "--preset", preset, "--modalities", "3",
+        "--out", run, "--epochs", "1", "--device", "cpu", "--no-ikem", "--seed", "3",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epoch 1/1 stage 1 loss" in result.output
+    cfg = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
+    assert cfg["epochs"] == 1
+    saved = torch.load(run / "checkpoint.pt", weights_only=False)["config"]
+    assert saved["modalities"] == ["joint", "velocity", "bone"] and saved["ikem"] is False
+    assert saved["seed"] == 3 and saved["batch_size"] == 4
+    # resume extends the run to the preset's two epochs (stage 2 with EKEM only)
+    result = invoke(
+        "pretrain", cache, "--split", "xsub", "--preset", preset, "--modalities", "3",
+        "--out", run, "--device", "cpu", "--no-ikem", "--seed", "3", "--resume",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/2 stage 2" in result.output and "epoch 1/2" not in result.output
+
+    out = tmp_path / "le"
+    result = invoke(
+        "linear-eval", cache, "--split", "xsub", "--checkpoint", run, "--streams", "3s",
+        "--preset", preset, "--out", out, "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["stream"] == "3s" and len(results["history"]) == 3
+    assert f"top-1 {results['top1_final']:.2f}" in result.output
+
+    result = invoke(
+        "linear-eval", cache, "--split", "xsub", "--checkpoint", run, "--streams", "6s",
+        "--preset", preset, "--out", out, "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 1 and "needs acceleration" in result.output
+
+
+def test_random_init_linear_eval(cache: Path, preset: Path, tmp_path: Path) -> None:
+    result = invoke(
+        "linear-eval", cache, "--split", "xview", "--random-init", "--modalities", "6",
+        "--streams", "angular_velocity", "--preset", preset, "--out", tmp_path, "--epochs", "2",
+        "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["random_init"] and len(results["history"]) == 2
+    assert results["backbone"]["hidden_dim"] == 16
+
+
+def test_usage_errors_exit_2(cache: Path, preset: Path, tmp_path: Path) -> None:
+    common = ("--split", "xsub", "--out", tmp_path / "x")
+    cases = [
+        (("pretrain", cache, *common, "--preset", "nonesuch"), "unknown preset 'nonesuch'"),
+        (("pretrain", cache, *common, "--modalities", "4"), "'4' is not one of '3', '6'"),
+        (("pretrain", cache, *common, "--epochs", "0"), "0 is not in the range x>=1"),
+        (("pretrain", cache, "--out", tmp_path), "Missing option '--split'"),
+        (("pretrain", tmp_path / "none.h5", *common), "does not exist"),
+        (("linear-eval", cache, *common), "exactly one of --checkpoint RUN or --random-init"),
+        (("linear-eval", cache, *common, "--random-init", "--streams", "9s"), "'9s' is not one"),
+        (
+            ("linear-eval", cache, *common, "--checkpoint", tmp_path, "--random-init"),
+            "exactly one",
+        ),
+        (("demo", cache.parent), "not empty"),
+        (("pretrain", cache, *common, "--device", "gpu"), "expected auto, cpu, cuda or cuda:N"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (args, result.output)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pretrain]\nqueue = 5\n")
+    result = invoke("pretrain", cache, *common, "--preset", bad)
+    assert result.exit_code == 2 and "unknown key 'queue'" in result.output
+
+
+def test_library_errors_exit_1(cache: Path, preset: Path, tmp_path: Path) -> None:
+    small = make_cache(tmp_path / "small.h5", n=8, t=24, modalities=("joint", "velocity"))
+    base = ("--preset", preset, "--out", tmp_path / "o", "--device", "cpu")
+    cases = [
+        (("pretrain", cache, "--split", "xset", *base), "unknown split 'xset-train'"),
+        (("pretrain", cache, "--split", "xsub", *base, "--resume"), "no checkpoint"),
+        (("pretrain", cache, "--split", "xsub", *base, "--batch-size", "64"), "fewer than one"),
+        (
+            ("linear-eval", small, "--split", "xsub", "--random-init", "--streams", "bone", *base),
+            "skelmod features",
+        ),
+        (
+            ("linear-eval", small, "--split", "xsub", "--checkpoint", tmp_path, *base),
+            "no checkpoint at",
+        ),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 1, (args, result.output)
+        assert "Error: " in result.output and message in result.output, (args, result.output)

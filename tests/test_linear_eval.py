@@ -1,0 +1,191 @@
+"""ikemtrain.engine.linear_eval: frozen encoders, fused heads, precomputed features, results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_data import make_cache
+from torch import nn
+
+from ikemtrain.config import ConfigError, LinearEvalConfig, PretrainConfig, lr_at
+from ikemtrain.data import LinearEvalDataset, epoch_generator
+from ikemtrain.engine import linear_eval, pretrain
+from ikemtrain.engine.checkpoint import load_checkpoint
+from ikemtrain.engine.linear_eval import build_encoders, topk_accuracy
+from ikemtrain.engine.loop import seed_everything
+from ikemtrain.nn.init import weights_init
+from skelmod.cache import CacheError
+
+BACKBONE = {"hidden_channels": 4, "hidden_dim": 16, "dropout": 0.5}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return make_cache(tmp_path_factory.mktemp("le") / "c.h5", n=24, t=24, classes=3)
+
+
+@pytest.fixture(scope="module")
+def run(cache: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    cfg = PretrainConfig(
+        modalities=("joint", "velocity", "bone"),
+        epochs=1,
+        cross_epoch=1,
+        batch_size=4,
+        queue_size=8,
+        workers=0,
+        **BACKBONE,
+        feature_dim=8,
+    )
+    pretrain(cfg, cache, out, device="cpu", echo=None, tensorboard=False)
+    return out
+
+
+def le_cfg(**changes) -> LinearEvalConfig:
+    return LinearEvalConfig(
+        epochs=6, lr=0.5, steps=(4,), batch_size=4, eval_interval=4, workers=0
+    ).replace(**changes)
+
+
+def test_topk_accuracy_matches_a_plain_count() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(50, 7, generator=g), torch.randint(0, 7, (50,), generator=g)
+    order = logits.argsort(dim=1, descending=True).tolist()
+    for k, got in zip((1, 5), topk_accuracy(logits, labels), strict=True):
+        expected = 100 * np.mean([labels[i].item() in order[i][:k] for i in range(50)])
+        assert got == pytest.approx(expected)
+    assert topk_accuracy(torch.randn(4, 3), torch.zeros(4, dtype=torch.long))[1] == 100.0
+
+
+def test_encoders_come_from_the_query_encoders(run: Path) -> None:
+    state = load_checkpoint(run)["model"]
+    enc = build_encoders(("velocity", "bone"), BACKBONE, state)
+    assert not enc.training and not any(p.requires_grad for p in enc.parameters())
+    for m in ("velocity", "bone"):
+        for k, v in enc[m].state_dict().items():
+            assert torch.equal(v, state[f"branches.{m}.encoder_q.{k}"])
+    with pytest.raises(Exception, match="branches.acceleration.encoder_q"):
+        build_encoders(("acceleration",), BACKBONE, state)
+
+
+def _naive_linear_eval(cache: Path, cfg: LinearEvalConfig, stream_mods, state) -> list[float]:
+    """The §8 loop run literally: encoders (eval mode) in every step on raw inputs."""
+    seed_everything(cfg.seed)
+    encoders = build_encoders(stream_mods, BACKBONE, state)
+    train = LinearEvalDataset(cache, "xsub-train", stream_mods)
+    torch.manual_seed(cfg.seed)
+    heads = nn.ModuleDict({m: nn.Linear(BACKBONE["hidden_dim"], 60) for m in stream_mods})
+    heads.apply(weights_init)
+    opt = torch.optim.SGD(heads.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=0.0)
+    labels = torch.as_tensor(train.labels)
+    losses = []
+    for epoch in range(1, cfg.epochs + 1):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(cfg.lr, cfg.steps, epoch)
+        order = torch.randperm(len(train), generator=epoch_generator(cfg.seed, epoch))
+        total = []
+        for b in range(len(train) // cfg.batch_size):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            items = [train[int(i)][0] for i in idx]
+            logits = torch.stack(
+                [heads[m](encoders[m](torch.stack([x[m] for x in items]))) for m in stream_mods]
+            ).mean(0)
+            loss = F.cross_entropy(logits, labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total.append(loss.item())
+        losses.append(float(np.mean(total)))
+    return losses
+
+
+def test_precomputed_features_give_the_same_training(cache: Path, run: Path, tmp_path) -> None:
+    cfg = le_cfg()
+    results = linear_eval(
+        cfg, cache, tmp_path, "xsub", "3s", checkpoint=run, device="cpu", echo=None
+    )
+    naive = _naive_linear_eval(
+        cache, cfg, ("joint", "velocity", "bone"), load_checkpoint(run)["model"]
+    )
+    np.testing.assert_allclose([h["loss"] for h in results["history"]], naive, rtol=1e-4)
+
+
+def test_results_json(cache: Path, run: Path, tmp_path: Path) -> None:
+    lines: list[str] = []
+    results = linear_eval(
+        le_cfg(),
+        cache,
+        tmp_path,
+        "xsub",
+        "velocity",
+        checkpoint=run,
+        device="cpu",
+        echo=lines.append,
+    )
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    history = saved["history"]
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert [h["epoch"] for h in history if "top1" in h] == [4, 6]  # every 4 epochs and the last
+    assert [h["lr"] for h in history] == pytest.approx([0.5] * 4 + [0.05] * 2)
+    evaluated = [h for h in history if "top1" in h]
+    assert saved["top1_final"] == evaluated[-1]["top1"]
+    assert saved["top1_best"] == max(h["top1"] for h in evaluated) >= saved["top1_final"]
+    assert saved["top5_best"] >= saved["top5_final"] >= saved["top1_final"]
+    assert saved["checkpoint"].endswith("checkpoint.pt") and saved["random_init"] is False
+    assert saved["modalities"] == ["velocity"] and saved["val_samples"] == 12
+    assert saved["config"]["lr"] == 0.5 and saved["pretrain_config"]["hidden_dim"] == 16
+    assert len(lines) == 2 and lines[0].startswith("epoch 4/6 loss ") and "top1 " in lines[0]
+
+
+def test_random_init(cache: Path, tmp_path: Path) -> None:
+    results = linear_eval(
+        le_cfg(epochs=2),
+        cache,
+        tmp_path,
+        "xview",
+        "6s",
+        random_init=True,
+        backbone=BACKBONE,
+        modalities=(
+            "joint",
+            "velocity",
+            "acceleration",
+            "bone",
+            "rotation_axis",
+            "angular_velocity",
+        ),
+        device="cpu",
+        echo=None,
+    )
+    assert results["random_init"] and results["checkpoint"] is None
+    assert len(results["modalities"]) == 6 and 0 <= results["top1_final"] <= 100
+
+
+def test_bad_requests_are_clear(cache: Path, run: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs acceleration.*pre-trained on joint, velocity"):
+        linear_eval(le_cfg(), cache, tmp_path, "xsub", "6s", checkpoint=run, device="cpu")
+    with pytest.raises(ConfigError, match="exactly one"):
+        linear_eval(le_cfg(), cache, tmp_path, "xsub", "joint", checkpoint=run, random_init=True)
+    with pytest.raises(ConfigError, match="needs the backbone"):
+        linear_eval(le_cfg(), cache, tmp_path, "xsub", "joint", random_init=True)
+    with pytest.raises(CacheError, match="unknown split 'xset-train'"):
+        linear_eval(le_cfg(), cache, tmp_path, "xset", "joint", checkpoint=run, device="cpu")
+    small = make_cache(tmp_path / "small.h5", n=8, t=24, modalities=("joint", "velocity"))
+    with pytest.raises(CacheError, match="no bone.*skelmod features"):
+        linear_eval(le_cfg(), small, tmp_path, "xsub", "3s", checkpoint=run, device="cpu")
+    with pytest.raises(CacheError, match="fewer than one batch of 16"):
+        linear_eval(le_cfg(batch_size=16), small, tmp_path, "xsub", "joint", checkpoint=run)
