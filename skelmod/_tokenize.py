@@ -3,7 +3,7 @@
 Private: it checks nothing about its argument and reports format problems as an
 error code in a status vector; :mod:`skelmod.ntu` wraps it, turns the codes into
 :class:`~skelmod.ntu.SkeletonFormatError` and parses the few numbers the kernel
-leaves to Python (see :func:`_parse_float`).
+leaves to Python (see :func:`_parse_number`).
 
 The format is line-structured (§1.1)::
 
