@@ -91,6 +91,23 @@ def _to_tvm(src, out):
 
 
 @_jit
+def _omega_tvm(s, th, R, out):
+    """``out[t, v, m] = s (th[v, t+1, m] - th[v, t, m]) R[v, t, m]``, 0 at t = T-1 (§4)."""
+    V, T, M = th.shape
+    if M == 2:
+        for t in range(T - 1):
+            for v in range(V):
+                out[t, v, 0] = s * (th[v, t + 1, 0] - th[v, t, 0]) * R[v, t, 0]
+                out[t, v, 1] = s * (th[v, t + 1, 1] - th[v, t, 1]) * R[v, t, 1]
+    else:
+        for t in range(T - 1):
+            for v in range(V):
+                for m in range(M):
+                    out[t, v, m] = s * (th[v, t + 1, m] - th[v, t, m]) * R[v, t, m]
+    out[T - 1, :, :] = 0.0
+
+
+@_jit
 def _bones_vtm(x, parents, B):
     """``B[v, t, m] = x[t, v, m] - x[t, parents[v], m]``: one coordinate, transposed."""
     T, V, M = x.shape
@@ -253,16 +270,9 @@ def _one_sample(
     if do_theta:
         _to_tvm(S[7], theta[0])
     if do_omega:
-        # Omega_t = s (theta_{t+1} - theta_t) R^_t, zero at the last frame; S[0] is free now
-        th1, out = S1[7], S1[0]
+        # Omega_t = s (theta_{t+1} - theta_t) R^_t, zero at the last frame
         for c in range(3):
-            R = S1[8 + c]
-            for i in range(P - M):
-                out[i] = s * (th1[i + M] - th1[i]) * R[i]
-            for v in range(V):
-                for m in range(M):
-                    S[0, v, T - 1, m] = 0.0
-            _to_tvm(S[0], omega[c])
+            _omega_tvm(s, S[7], S[8 + c], omega[c])
 
 
 @_jit
