@@ -10,7 +10,8 @@ One run prints, side by side:
 * ours: ``compute_modalities`` (fresh outputs, what a caller gets) and the kernel alone into
   preallocated outputs (the like-for-like comparison with the copy floor),
 
-each with 1 numba thread and with all of them, and the first-call latency (import + compile or
+each with 1 thread and with all of them (``NUMBA_NUM_THREADS``, default all cores), and the
+first-call latency (import + compile or
 cache load + a small call) in fresh processes with a cold and a warm numba cache.
 
     python benchmarks/bench_modalities.py [--n 4000] [--repeat 5]
@@ -127,14 +128,15 @@ def main() -> None:
     theta = np.ones((args.n, 1, 50, 25, 2), np.float32)
     s = 50 / fc.astype(np.float64)
     flags = [True, True, True, True, False, True]
-    nthreads = max(1, numba.config.NUMBA_NUM_THREADS)  # threads used by _launch
+    nthreads = max(1, numba.config.NUMBA_NUM_THREADS)  # all threads: NUMBA_NUM_THREADS
+    threads = 1
 
     def kernel_only():
-        args = (X, s, layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True, False, 0.0)
-        _launch((*args, *outs[:4], theta, outs[4], *flags), len(X))
+        fixed = (X, s, layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True, False, 0.0)
+        _launch((*fixed, *outs[:4], theta, outs[4], *flags), len(X), threads)
 
     def api():
-        compute_modalities(X, fc, modalities=DERIVED)
+        compute_modalities(X, fc, modalities=DERIVED, threads=threads)
 
     t_numpy = best(lambda: numpy_modalities(X, fc), max(1, args.repeat // 2))
     t_copy = best(copy_floor, args.repeat)
@@ -142,7 +144,7 @@ def main() -> None:
     print(f"{'numpy formulation (1 thread)':34s}{t_numpy:9.3f}")
     print(f"{'copy floor (np.copyto x5)':34s}{t_copy:9.3f}")
     for k in sorted({1, nthreads}):
-        numba.set_num_threads(k)
+        threads = k
         kernel_only()  # compile / warm
         for label, fn in (
             (f"ours, kernel, {k} thread(s)", kernel_only),

@@ -103,14 +103,17 @@ def _time_scale(X: np.ndarray, frame_count, t_target) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(t_target / fc, (n,)))
 
 
-def _launch(args: tuple, N: int) -> None:
+def _launch(args: tuple, N: int, threads: int | None = None) -> None:
     """Run ``_kernels.modalities_batch(*args, lo, hi)`` over samples ``0..N-1``.
 
-    Threads over disjoint blocks of samples (the kernel releases the GIL), as many as numba
-    would use (``NUMBA_NUM_THREADS`` / ``numba.set_num_threads``). A thread pool, not prange:
-    the ``parallel=True`` build doubled the cold compile time for the same speed-up.
+    Threads share disjoint blocks of samples (the kernel releases the GIL): ``threads``, or
+    ``NUMBA_NUM_THREADS`` (default: all cores) when None. A plain thread pool, not prange: the
+    ``parallel=True`` build doubled the cold compile time for the same speed-up, and numba's
+    threading layer (OpenMP) is never started, so forking DataLoader workers stays safe.
     """
-    nthreads = min(numba.get_num_threads(), N // _MIN_SAMPLES_PER_THREAD)
+    if threads is None:
+        threads = numba.config.NUMBA_NUM_THREADS
+    nthreads = min(int(threads), N // _MIN_SAMPLES_PER_THREAD)
     if nthreads <= 1:
         _kernels.modalities_batch(*args, 0, N)
         return
@@ -126,7 +129,7 @@ def _launch(args: tuple, N: int) -> None:
 
 def _run(
     joints, wanted, frame_count=None, t_target=layout.T_TARGET, unit_axis=False, bones="6v",
-    axis_tol=0.0,
+    axis_tol=0.0, threads=None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Check the inputs, run the kernel once for ``wanted`` (names and/or "theta")."""
     X = _check_joints(joints)
@@ -152,7 +155,11 @@ def _run(
         rows = N if name in wanted else 1
         outs.append(np.empty((rows, channels, T, V, M), dtype=Xb.dtype))
     flags = [name in wanted for name in names]
-    _launch((Xb, s, parents, partners, torso, bool(unit_axis), axis_tol, *outs, *flags), N)
+    if threads is not None and (
+        isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
+    ):
+        raise ValueError(f"threads must be a positive int or None, found {threads!r}")
+    _launch((Xb, s, parents, partners, torso, bool(unit_axis), axis_tol, *outs, *flags), N, threads)
     return {
         name: (o[0] if single else o) for name, o in zip(names, outs, strict=True) if name in wanted
     }
@@ -167,6 +174,7 @@ def compute_modalities(
     bones: str = "6v",
     *,
     axis_tol: float = 0.0,
+    threads: int | None = None,
 ) -> dict[str, np.ndarray]:
     """The requested modalities of ``joints`` in one pass (§4).
 
@@ -174,6 +182,8 @@ def compute_modalities(
     ``frame_count``: the header frame count, an int or an ``(N,)`` array (γ = frame_count /
     t_target). ``modalities``: names from :data:`MODALITIES` (a single name is accepted), all
     six when None. ``unit_axis``, ``bones``, ``axis_tol``: see the module docstring.
+    ``threads``: threads sharing a large batch (None: ``NUMBA_NUM_THREADS``, all cores by
+    default; pass 1 inside DataLoader workers).
 
     Returns ``{name: array}`` in :data:`MODALITIES` order, each of the shape and dtype of
     ``joints``; ``"joint"`` is a copy of the input.
@@ -187,7 +197,7 @@ def compute_modalities(
         unknown = sorted(str(m) for m in wanted - set(MODALITIES))
         if unknown:
             raise ValueError(f"unknown modalities {unknown}; valid ones are {MODALITIES}")
-    derived = _run(joints, wanted, frame_count, t_target, unit_axis, bones, axis_tol)
+    derived = _run(joints, wanted, frame_count, t_target, unit_axis, bones, axis_tol, threads)
     out = {}
     for name in MODALITIES:
         if name == "joint" and name in wanted:

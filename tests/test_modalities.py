@@ -391,14 +391,15 @@ def test_other_bad_arguments_are_clear_errors():
         mod.compute_modalities(X, 50, bones="4v")
     with pytest.raises(ValueError, match="axis_tol"):
         mod.angular_velocity(X, 50, axis_tol=-1)
+    with pytest.raises(ValueError, match="threads"):
+        mod.compute_modalities(X, 50, threads=0)
 
 
 def test_threaded_blocks_equal_one_pass(monkeypatch):
     X = random_batch(13, n=11, t=4)
     fc = np.arange(20, 31)
-    one = mod.compute_modalities(X, fc)
+    one = mod.compute_modalities(X, fc, threads=1)
     monkeypatch.setattr(mod, "_MIN_SAMPLES_PER_THREAD", 2)
-    monkeypatch.setattr(mod.numba, "get_num_threads", lambda: 3)
-    threaded = mod.compute_modalities(X, fc)
+    threaded = mod.compute_modalities(X, fc, threads=3)
     for name in mod.MODALITIES:
         np.testing.assert_array_equal(threaded[name], one[name])
