@@ -11,8 +11,8 @@ One run prints, side by side:
   preallocated outputs (the like-for-like comparison with the copy floor),
 
 each with 1 thread and with all of them (``NUMBA_NUM_THREADS``, default all cores), and the
-first-call latency (import + compile or
-cache load + a small call) in fresh processes with a cold and a warm numba cache.
+first-call latency (import + compile or cache load + a small call) in fresh processes with a
+cold and a warm numba cache.
 
     python benchmarks/bench_modalities.py [--n 4000] [--repeat 5]
 """
