@@ -32,7 +32,9 @@ Options: ``unit_axis=True`` normalises the rotation-axis modality (paper eq. 4);
 bone of its parent joint, q(i) = p_3v(i); since ``B_21 = 0`` the bones hanging off joint 21
 (ids 2, 3, 5, 9) and joint 21 itself have a zero axis and theta = 0. ``axis_tol > 0`` sets
 ``R^ = 0`` where ``|R| <= axis_tol |B_i| |B_q|`` (nearly collinear bones, bug 9 of §9); the default
-0 keeps the reference's arbitrary unit axes there.
+0 keeps the reference's arbitrary unit axes there. Also as in the reference (bugs 9, 10):
+theta is unsigned, and a body that vanishes at frame t+1 gives ``Omega_t = -s theta_t R^_t``
+(nothing is masked).
 """
 
 from __future__ import annotations
