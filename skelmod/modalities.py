@@ -39,6 +39,7 @@ theta is unsigned, and a body that vanishes at frame t+1 gives ``Omega_t = -s th
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -97,12 +98,19 @@ def _time_scale(X: np.ndarray, frame_count, t_target) -> np.ndarray:
     if fc.ndim != 0 and not (X.ndim == 5 and fc.shape == (n,)):
         expected = f"an int or an ({n},) array" if X.ndim == 5 else "an int for one sample"
         raise ValueError(f"frame_count must be {expected}, found shape {fc.shape}")
+    if fc.ndim == 0:  # the common case, kept cheap for per-sample calls in data loaders
+        value = float(fc)
+        if not math.isfinite(value):
+            raise ValueError(f"frame_count must be finite, found {frame_count!r}")
+        if value <= 0:
+            raise ValueError(f"frame_count must be positive, found {frame_count!r}")
+        return np.full(n, t_target / value)
     fc = fc.astype(np.float64)
-    if not np.all(np.isfinite(fc)):
+    if not np.isfinite(fc).all():
         raise ValueError(f"frame_count must be finite, found {frame_count!r}")
-    if not np.all(fc > 0):
+    if not (fc > 0).all():
         raise ValueError(f"frame_count must be positive, found {frame_count!r}")
-    return np.ascontiguousarray(np.broadcast_to(t_target / fc, (n,)))
+    return t_target / fc
 
 
 def _launch(args: tuple, N: int, threads: int | None = None) -> None:
