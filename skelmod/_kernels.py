@@ -64,17 +64,6 @@ def atan2_nonneg(y, x):
 
 
 @_jit
-def _norm_fixup(x, y, z, n):
-    """Recompute ``n = |(x, y, z)|`` with rescaling where ``x² + y² + z²`` overflowed."""
-    for i in range(n.shape[0]):
-        if not n[i] <= _MAX:
-            big = max(abs(x[i]), abs(y[i]), abs(z[i]))
-            if big <= _MAX:
-                a, b, c = x[i] / big, y[i] / big, z[i] / big
-                n[i] = big * math.sqrt(a * a + b * b + c * c)
-
-
-@_jit
 def _to_tvm(src, out):
     """Copy ``src (V, T, M)`` into ``out (T, V, M)``."""
     V, T, M = src.shape
@@ -129,15 +118,24 @@ def _normalize_rows(x, y, z, hx, hy, hz, n):
     overflow = False
     for i in range(x.shape[0]):
         n2 = x[i] * x[i] + y[i] * y[i] + z[i] * z[i]
+        ok = n2 <= _MAX
+        overflow |= not ok
         n[i] = math.sqrt(n2)
-        overflow |= n2 > _MAX
-    if overflow:
-        _norm_fixup(x, y, z, n)
-    for i in range(x.shape[0]):
-        r = 1.0 / max(n[i], NORM_EPS)  # one division, not three: within an ulp of v / den
+        # one division, not three (within an ulp of v / den); h = v where |v|^2 overflowed
+        r = 1.0 / max(n[i], NORM_EPS) if ok else 1.0
         hx[i] = x[i] * r
         hy[i] = y[i] * r
         hz[i] = z[i] * r
+    if overflow:  # rare (|v| > 1e154): redo those entries with rescaling
+        for i in range(x.shape[0]):
+            big = max(abs(x[i]), abs(y[i]), abs(z[i]))
+            if not n[i] <= _MAX and big <= _MAX:
+                a, b, c = x[i] / big, y[i] / big, z[i] / big
+                n[i] = big * math.sqrt(a * a + b * b + c * c)
+                r = 1.0 / n[i]
+                hx[i] = x[i] * r
+                hy[i] = y[i] * r
+                hz[i] = z[i] * r
 
 
 @_jit
