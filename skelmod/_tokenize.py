@@ -311,6 +311,100 @@ def _read_line(buf, pos, out, base, first, nvals):
 
 
 @njit(cache=True)
+def _read_block(buf, pos, out, base, nlines):
+    """Fast path for ``nlines`` consecutive joint lines; returns ``(next_pos, lines_read)``.
+
+    Parses plain joint lines (12 numbers that round exactly, §1.1) into
+    ``out[base:base + 12 * lines_read]`` and stops before the first line that is not
+    plain: a wrong value count, a token that is not a simple number, a value Python must
+    round, or the end of the data. The caller reads that line with :func:`_read_values`,
+    which reports the problem or handles it. The number parser of :func:`_parse_number`
+    is written out here because a call that passes an array costs two atomic reference
+    count updates, which at one call per token were half of the parse time.
+    """
+    n = buf.size
+    done = 0
+    while done < nlines:
+        p = pos
+        count = 0
+        plain = True
+        while True:
+            while p < n and _is_blank(buf[p]):
+                p += 1
+            if p >= n:
+                plain = False  # the caller decides between end of data and a short line
+                break
+            c = buf[p]
+            if c == 10 or c == 13:
+                p += 1
+                if c == 13 and p < n and buf[p] == 10:
+                    p += 1
+                break
+            if count == JOINT_VALUES:
+                plain = False
+                break
+            # --- one number, as in _parse_number ---
+            neg = c == 45
+            if c == 45 or c == 43:
+                p += 1
+            w = np.int64(0)
+            start = p
+            while p < n:
+                d = np.int64(buf[p]) - 48
+                if d < 0 or d > 9:
+                    break
+                w = w * 10 + d
+                p += 1
+            nd = p - start
+            q = 0
+            if p < n and buf[p] == 46:
+                p += 1
+                start = p
+                while p < n:
+                    d = np.int64(buf[p]) - 48
+                    if d < 0 or d > 9:
+                        break
+                    w = w * 10 + d
+                    p += 1
+                q = start - p
+                nd -= q
+            if nd == 0 or nd > 15:
+                plain = False
+                break
+            if p < n and (buf[p] == 101 or buf[p] == 69):
+                p += 1
+                eneg = False
+                if p < n and (buf[p] == 43 or buf[p] == 45):
+                    eneg = buf[p] == 45
+                    p += 1
+                x = 0
+                start = p
+                while p < n and x < 100:
+                    d = np.int64(buf[p]) - 48
+                    if d < 0 or d > 9:
+                        break
+                    x = x * 10 + d
+                    p += 1
+                if p == start:
+                    plain = False
+                    break
+                q += -x if eneg else x
+            if (p < n and not (_is_blank(buf[p]) or _is_eol(buf[p]))) or q > 22 or q < -22:
+                plain = False
+                break
+            # nd <= 15, so w < 2**53 is exact and one operation rounds (Clinger).
+            v = np.float64(w) * _POW10[q] if q >= 0 else np.float64(w) / _POW10[-q]
+            out[base + count] = -v if neg else v
+            count += 1
+        if not plain or count != JOINT_VALUES:
+            break
+        pos = p
+        base += JOINT_VALUES
+        done += 1
+    return pos, done
+
+
+@njit(cache=True)
 def _token_at(buf, pos, k):
     """``(start, end)`` of token ``k`` (0-based) of the line starting at ``pos``, which has it."""
     n = buf.size
@@ -495,7 +589,14 @@ def parse_kernel(buf):
             if status[S_CODE] != E_OK:
                 break
             line += 1
-            for j in range(V):
+            j = 0
+            while j < V:
+                pos, done = _read_block(buf, pos, joints_flat, (b * V + j) * JOINT_VALUES, V - j)
+                j += done
+                line += done
+                if j == V:
+                    break
+                # A line off the fast path: read it carefully (fix-ups or an error).
                 pos, _, fixups, n_fix = _read_values(
                     buf, pos, line, status, CTX_JOINT_LINE, f, m, j,
                     joints_flat, (b * V + j) * JOINT_VALUES, FIX_JOINTS, fixups, n_fix,
@@ -503,6 +604,7 @@ def parse_kernel(buf):
                 if status[S_CODE] != E_OK:
                     break
                 line += 1
+                j += 1
             if status[S_CODE] != E_OK:
                 break
             b += 1
