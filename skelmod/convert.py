@@ -102,6 +102,7 @@ class ConvertReport:
     bodies_dropped: dict[str, int] = field(default_factory=dict)
     bodies_seen: int = 0
     bodies_kept: int = 0
+    denoise_fallbacks: int = 0
     resumed_from: int = 0
     seconds: float = 0.0
 
@@ -121,6 +122,11 @@ class ConvertReport:
         lines.append(
             f"bodies: seen {self.bodies_seen}, kept {self.bodies_kept}, dropped by rule: {dropped}"
         )
+        if self.denoise_fallbacks:
+            lines.append(
+                f"denoise dropped every body in {self.denoise_fallbacks} samples; "
+                "the longest body was kept in each"
+            )
         if self.resumed_from:
             lines.append(f"resumed after {self.resumed_from} files already done")
         return "\n".join(lines)
@@ -175,6 +181,7 @@ def convert_file(path: str | os.PathLike, options: ConvertOptions) -> dict[str, 
         "arrays": {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()},
         "meta": meta,
         "dropped": dict(stats.dropped),
+        "fallbacks": stats.fallbacks,
     }
 
 
@@ -264,6 +271,7 @@ def convert(
             report.rejected = [tuple(r) for r in state["rejected"]]
             report.bodies_dropped = state["bodies_dropped"]
             report.bodies_seen, report.bodies_kept = state["bodies_seen"], state["bodies_kept"]
+            report.denoise_fallbacks = state["denoise_fallbacks"]
         report.converted = writer.rows
     else:
         writer = CacheWriter(out, **writer_args)
@@ -275,6 +283,7 @@ def convert(
             "bodies_dropped": report.bodies_dropped,
             "bodies_seen": report.bodies_seen,
             "bodies_kept": report.bodies_kept,
+            "denoise_fallbacks": report.denoise_fallbacks,
         }
 
     todo = [(str(p), options) for p in files[report.resumed_from :]]
@@ -296,6 +305,7 @@ def convert(
                 report.converted += 1
                 report.bodies_seen += int(result["meta"]["bodies_seen"])
                 report.bodies_kept += int(result["meta"]["bodies_kept"])
+                report.denoise_fallbacks += int(result["fallbacks"])
                 for rule, k in result["dropped"].items():
                     report.bodies_dropped[rule] = report.bodies_dropped.get(rule, 0) + int(k)
             writer.maybe_flush(state(done))

@@ -232,3 +232,18 @@ def test_a_stale_partial_file_is_replaced(tmp_path):
     assert report.resumed_from == 0 and report.ok and out.exists()
     assert not partial_path(out).exists()
     assert os.path.getsize(out) > 0
+
+
+def test_denoise_run_reports_what_each_rule_dropped(ntu_real_dir, tmp_path):
+    noisy = tmp_path / "raw"
+    noisy.mkdir()
+    for name in ("S001C001P001R001A029", "S001C001P001R001A001"):
+        (noisy / f"{name}.skeleton").write_bytes((ntu_real_dir / f"{name}.skeleton").read_bytes())
+    report = convert(noisy, tmp_path / "c.h5", workers=1, options=ConvertOptions(bodies="denoise"))
+    assert report.ok
+    # A029 has a noise body (a wide object) beside the actor: the spread rule drops it.
+    assert report.bodies_dropped["spread"] == 1
+    assert report.bodies_seen == report.bodies_kept + 1
+    assert "spread 1" in report.summary()
+    r = CacheReader(tmp_path / "c.h5")
+    assert list(r.meta["bodies_kept"]) == [1, 1] and list(r.meta["bodies_seen"]) == [1, 2]
