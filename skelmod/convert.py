@@ -22,14 +22,13 @@ import numpy as np
 from . import layout
 from .bodies import BODY_RULES, select_bodies
 from .cache import CacheWriter
-from .modalities import compute_modalities
+from .modalities import BONE_CONVENTIONS, compute_modalities
 from .names import detect_dataset, parse_sample_name, read_missing_list
 from .normalize import normalize_sample
 from .ntu import read_skeleton
 
 SUFFIX = ".skeleton"
 YAW_MODES = ("sequence", "frame", "none")
-BONE_CONVENTIONS = ("6v", "3v")
 
 
 class ConvertError(ValueError):

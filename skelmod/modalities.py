@@ -50,7 +50,7 @@ import numpy as np
 from skelmod import _kernels, layout
 
 #: Modality names, in the order of the reference's encoders (§4).
-MODALITIES = ("joint", "velocity", "acceleration", "bone", "rotation_axis", "angular_velocity")
+MODALITIES = layout.MODALITY_NAMES
 #: Bone conventions accepted by ``bones=``.
 BONE_CONVENTIONS = ("6v", "3v")
 
