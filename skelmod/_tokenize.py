@@ -457,7 +457,7 @@ def _read_count(buf, pos, line, scratch, status, ctx, frame, body):
     if count != 1:
         _fail(status, E_COUNT_TOKENS, line, ctx, frame, body, -1, found=count)
         return -1, pos
-    s, e = _token_at(buf, pos, 0)
+    s, e = _token_at(buf, pos, np.int64(0))
     code, v = _parse_int(buf, s, e)
     if code != 0:
         _fail(status, E_NOT_INT if code == 1 else E_INT_RANGE, line, ctx, frame, body, -1, s, e)
@@ -488,7 +488,7 @@ def _read_values(buf, pos, line, status, ctx, f, m, j, out, base, target, fixups
         _fail(status, E_VALUE_COUNT, line, ctx, f, m, j, found=count)
         return pos, body_id, fixups, n_fix
     if body:
-        s, e = _token_at(buf, pos, 0)
+        s, e = _token_at(buf, pos, np.int64(0))
         code, body_id = _parse_int(buf, s, e)
         if code != 0:
             _fail(status, E_BAD_ID if code == 1 else E_INT_RANGE, line, ctx, f, m, j, s, e)
@@ -539,19 +539,24 @@ def parse_kernel(buf):
     info_flat = body_info.reshape(-1)
     joints_flat = joints.reshape(-1)
     fixups = np.empty((16, 5), np.int64)
-    n_fix = 0
+    n_fix = np.int64(0)
     b = 0
     num_frame = 0
     bodies_per_frame = np.empty(0, np.int32)
 
-    pos = 0
-    line = 1
-    if _rest_is_blank(buf, 0):
+    # Arguments of the helpers are typed int64 throughout: a literal argument would
+    # compile one more copy of the helper per distinct value.
+    none = np.int64(-1)
+    pos = np.int64(0)
+    line = np.int64(1)
+    if _rest_is_blank(buf, pos):
         _fail(status, E_EMPTY, 1, CTX_FRAMES, -1, -1, -1)
     else:
-        num_frame, pos = _read_count(buf, pos, line, scratch, status, CTX_FRAMES, -1, -1)
+        num_frame, pos = _read_count(
+            buf, pos, line, scratch, status, np.int64(CTX_FRAMES), none, none
+        )
         if num_frame == 0:
-            s, e = _token_at(buf, 0, 0)
+            s, e = _token_at(buf, np.int64(0), np.int64(0))
             _fail(status, E_ZERO_FRAMES, 1, CTX_FRAMES, -1, -1, -1, s, e)
         status[S_NUM_FRAME] = num_frame
         line += 1
@@ -559,9 +564,9 @@ def parse_kernel(buf):
         bodies_per_frame = np.empty(max(0, min(num_frame, n // 2 + 1)), np.int32)
     for f in range(num_frame if status[S_CODE] == E_OK else 0):
         start = pos
-        num_body, pos = _read_count(buf, pos, line, scratch, status, CTX_BODIES, f, -1)
+        num_body, pos = _read_count(buf, pos, line, scratch, status, np.int64(CTX_BODIES), f, none)
         if num_body > MAX_BODIES_PER_FRAME:
-            s, e = _token_at(buf, start, 0)
+            s, e = _token_at(buf, start, np.int64(0))
             _fail(status, E_TOO_MANY_BODIES, line, CTX_BODIES, f, -1, -1, s, e, num_body)
         if status[S_CODE] != E_OK:
             if status[S_CODE] == E_EOF:
@@ -573,8 +578,8 @@ def parse_kernel(buf):
             if b >= cap:
                 raise RuntimeError("skeleton parser: body bound exceeded (bug)")
             pos, body_id, fixups, n_fix = _read_values(
-                buf, pos, line, status, CTX_BODY_LINE, f, m, -1,
-                info_flat, b * (BODY_VALUES - 1), FIX_BODY_INFO, fixups, n_fix,
+                buf, pos, line, status, np.int64(CTX_BODY_LINE), f, m, none,
+                info_flat, b * (BODY_VALUES - 1), np.int64(FIX_BODY_INFO), fixups, n_fix,
             )  # fmt: skip
             if status[S_CODE] != E_OK:
                 break
@@ -582,9 +587,11 @@ def parse_kernel(buf):
             body_frame[b] = f
             line += 1
             start = pos
-            num_joint, pos = _read_count(buf, pos, line, scratch, status, CTX_JOINTS, f, m)
+            num_joint, pos = _read_count(
+                buf, pos, line, scratch, status, np.int64(CTX_JOINTS), f, m
+            )
             if num_joint >= 0 and num_joint != V:
-                s, e = _token_at(buf, start, 0)
+                s, e = _token_at(buf, start, np.int64(0))
                 _fail(status, E_JOINT_COUNT, line, CTX_JOINTS, f, m, -1, s, e, num_joint)
             if status[S_CODE] != E_OK:
                 break
@@ -598,8 +605,8 @@ def parse_kernel(buf):
                     break
                 # A line off the fast path: read it carefully (fix-ups or an error).
                 pos, _, fixups, n_fix = _read_values(
-                    buf, pos, line, status, CTX_JOINT_LINE, f, m, j,
-                    joints_flat, (b * V + j) * JOINT_VALUES, FIX_JOINTS, fixups, n_fix,
+                    buf, pos, line, status, np.int64(CTX_JOINT_LINE), f, m, j,
+                    joints_flat, (b * V + j) * JOINT_VALUES, np.int64(FIX_JOINTS), fixups, n_fix,
                 )  # fmt: skip
                 if status[S_CODE] != E_OK:
                     break
