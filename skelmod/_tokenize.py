@@ -311,97 +311,100 @@ def _read_line(buf, pos, out, base, first, nvals):
 
 
 @njit(cache=True)
-def _read_block(buf, pos, out, base, nlines):
-    """Fast path for ``nlines`` consecutive joint lines; returns ``(next_pos, lines_read)``.
+def _read_body(buf, pos, info, joints, b):
+    """Fast path for one whole body record: its body line, joint count and 25 joint lines.
 
-    Parses plain joint lines (12 numbers that round exactly, §1.1) into
-    ``out[base:base + 12 * lines_read]`` and stops before the first line that is not
-    plain: a wrong value count, a token that is not a simple number, a value Python must
-    round, or the end of the data. The caller reads that line with :func:`_read_values`,
-    which reports the problem or handles it. The number parser of :func:`_parse_number`
-    is written out here because a call that passes an array costs two atomic reference
+    Returns ``(next_pos, body_id, ok)``. Writes the values of body ``b`` into the flat
+    ``info`` and ``joints`` when every line is plain: the right value count, an integer
+    bodyID, a joint count of 25, and numbers that round exactly here (at most 15 digits,
+    no exponent beyond ±22). Otherwise returns ``ok = False`` and the caller reads the
+    record again with :func:`_read_values` and :func:`_read_count`, which report the
+    problem or hand the value to Python. The number parser of :func:`_parse_number` is
+    written out here because every call that passes an array costs two atomic reference
     count updates, which at one call per token were half of the parse time.
     """
     n = buf.size
-    done = 0
-    while done < nlines:
-        p = pos
+    body_id = np.int64(0)
+    for r in range(2 + V):  # r = 0: body line, 1: joint count, 2...: joint r - 2
+        nvals = BODY_VALUES if r == 0 else (1 if r == 1 else JOINT_VALUES)
         count = 0
-        plain = True
         while True:
-            while p < n and _is_blank(buf[p]):
-                p += 1
-            if p >= n:
-                plain = False  # the caller decides between end of data and a short line
-                break
-            c = buf[p]
+            while pos < n and _is_blank(buf[pos]):
+                pos += 1
+            if pos >= n:
+                return pos, body_id, False
+            c = buf[pos]
             if c == 10 or c == 13:
-                p += 1
-                if c == 13 and p < n and buf[p] == 10:
-                    p += 1
+                pos += 1
+                if c == 13 and pos < n and buf[pos] == 10:
+                    pos += 1
                 break
-            if count == JOINT_VALUES:
-                plain = False
-                break
-            # --- one number, as in _parse_number ---
+            if count == nvals:
+                return pos, body_id, False
             neg = c == 45
             if c == 45 or c == 43:
-                p += 1
+                pos += 1
             w = np.int64(0)
-            start = p
-            while p < n:
-                d = np.int64(buf[p]) - 48
+            start = pos
+            while pos < n:
+                d = np.int64(buf[pos]) - 48
                 if d < 0 or d > 9:
                     break
                 w = w * 10 + d
-                p += 1
-            nd = p - start
+                pos += 1
+            nd = pos - start
+            integer = (r == 0 and count == 0) or r == 1
             q = 0
-            if p < n and buf[p] == 46:
-                p += 1
-                start = p
-                while p < n:
-                    d = np.int64(buf[p]) - 48
+            if pos < n and buf[pos] == 46 and not integer:
+                pos += 1
+                start = pos
+                while pos < n:
+                    d = np.int64(buf[pos]) - 48
                     if d < 0 or d > 9:
                         break
                     w = w * 10 + d
-                    p += 1
-                q = start - p
+                    pos += 1
+                q = start - pos
                 nd -= q
-            if nd == 0 or nd > 15:
-                plain = False
-                break
-            if p < n and (buf[p] == 101 or buf[p] == 69):
-                p += 1
+            if nd == 0 or nd > (_MAX_MANTISSA_DIGITS if integer else 15):
+                return pos, body_id, False
+            if pos < n and (buf[pos] == 101 or buf[pos] == 69) and not integer:
+                pos += 1
                 eneg = False
-                if p < n and (buf[p] == 43 or buf[p] == 45):
-                    eneg = buf[p] == 45
-                    p += 1
+                if pos < n and (buf[pos] == 43 or buf[pos] == 45):
+                    eneg = buf[pos] == 45
+                    pos += 1
                 x = 0
-                start = p
-                while p < n and x < 100:
-                    d = np.int64(buf[p]) - 48
+                start = pos
+                while pos < n and x < 100:
+                    d = np.int64(buf[pos]) - 48
                     if d < 0 or d > 9:
                         break
                     x = x * 10 + d
-                    p += 1
-                if p == start:
-                    plain = False
-                    break
+                    pos += 1
+                if pos == start:
+                    return pos, body_id, False
                 q += -x if eneg else x
-            if (p < n and not (_is_blank(buf[p]) or _is_eol(buf[p]))) or q > 22 or q < -22:
-                plain = False
-                break
-            # nd <= 15, so w < 2**53 is exact and one operation rounds (Clinger).
-            v = np.float64(w) * _POW10[q] if q >= 0 else np.float64(w) / _POW10[-q]
-            out[base + count] = -v if neg else v
+            if pos < n and not (_is_blank(buf[pos]) or _is_eol(buf[pos])):
+                return pos, body_id, False
+            if integer:
+                if r == 0:
+                    body_id = -w if neg else w
+                elif neg or w != V:
+                    return pos, body_id, False
+            else:
+                if q > 22 or q < -22:
+                    return pos, body_id, False
+                # nd <= 15, so w < 2**53 is exact and one operation rounds (Clinger).
+                v = np.float64(w) * _POW10[q] if q >= 0 else np.float64(w) / _POW10[-q]
+                if r == 0:
+                    info[b * (BODY_VALUES - 1) + count - 1] = -v if neg else v
+                else:
+                    joints[(b * V + r - 2) * JOINT_VALUES + count] = -v if neg else v
             count += 1
-        if not plain or count != JOINT_VALUES:
-            break
-        pos = p
-        base += JOINT_VALUES
-        done += 1
-    return pos, done
+        if count != nvals:
+            return pos, body_id, False
+    return pos, body_id, True
 
 
 @njit(cache=True)
@@ -577,6 +580,15 @@ def parse_kernel(buf):
         for m in range(num_body):
             if b >= cap:
                 raise RuntimeError("skeleton parser: body bound exceeded (bug)")
+            nxt, body_id, ok = _read_body(buf, pos, info_flat, joints_flat, b)
+            if ok:
+                pos = nxt
+                line += 2 + V
+                body_ids[b] = body_id
+                body_frame[b] = f
+                b += 1
+                continue
+            # Off the fast path: read the record line by line (fix-ups or an error).
             pos, body_id, fixups, n_fix = _read_values(
                 buf, pos, line, status, np.int64(CTX_BODY_LINE), f, m, none,
                 info_flat, b * (BODY_VALUES - 1), np.int64(FIX_BODY_INFO), fixups, n_fix,
@@ -596,14 +608,7 @@ def parse_kernel(buf):
             if status[S_CODE] != E_OK:
                 break
             line += 1
-            j = 0
-            while j < V:
-                pos, done = _read_block(buf, pos, joints_flat, (b * V + j) * JOINT_VALUES, V - j)
-                j += done
-                line += done
-                if j == V:
-                    break
-                # A line off the fast path: read it carefully (fix-ups or an error).
+            for j in range(V):
                 pos, _, fixups, n_fix = _read_values(
                     buf, pos, line, status, np.int64(CTX_JOINT_LINE), f, m, j,
                     joints_flat, (b * V + j) * JOINT_VALUES, np.int64(FIX_JOINTS), fixups, n_fix,
@@ -611,7 +616,6 @@ def parse_kernel(buf):
                 if status[S_CODE] != E_OK:
                     break
                 line += 1
-                j += 1
             if status[S_CODE] != E_OK:
                 break
             b += 1

@@ -150,6 +150,22 @@ def test_exponents_signs_and_leading_dot():
     assert np.signbit(raw.body_info[0, values.index("-0")])
 
 
+def test_fast_and_careful_paths_mix(ntu_real_dir, tmp_path):
+    # Values the kernel leaves to Python's float, and a 19-digit bodyID, in the middle of
+    # a real file: those records take the careful path, their neighbours the fast one.
+    lines = (ntu_real_dir / A001).read_bytes().split(b"\n")
+    frame50 = 1 + 49 * 28
+    lines[frame50 + 1] = lines[frame50 + 1].replace(b"72057594037931101", b"9223372036854775807")
+    lines[frame50 + 23] = b" ".join([b"0.12345678901234567"] * 11 + [b"2e-30"])
+    lines[frame50 + 29] = lines[frame50 + 29].replace(b"0.", b"0.000000000000000000", 1)
+    path = tmp_path / "mixed.skeleton"
+    path.write_bytes(b"\n".join(lines))
+    raw = read_skeleton(path)
+    assert_same(raw, naive_read(path))
+    assert raw.body_ids[49] == 2**63 - 1
+    assert raw.joints[49, 20, 0] == 0.12345678901234567
+
+
 def test_body_ids_exact_beyond_float64():
     a, b = 72057594037931101, 72057594037931102
     assert float(a) == float(b)  # they collide as float64, as the reference parses them
