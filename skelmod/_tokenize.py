@@ -16,7 +16,12 @@ The format is line-structured (§1.1)::
 Lines end in LF, CRLF or a lone CR (as Python's universal newlines read them);
 values are separated by spaces or tabs. The kernel reads the file in one pass,
 writing into arrays sized by an upper bound on the body count that the file
-length gives.
+length gives. Each body record first tries :func:`_read_body`, a call-free fast
+path for plain records (every real NTU record); anything else is read again line
+by line by :func:`_read_values` / :func:`_read_count`, which either handle it
+(values left to Python's ``float``) or report the error. Numbers are rounded
+exactly: an integer mantissa below 2**53 and a power of ten up to 1e22 need one
+IEEE operation (Clinger's fast path); the rest is parsed by Python.
 """
 
 from __future__ import annotations
@@ -202,10 +207,10 @@ def _parse_float(buf, s, e):
 def _parse_number(buf, pos):
     """Parse the token starting at ``pos`` (not a blank); returns ``(status, value, end)``.
 
-    ``end`` is the index just past the token (its first blank, line end or the end of
-    the data). Status as in :func:`_parse_float`. One pass over the bytes: the mantissa
-    accumulates into an int64 (every NTU value has at most 7 significant digits);
-    tokens with more than 18 digits go to the careful :func:`_parse_float`.
+    The number parser of the line-by-line path. ``end`` is the index just past the token
+    (its first blank, line end or the end of the data). Status as in :func:`_parse_float`.
+    The mantissa accumulates into an int64 (every NTU value has at most 7 significant
+    digits); tokens with more than 18 digits go to the careful :func:`_parse_float`.
     """
     n = buf.size
     i = pos
