@@ -21,7 +21,7 @@ C = 3  #: coordinates per joint (x, y, z)
 V = 25  #: joints of the NTU-25 skeleton (Kinect v2)
 M = 2  #: bodies kept per sample
 T_TARGET = 50  #: frames per sample after temporal resizing (§2.5)
-MAX_FRAMES = 300  #: longest NTU sequence (§1.2); longer files are rejected
+MAX_FRAMES = 300  #: longest NTU sequence (§1.2); longer files still convert (fix of bug 26)
 
 #: NTU joint names, index = id - 1.
 JOINT_NAMES = (
