@@ -177,6 +177,10 @@ def pretrain(
             f"{ckpt_path} exists; pass --resume to continue that run or choose another --out"
         )
 
+    if info.rank > 0:
+        # distinct dropout streams per rank; only rank 0's RNG states go into the checkpoint
+        state = np.random.SeedSequence((cfg.seed, start, info.rank)).generate_state(1)
+        torch.manual_seed(int(state[0]))
     net = wrap_model(model, dev, info)
     loader, sampler = make_loader(dataset, cfg, batch, info, pin=dev.type == "cuda")
     log = MetricsLog(
