@@ -163,3 +163,24 @@ def test_library_errors_exit_1(cache: Path, preset: Path, tmp_path: Path) -> Non
         result = invoke(*args)
         assert result.exit_code == 1, (args, result.output)
         assert "Error: " in result.output and message in result.output, (args, result.output)
+
+
+def test_demo_runs_the_whole_pipeline(preset: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = invoke(
+        "demo", out, "--classes", "3", "--per-class", "12", "--preset", preset,
+        "--workers", "0", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for step in ("[1/4] synth: 36 files", "[2/4] convert: 36 samples", "[3/4] pretrain", "[4/4]"):
+        assert step in result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["train_samples"] + summary["val_samples"] == 36
+    for row in ("pretrained", "random_init"):
+        assert set(summary[row]) == {"top1_final", "top1_best", "top5_final", "top5_best"}
+        assert f"{summary[row]['top1_final']:7.2f}" in result.output
+    assert summary["pretrain_config"]["modalities"] == [
+        "joint", "velocity", "acceleration", "bone", "rotation_axis", "angular_velocity",
+    ]  # fmt: skip
+    assert (out / "pretrain" / "checkpoint.pt").is_file()
+    assert "chance: 33.33% top-1 (3 classes" in result.output
