@@ -189,3 +189,15 @@ def test_bad_requests_are_clear(cache: Path, run: Path, tmp_path: Path) -> None:
         linear_eval(le_cfg(), small, tmp_path, "xsub", "3s", checkpoint=run, device="cpu")
     with pytest.raises(CacheError, match="fewer than one batch of 16"):
         linear_eval(le_cfg(batch_size=16), small, tmp_path, "xsub", "joint", checkpoint=run)
+
+
+def test_cached_modalities_must_match_the_pretraining_options(run: Path, tmp_path: Path) -> None:
+    import h5py
+
+    path = make_cache(tmp_path / "c.h5", n=24, t=24, classes=3)
+    with h5py.File(path, "r+") as f:
+        f["modalities/bone"].attrs["options"] = json.dumps({"unit_axis": False, "bones": "3v"})
+        f["modalities/joint"].attrs["options"] = json.dumps({"bones": "3v"})
+    with pytest.raises(ConfigError, match=r"'bone' was computed with other options \(bones='3v'"):
+        linear_eval(le_cfg(), path, tmp_path, "xsub", "3s", checkpoint=run, device="cpu")
+    linear_eval(le_cfg(epochs=1), path, tmp_path, "xsub", "joint", checkpoint=run, device="cpu")

@@ -107,6 +107,33 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list
     return [100.0 * float(hit[:, : min(k, top.shape[1])].any(1).float().mean()) for k in ks]
 
 
+def check_feature_options(reader: CacheReader, modalities: Sequence[str], pcfg) -> None:
+    """The cached bone-derived modalities must use the pre-training's ``unit_axis``/``bones``.
+
+    Pre-training computes the modalities online with its own settings; a cache converted
+    with other ones would evaluate the encoders on inputs they never saw. Caches that do not
+    record the options are accepted.
+    """
+    for m in modalities:
+        if m not in ("bone", "rotation_axis", "angular_velocity"):
+            continue
+        opts = reader.modality_options.get(m) or {}
+        cached = {
+            "unit_axis": opts.get("unit_axis"),
+            "bones": opts.get("bones", opts.get("bone_convention")),
+        }
+        wanted = {"unit_axis": pcfg.unit_axis, "bones": pcfg.bones}
+        diff = [k for k in wanted if cached[k] is not None and cached[k] != wanted[k]]
+        if diff:
+            detail = ", ".join(
+                f"{k}={cached[k]!r} in the cache, {wanted[k]!r} in pre-training" for k in diff
+            )
+            raise ConfigError(
+                f"{reader.path}: modality {m!r} was computed with other options ({detail}); "
+                "recompute it with `skelmod features` or pre-train with matching options"
+            )
+
+
 def _fused_logits(heads: nn.ModuleDict, feats: dict[str, torch.Tensor], idx=None):
     logits = [heads[m](feats[m] if idx is None else feats[m][idx]) for m in heads]
     return torch.stack(logits).mean(0)
@@ -172,6 +199,8 @@ def linear_eval(
     dev = resolve_device(device)
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
     reader.require(needed)
+    if checkpoint is not None:
+        check_feature_options(reader, needed, pcfg)
     train_set = LinearEvalDataset(reader, f"{split}-train", needed)
     val_set = LinearEvalDataset(reader, f"{split}-val", needed)
     if len(train_set) < cfg.batch_size:
