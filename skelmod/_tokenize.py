@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit
+from numba.core import types
+from numba.extending import intrinsic
 
 from .layout import V
 
@@ -315,8 +317,48 @@ def _read_line(buf, pos, out, base, first, nvals):
         pos = end
 
 
-@njit(cache=True)
-def _read_body(buf, pos, info, joints, b):
+@intrinsic
+def _byte(typingctx, buf, i):
+    """``buf[i]`` of a uint8 array, without the wraparound of a negative ``i``.
+
+    Unchecked: the caller guarantees ``0 <= i < buf.size``. Indexing with a signed
+    integer costs three instructions per byte for the wraparound, a third of a digit.
+    """
+    if not (isinstance(buf, types.Array) and buf.dtype == types.uint8 and buf.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        return builder.load(builder.gep(data, [args[1]]))
+
+    return types.uint8(buf, types.intp), codegen
+
+
+@intrinsic
+def _put(typingctx, out, i, v):
+    """``out[i] = v`` for a contiguous 1-D float64 array; unchecked like :func:`_byte`."""
+    if not (isinstance(out, types.Array) and out.dtype == types.float64 and out.ndim == 1):
+        return None
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        builder.store(args[2], builder.gep(data, [args[1]]))
+        return context.get_dummy_value()
+
+    return types.none(out, types.intp, types.float64), codegen
+
+
+@njit(cache=True, inline="always")
+def _last_separator(buf):
+    """Index of the last blank or line end in ``buf``; -1 if it has none."""
+    i = buf.size - 1
+    while i >= 0 and not (_is_blank(buf[i]) or _is_eol(buf[i])):
+        i -= 1
+    return i
+
+
+@njit(cache=True, error_model="numpy")
+def _read_body(buf, pos, info, joints, b, sep):
     """Fast path for one whole body record: its body line, joint count and 25 joint lines.
 
     Returns ``(next_pos, body_id, ok)``. Writes the values of body ``b`` into the flat
@@ -327,6 +369,10 @@ def _read_body(buf, pos, info, joints, b):
     problem or hand the value to Python. The number parser of :func:`_parse_number` is
     written out here because every call that passes an array costs two atomic reference
     count updates, which at one call per token were half of the parse time.
+
+    ``sep`` is :func:`_last_separator` of ``buf``. A token that starts before it ends at
+    or before it, so the loops inside a token need no test for the end of the data; a
+    token starting later sends the record to the careful path.
     """
     n = buf.size
     body_id = np.int64(0)
@@ -334,25 +380,26 @@ def _read_body(buf, pos, info, joints, b):
         nvals = BODY_VALUES if r == 0 else (1 if r == 1 else JOINT_VALUES)
         count = 0
         while True:
-            while pos < n and _is_blank(buf[pos]):
+            while pos < n and _is_blank(_byte(buf, pos)):
                 pos += 1
             if pos >= n:
                 return pos, body_id, False
-            c = buf[pos]
+            c = _byte(buf, pos)
             if c == 10 or c == 13:
                 pos += 1
-                if c == 13 and pos < n and buf[pos] == 10:
+                if c == 13 and pos < n and _byte(buf, pos) == 10:
                     pos += 1
                 break
-            if count == nvals:
+            if count == nvals or pos >= sep:
                 return pos, body_id, False
+            # From here to the token's end every index is at most sep < n.
             neg = c == 45
             if c == 45 or c == 43:
                 pos += 1
             w = np.int64(0)
             start = pos
-            while pos < n:
-                d = np.int64(buf[pos]) - 48
+            while True:
+                d = np.int64(_byte(buf, pos)) - 48
                 if d < 0 or d > 9:
                     break
                 w = w * 10 + d
@@ -360,11 +407,11 @@ def _read_body(buf, pos, info, joints, b):
             nd = pos - start
             integer = (r == 0 and count == 0) or r == 1
             q = 0
-            if pos < n and buf[pos] == 46 and not integer:
+            if _byte(buf, pos) == 46 and not integer:
                 pos += 1
                 start = pos
-                while pos < n:
-                    d = np.int64(buf[pos]) - 48
+                while True:
+                    d = np.int64(_byte(buf, pos)) - 48
                     if d < 0 or d > 9:
                         break
                     w = w * 10 + d
@@ -373,16 +420,18 @@ def _read_body(buf, pos, info, joints, b):
                 nd -= q
             if nd == 0 or nd > (_MAX_MANTISSA_DIGITS if integer else 15):
                 return pos, body_id, False
-            if pos < n and (buf[pos] == 101 or buf[pos] == 69) and not integer:
+            c = _byte(buf, pos)
+            if (c == 101 or c == 69) and not integer:
                 pos += 1
                 eneg = False
-                if pos < n and (buf[pos] == 43 or buf[pos] == 45):
-                    eneg = buf[pos] == 45
+                c = _byte(buf, pos)
+                if c == 43 or c == 45:
+                    eneg = c == 45
                     pos += 1
                 x = 0
                 start = pos
-                while pos < n and x < 100:
-                    d = np.int64(buf[pos]) - 48
+                while x < 100:
+                    d = np.int64(_byte(buf, pos)) - 48
                     if d < 0 or d > 9:
                         break
                     x = x * 10 + d
@@ -390,7 +439,8 @@ def _read_body(buf, pos, info, joints, b):
                 if pos == start:
                     return pos, body_id, False
                 q += -x if eneg else x
-            if pos < n and not (_is_blank(buf[pos]) or _is_eol(buf[pos])):
+                c = _byte(buf, pos)
+            if not (_is_blank(c) or _is_eol(c)):
                 return pos, body_id, False
             if integer:
                 if r == 0:
@@ -403,9 +453,9 @@ def _read_body(buf, pos, info, joints, b):
                 # nd <= 15, so w < 2**53 is exact and one operation rounds (Clinger).
                 v = np.float64(w) * _POW10[q] if q >= 0 else np.float64(w) / _POW10[-q]
                 if r == 0:
-                    info[b * (BODY_VALUES - 1) + count - 1] = -v if neg else v
+                    _put(info, b * (BODY_VALUES - 1) + count - 1, -v if neg else v)
                 else:
-                    joints[(b * V + r - 2) * JOINT_VALUES + count] = -v if neg else v
+                    _put(joints, (b * V + r - 2) * JOINT_VALUES + count, -v if neg else v)
             count += 1
         if count != nvals:
             return pos, body_id, False
@@ -555,6 +605,7 @@ def parse_kernel(buf):
     # Arguments of the helpers are typed int64 throughout: a literal argument would
     # compile one more copy of the helper per distinct value.
     none = np.int64(-1)
+    sep = _last_separator(buf)
     pos = np.int64(0)
     line = np.int64(1)
     if _rest_is_blank(buf, pos):
@@ -585,7 +636,7 @@ def parse_kernel(buf):
         for m in range(num_body):
             if b >= cap:
                 raise RuntimeError("skeleton parser: body bound exceeded (bug)")
-            nxt, body_id, ok = _read_body(buf, pos, info_flat, joints_flat, b)
+            nxt, body_id, ok = _read_body(buf, pos, info_flat, joints_flat, b, sep)
             if ok:
                 pos = nxt
                 line += 2 + V
