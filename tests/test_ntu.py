@@ -325,3 +325,33 @@ def skeleton_files(draw):
 def test_random_files_round_trip_to_float(data):
     raw = parse_skeleton(data)
     assert_same(raw, expected_from_text(data))
+
+
+@pytest.mark.parametrize("last", ["1036.2334", "-6.666685E-05", "2"])
+def test_data_ending_inside_the_last_token(last):
+    # The fast path reads a token only when a blank or line end follows it somewhere in the
+    # data (so its digit loops need no end-of-data test); a record whose last token runs to
+    # the end of the data is read the careful way. Cut the data at every byte of that
+    # token: it must read as with a final line end (fast path), as float() reads it, or
+    # fail the same way.
+    joints = np.arange(300.0).reshape(25, 12) / 7
+    text = render([[(5, np.full(9, 0.5), joints)]]).rstrip(b"\n")
+    text = text.rsplit(b" ", 1)[0] + b" " + last.encode()
+    for cut in range(len(last) + 1):
+        data = text[: len(text) - cut]
+        token = last[: len(last) - cut]
+        try:
+            value = float(token)
+        except ValueError:
+            value = None
+        if value is None:
+            with pytest.raises(SkeletonFormatError) as bare:
+                parse_skeleton(data)
+            with pytest.raises(SkeletonFormatError) as ended:
+                parse_skeleton(data + b"\n")
+            assert str(bare.value) == str(ended.value)
+            continue
+        raw = parse_skeleton(data)
+        assert raw.joints[0, -1, -1] == value
+        assert_same(raw, expected_from_text(data))
+        assert_same(raw, vars_of(parse_skeleton(data + b"\n")))
