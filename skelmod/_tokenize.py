@@ -363,9 +363,9 @@ def _read_body(buf, pos, info, joints, b, sep):
 
     Returns ``(next_pos, body_id, ok)``. Writes the values of body ``b`` into the flat
     ``info`` and ``joints`` when every line is plain: the right value count, an integer
-    bodyID, a joint count of 25, and numbers that round exactly here (at most 15 digits,
-    no exponent beyond ±22). Otherwise returns ``ok = False`` and the caller reads the
-    record again with :func:`_read_values` and :func:`_read_count`, which report the
+    bodyID, a joint count written ``25``, and numbers that round exactly here (at most 15
+    digits, no exponent beyond ±22). Otherwise returns ``ok = False`` and the caller reads
+    the record again with :func:`_read_values` and :func:`_read_count`, which report the
     problem or hand the value to Python. The number parser of :func:`_parse_number` is
     written out here because every call that passes an array costs two atomic reference
     count updates, which at one call per token were half of the parse time.
@@ -375,10 +375,49 @@ def _read_body(buf, pos, info, joints, b, sep):
     token starting later sends the record to the careful path.
     """
     n = buf.size
-    body_id = np.int64(0)
-    for r in range(2 + V):  # r = 0: body line, 1: joint count, 2...: joint r - 2
-        nvals = BODY_VALUES if r == 0 else (1 if r == 1 else JOINT_VALUES)
-        count = 0
+    # The bodyID, an integer of at most 18 digits.
+    while pos < n and _is_blank(_byte(buf, pos)):
+        pos += 1
+    if pos >= sep:
+        return pos, np.int64(0), False
+    c = _byte(buf, pos)
+    neg = c == 45
+    if c == 45 or c == 43:
+        pos += 1
+    w = np.int64(0)
+    start = pos
+    while True:
+        d = np.int64(_byte(buf, pos)) - 48
+        if d < 0 or d > 9:
+            break
+        w = w * 10 + d
+        pos += 1
+    body_id = -w if neg else w
+    if pos == start or pos - start > _MAX_MANTISSA_DIGITS or not _is_blank(_byte(buf, pos)):
+        return pos, body_id, False
+    for r in range(1 + V):  # r = 0: rest of the body line, 1...: joint r - 1
+        if r == 0:
+            count = 1  # tokens read on this line
+            nvals = BODY_VALUES
+            base = b * (BODY_VALUES - 1) - 1  # info index of token 0
+        else:
+            if r == 1:  # the joint count line, "25"
+                while pos < n and _is_blank(_byte(buf, pos)):
+                    pos += 1
+                # pos < sep, so pos + 1 <= sep; a "2" is not a separator, so pos + 2 <= sep.
+                if pos >= sep or _byte(buf, pos) != 50 or _byte(buf, pos + 1) != 53:
+                    return pos, body_id, False
+                pos += 2
+                while pos < n and _is_blank(_byte(buf, pos)):
+                    pos += 1
+                if pos >= n or not _is_eol(_byte(buf, pos)):
+                    return pos, body_id, False
+                pos += 1
+                if _byte(buf, pos - 1) == 13 and pos < n and _byte(buf, pos) == 10:
+                    pos += 1
+            count = 0
+            nvals = JOINT_VALUES
+            base = (b * V + r - 1) * JOINT_VALUES
         while True:
             while pos < n and _is_blank(_byte(buf, pos)):
                 pos += 1
@@ -405,9 +444,8 @@ def _read_body(buf, pos, info, joints, b, sep):
                 w = w * 10 + d
                 pos += 1
             nd = pos - start
-            integer = (r == 0 and count == 0) or r == 1
             q = 0
-            if _byte(buf, pos) == 46 and not integer:
+            if _byte(buf, pos) == 46:
                 pos += 1
                 start = pos
                 while True:
@@ -418,10 +456,10 @@ def _read_body(buf, pos, info, joints, b, sep):
                     pos += 1
                 q = start - pos
                 nd -= q
-            if nd == 0 or nd > (_MAX_MANTISSA_DIGITS if integer else 15):
+            if nd == 0 or nd > 15:
                 return pos, body_id, False
             c = _byte(buf, pos)
-            if (c == 101 or c == 69) and not integer:
+            if c == 101 or c == 69:
                 pos += 1
                 eneg = False
                 c = _byte(buf, pos)
@@ -440,22 +478,15 @@ def _read_body(buf, pos, info, joints, b, sep):
                     return pos, body_id, False
                 q += -x if eneg else x
                 c = _byte(buf, pos)
-            if not (_is_blank(c) or _is_eol(c)):
+            if not (_is_blank(c) or _is_eol(c)) or q > 22 or q < -22:
                 return pos, body_id, False
-            if integer:
-                if r == 0:
-                    body_id = -w if neg else w
-                elif neg or w != V:
-                    return pos, body_id, False
+            # nd <= 15, so w < 2**53 is exact and one operation rounds (Clinger); q = 0
+            # divides by 1.
+            v = np.float64(w) * _POW10[q] if q > 0 else np.float64(w) / _POW10[-q]
+            if r == 0:
+                _put(info, base + count, -v if neg else v)
             else:
-                if q > 22 or q < -22:
-                    return pos, body_id, False
-                # nd <= 15, so w < 2**53 is exact and one operation rounds (Clinger).
-                v = np.float64(w) * _POW10[q] if q >= 0 else np.float64(w) / _POW10[-q]
-                if r == 0:
-                    _put(info, b * (BODY_VALUES - 1) + count - 1, -v if neg else v)
-                else:
-                    _put(joints, (b * V + r - 2) * JOINT_VALUES + count, -v if neg else v)
+                _put(joints, base + count, -v if neg else v)
             count += 1
         if count != nvals:
             return pos, body_id, False
