@@ -357,6 +357,7 @@ def _last_separator(buf):
     return i
 
 
+# error_model="numpy": no zero test before each division; the divisors are powers of ten.
 @njit(cache=True, error_model="numpy")
 def _read_body(buf, pos, info, joints, b, sep):
     """Fast path for one whole body record: its body line, joint count and 25 joint lines.
