@@ -26,6 +26,7 @@ from cli.options import (  # noqa: E402
     preset_option,
     split_option,
     streams_option,
+    workers_option,
 )
 from ikemtrain.config import ConfigError, modality_set  # noqa: E402
 from skelmod.cache import CacheError  # noqa: E402
@@ -65,6 +66,7 @@ def main() -> None:
     help="Replicate the reference's key-encoder initialisation (bug 2) for ablations.",
 )
 @overrides
+@workers_option
 def pretrain(
     cache,
     split,
@@ -79,8 +81,8 @@ def pretrain(
     batch_size,
     lr,
     device,
-    workers,
     seed,
+    workers,
 ):
     """Pre-train on CACHE's NAME-train split; writes a checkpoint every epoch.
 
@@ -150,7 +152,6 @@ def linear_eval(
     batch_size,
     lr,
     device,
-    workers,
     seed,
 ):
     """Train linear classifiers on frozen encoders; report final and best top-1 / top-5.
@@ -167,9 +168,7 @@ def linear_eval(
     if checkpoint is not None and modalities is not None:
         raise click.UsageError("--modalities goes with --random-init; a checkpoint knows its own")
     try:
-        cfg = preset.linear_eval.replace(
-            epochs=epochs, batch_size=batch_size, lr=lr, workers=workers, seed=seed
-        )
+        cfg = preset.linear_eval.replace(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     mods = modality_set(modalities) if modalities else preset.pretrain.modalities
@@ -234,7 +233,8 @@ def describe(modalities, preset):
     "--workers",
     type=click.IntRange(min=0),
     default=None,
-    help="Worker processes for conversion and loading [default: the preset's].",
+    help="Processes for conversion [default: all cores] and loader workers for "
+    "pre-training [default: the preset's].",
 )
 @click.option("--split", default="xview", show_default=True, help="Benchmark to train/evaluate.")
 @preset_option(default="tiny")

@@ -100,9 +100,9 @@ lr_option = click.option(
 
 
 def overrides(f):
-    """``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--workers``, ``--seed``."""
+    """``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--seed``."""
     for option in reversed(
-        (epochs_option, batch_size_option, lr_option, device_option, workers_option, seed_option)
+        (epochs_option, batch_size_option, lr_option, device_option, seed_option)
     ):
         f = option(f)
     return f

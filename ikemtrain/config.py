@@ -195,7 +195,6 @@ _LINEAR_EVAL_CHECKS = {
     "sgd_momentum": lambda v: _float(v, 0.0, 1.0),
     "eval_interval": lambda v: _int(v, 1),
     "seed": lambda v: _int(v, 0),
-    "workers": lambda v: _int(v, 0),
 }
 
 
@@ -291,7 +290,6 @@ class LinearEvalConfig:
     sgd_momentum: float = 0.9
     eval_interval: int = 5
     seed: int = 0
-    workers: int = 2
 
     def __post_init__(self) -> None:
         _validate(self, _LINEAR_EVAL_CHECKS, "linear_eval")

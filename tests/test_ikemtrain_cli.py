@@ -34,7 +34,6 @@ def preset(tmp_path_factory) -> Path:
         "[pretrain]\nepochs = 2\ncross_epoch = 1\nbatch_size = 4\nqueue_size = 8\n"
         "hidden_channels = 4\nhidden_dim = 16\nfeature_dim = 8\nworkers = 0\n"
         "[linear_eval]\nepochs = 3\nlr = 0.5\nsteps = [2]\nbatch_size = 4\neval_interval = 2\n"
-        "workers = 0\n"
     )
     return path
 

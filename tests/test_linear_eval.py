@@ -55,9 +55,9 @@ def run(cache: Path, tmp_path_factory) -> Path:
 
 
 def le_cfg(**changes) -> LinearEvalConfig:
-    return LinearEvalConfig(
-        epochs=6, lr=0.5, steps=(4,), batch_size=4, eval_interval=4, workers=0
-    ).replace(**changes)
+    return LinearEvalConfig(epochs=6, lr=0.5, steps=(4,), batch_size=4, eval_interval=4).replace(
+        **changes
+    )
 
 
 def test_topk_accuracy_matches_a_plain_count() -> None:
