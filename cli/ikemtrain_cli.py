@@ -129,6 +129,13 @@ def pretrain(
     is_flag=True,
     help="Evaluate untrained encoders (the preset's width) instead of a checkpoint.",
 )
+@click.option(
+    "--bn-recalibration/--no-bn-recalibration",
+    default=True,
+    show_default=True,
+    help="With --random-init: estimate BatchNorm statistics on NAME-train (no labels) first; "
+    "without it the untrained features are ~1e-8 and the baseline sits at chance.",
+)
 @modalities_option
 @streams_option
 @preset_option()
@@ -144,6 +151,7 @@ def linear_eval(
     split,
     checkpoint,
     random_init,
+    bn_recalibration,
     modalities,
     streams,
     preset,
@@ -184,6 +192,7 @@ def linear_eval(
             backbone=preset.pretrain.backbone,
             modalities=mods,
             device=device,
+            recalibrate_bn=bn_recalibration,
         )
     except USER_ERRORS as e:
         raise _fail(e) from None

@@ -201,3 +201,24 @@ def test_cached_modalities_must_match_the_pretraining_options(run: Path, tmp_pat
     with pytest.raises(ConfigError, match=r"'bone' was computed with other options \(bones='3v'"):
         linear_eval(le_cfg(), path, tmp_path, "xsub", "3s", checkpoint=run, device="cpu")
     linear_eval(le_cfg(epochs=1), path, tmp_path, "xsub", "joint", checkpoint=run, device="cpu")
+
+
+def test_random_init_features_are_degenerate_without_bn_recalibration(cache: Path) -> None:
+    from ikemtrain.engine.linear_eval import extract_features, recalibrate_batchnorm
+
+    seed_everything(0)
+    encoders = build_encoders(("joint",), {"hidden_channels": 8, "hidden_dim": 32})
+    data = LinearEvalDataset(cache, "xview-train", ("joint",))
+    before = extract_features(encoders, data, 8, torch.device("cpu"))["joint"]
+    recalibrate_batchnorm(encoders, data, 8, torch.device("cpu"))
+    assert not encoders.training and all(not m.training for m in encoders.modules())
+    after = extract_features(encoders, data, 8, torch.device("cpu"))["joint"]
+    # §5 init + default BN statistics: features vanish; recalibrated: order one, and they
+    # vary across samples (a linear head can use them).
+    assert before.abs().max() < 1e-4
+    assert after.std(0).mean() > 1e-2
+    bn = encoders["joint"].data_bn
+    x = data.read_block(0, len(data))["joint"]
+    n, c, t, v, m = x.shape
+    flat = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t)
+    torch.testing.assert_close(bn.running_mean, flat.mean((0, 2)), rtol=1e-4, atol=1e-5)

@@ -54,7 +54,13 @@ from .distributed import resolve_device
 from .logging import format_epoch
 from .loop import seed_everything
 
-__all__ = ["build_encoders", "extract_features", "linear_eval", "topk_accuracy"]
+__all__ = [
+    "build_encoders",
+    "extract_features",
+    "linear_eval",
+    "recalibrate_batchnorm",
+    "topk_accuracy",
+]
 
 
 def build_encoders(
@@ -98,6 +104,27 @@ def extract_features(
         for m, enc in encoders.items():
             feats[m].append(enc(block[m].to(device)).float())
     return {m: torch.cat(v) for m, v in feats.items()}
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    encoders: nn.ModuleDict, dataset: LinearEvalDataset, batch_size: int, device: torch.device
+) -> None:
+    """Set every BatchNorm's running statistics to the average over ``dataset``.
+
+    Label-free and gradient-free: only the BN layers run in training mode (cumulative
+    average, ``momentum=None``), dropout stays off; the encoders end in eval mode.
+    """
+    bns = [m for m in encoders.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for lo in range(0, len(dataset), batch_size):
+        block = dataset.read_block(lo, lo + batch_size)
+        for m, enc in encoders.items():
+            enc(block[m].to(device))
+    encoders.eval()
 
 
 def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list[float]:
@@ -157,6 +184,7 @@ def linear_eval(
     modalities: Sequence[str] | None = None,
     device: str | torch.device = "auto",
     echo: Callable[[str], None] | None = print,
+    recalibrate_bn: bool = True,
 ) -> dict[str, Any]:
     """Train linear heads on frozen encoders and write ``out_dir/results.json``.
 
@@ -169,6 +197,11 @@ def linear_eval(
         checkpoint: a pre-training run folder or checkpoint file; or
         random_init: evaluate untrained encoders built from ``backbone`` (STGCN kwargs) for
             the pre-training modality set ``modalities``.
+        recalibrate_bn: with ``random_init``, first estimate the BatchNorm running statistics
+            on ``<split>-train`` (see :func:`recalibrate_batchnorm`). Without it the §5
+            initialisation leaves pooled features of about 1e-8 and the heads can only learn
+            the class frequencies: a degenerate baseline. Ignored for checkpoints, whose
+            encoders keep their pre-training statistics (§8).
 
     Returns the results dict written to ``results.json``: ``top1_final``, ``top1_best``,
     ``top5_final``, ``top5_best`` (percent), ``history`` (one dict per epoch with ``epoch``,
@@ -213,6 +246,9 @@ def linear_eval(
     started = time.perf_counter()
     seed_everything(cfg.seed)
     encoders = build_encoders(needed, backbone, state_dict).to(dev)
+    recalibrated = checkpoint is None and recalibrate_bn
+    if recalibrated:
+        recalibrate_batchnorm(encoders, train_set, cfg.eval_batch_size, dev)
     train_x = extract_features(encoders, train_set, cfg.eval_batch_size, dev)
     val_x = extract_features(encoders, val_set, cfg.eval_batch_size, dev)
     train_y = torch.as_tensor(train_set.labels, device=dev)
@@ -277,6 +313,7 @@ def linear_eval(
         "val_samples": len(val_set),
         "checkpoint": str(checkpoint) if checkpoint is not None else None,
         "random_init": checkpoint is None,
+        "bn_recalibrated": recalibrated,
         "backbone": dict(backbone),
         "config": cfg.to_dict(),
         "pretrain_config": pretrain_cfg,
