@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Idle OpenMP threads (torch, numba) spin by default; on a 2-core CI machine that starves
+# the other half of the test suite. Set before torch or numba start their thread pools.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 _HERE = Path(__file__).resolve().parent
 
 
