@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
@@ -188,14 +190,52 @@ def _work(args: tuple[str, ConvertOptions]) -> tuple[str, dict[str, Any] | None,
     path, options = args
     name = Path(path).stem
     try:
-        result = convert_file(path, options)
-        # Raw bytes cross the process pipe several times faster than pickled arrays.
-        result["arrays"] = {m: a.tobytes() for m, a in result["arrays"].items()}
-        return name, result, None
+        return name, convert_file(path, options), None
     except (ValueError, OSError) as e:  # format, name and empty-sequence errors are ValueErrors
         return name, None, str(e)
     except Exception as e:  # noqa: BLE001 - one odd file must never stop the others
         return name, None, f"internal error {type(e).__name__}: {e}"
+
+
+def _work_block(
+    args: tuple[list[str], ConvertOptions, str],
+) -> list[tuple[str, dict[str, Any] | None, str | None]]:
+    """Convert a block of files in a worker; the arrays go to the ``.npy`` shard ``args[2]``.
+
+    Only names, metadata and errors travel back through the pipe: on some machines a pipe
+    costs as much per sample as converting it, which stopped workers from scaling.
+    """
+    paths, options, shard = args
+    results = [_work((p, options)) for p in paths]
+    converted = [r for _, r, _ in results if r is not None]
+    if converted:
+        stacked = np.stack(
+            [np.stack([r["arrays"][m] for m in options.modalities]) for r in converted]
+        )
+        np.save(shard, stacked)
+        for r in converted:
+            del r["arrays"]
+    return results
+
+
+def _pool_results(todo: list[str], options: ConvertOptions, workers: int, shard_dir: Path):
+    """``(name, result, error)`` per file, in order, converted by a pool of processes."""
+    block = max(1, min(16, len(todo) // (4 * workers)))
+    jobs = [
+        (todo[i : i + block], options, str(shard_dir / f"{i}.npy"))
+        for i in range(0, len(todo), block)
+    ]
+    with _pool_context().Pool(workers) as pool:
+        for (_, _, shard), results in zip(jobs, pool.imap(_work_block, jobs), strict=True):
+            arrays = np.load(shard) if any(r is not None for _, r, _ in results) else None
+            k = 0
+            for name, result, error in results:
+                if result is not None:
+                    result["arrays"] = dict(zip(options.modalities, arrays[k], strict=True))
+                    k += 1
+                yield name, result, error
+            if arrays is not None:
+                os.remove(shard)
 
 
 def _pool_context() -> mp.context.BaseContext:
@@ -278,27 +318,26 @@ def convert(
             "denoise_fallbacks": report.denoise_fallbacks,
         }
 
-    todo = [(str(p), options) for p in files[report.resumed_from :]]
+    todo = [str(p) for p in files[report.resumed_from :]]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     done = report.resumed_from
+    shard_dir, results = None, None
     try:
         if workers == 1:
-            results = map(_work, todo)
-            pool = None
+            results = (_work((p, options)) for p in todo)
         else:
-            pool = _pool_context().Pool(workers)
-            results = pool.imap(_work, todo, chunksize=max(1, min(16, len(todo) // (4 * workers))))
+            for stale in writer.path.parent.glob(f".{writer.path.name}.shards-*"):
+                shutil.rmtree(stale, ignore_errors=True)  # left by a killed run
+            shard_dir = Path(
+                tempfile.mkdtemp(prefix=f".{writer.path.name}.shards-", dir=writer.path.parent)
+            )
+            results = _pool_results(todo, options, workers, shard_dir)
         for name, result, error in results:
             done += 1
             if error is not None:
                 report.rejected.append((name, error))
             else:
-                shape = (layout.C, options.frames, layout.V, layout.M)
-                arrays = {
-                    m: np.frombuffer(b, np.float32).reshape(shape)
-                    for m, b in result["arrays"].items()
-                }
-                writer.append(arrays, result["meta"])
+                writer.append(result["arrays"], result["meta"])
                 report.converted += 1
                 report.bodies_seen += int(result["meta"]["bodies_seen"])
                 report.bodies_kept += int(result["meta"]["bodies_kept"])
@@ -308,15 +347,15 @@ def convert(
             writer.maybe_flush(state(done))
             if progress is not None:
                 progress(done, report.total)
-        if pool is not None:
-            pool.close()
-            pool.join()
     except BaseException:
         # The partial file keeps the last consistent resume point written by maybe_flush.
         writer.close()
-        if pool is not None:
-            pool.terminate()
         raise
+    finally:
+        if results is not None:
+            results.close()  # stops the pool, if any
+        if shard_dir is not None:
+            shutil.rmtree(shard_dir, ignore_errors=True)
     if report.converted == 0:
         writer.close()
         os.remove(writer.partial)
