@@ -175,7 +175,7 @@ def test_demo_runs_the_whole_pipeline(preset: Path, tmp_path: Path) -> None:
         assert step in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["train_samples"] + summary["val_samples"] == 36
-    for row in ("pretrained", "random_init"):
+    for row in ("pretrained", "random_init", "random_init_raw_bn"):
         assert set(summary[row]) == {"top1_final", "top1_best", "top5_final", "top5_best"}
         assert f"{summary[row]['top1_final']:7.2f}" in result.output
     assert summary["pretrain_config"]["modalities"] == [
