@@ -45,3 +45,17 @@ def ntu_real_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def ntu_real_files(ntu_real_dir: Path) -> list[Path]:
     return sorted(ntu_real_dir.glob("*.skeleton"))
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Tiny tensors: one intra-op thread is much faster than contended OpenMP threads.
+
+    Use per module with ``pytestmark = pytest.mark.usefixtures("torch_one_thread")``.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -24,12 +24,7 @@ from skelmod.cache import CacheError
 BACKBONE = {"hidden_channels": 4, "hidden_dim": 16, "dropout": 0.5}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -16,13 +16,7 @@ TINY = dict(backbone=dict(hidden_channels=4, hidden_dim=16), feature_dim=8, queu
 B = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is much faster than contended OpenMP threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny(modalities=SIX, seed=0, **kw):

@@ -8,14 +8,7 @@ from ikemtrain.nn.heads import ProjectionHead
 from ikemtrain.nn.init import weights_init
 from ikemtrain.nn.stgcn import STGCN, ConvTemporalGraphical
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread is much faster than contended OpenMP threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def n_params(*modules):
