@@ -14,7 +14,10 @@ import click
 import numpy as np
 
 from skelmod import layout
+from skelmod.bodies import BODY_RULES
 from skelmod.cache import CacheError, CacheReader
+from skelmod.modalities import BONE_CONVENTIONS
+from skelmod.normalize import YAW_MODES
 
 
 class Progress:
@@ -64,7 +67,7 @@ def _feature_options(f):
     return click.option(
         "--bones",
         "bone_convention",
-        type=click.Choice(["6v", "3v"]),
+        type=click.Choice(BONE_CONVENTIONS),
         default="6v",
         show_default=True,
         help="Bone parents: 6-view with the torso normal at joint 21 (reference) or the "
@@ -114,14 +117,14 @@ def main() -> None:
 )
 @click.option(
     "--bodies",
-    type=click.Choice(["reference", "energy", "denoise"]),
+    type=click.Choice(BODY_RULES),
     default="reference",
     show_default=True,
     help="Body selection: listing order (reference), motion energy, or denoising.",
 )
 @click.option(
     "--yaw",
-    type=click.Choice(["sequence", "frame", "none"]),
+    type=click.Choice(YAW_MODES),
     default="sequence",
     show_default=True,
     help="Yaw alignment: one sign per sequence (reference), per frame, or none.",

@@ -26,11 +26,10 @@ from .bodies import BODY_RULES, select_bodies
 from .cache import CacheWriter
 from .modalities import BONE_CONVENTIONS, compute_modalities
 from .names import detect_dataset, parse_sample_name, read_missing_list
-from .normalize import normalize_sample
+from .normalize import YAW_MODES, normalize_sample
 from .ntu import read_skeleton
 
 SUFFIX = ".skeleton"
-YAW_MODES = ("sequence", "frame", "none")
 
 
 class ConvertError(ValueError):
