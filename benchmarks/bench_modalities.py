@@ -132,7 +132,9 @@ def main() -> None:
     threads = 1
 
     def kernel_only():
-        fixed = (X, s, layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True, False, 0.0)
+        lay = layout.NTU25
+        torso = np.array([*lay.torso_joints, lay.center], dtype=np.int64)
+        fixed = (X, s, lay.bone_parents_6v, lay.axis_partners, True, torso, False, 0.0)
         _launch((*fixed, *outs[:4], theta, outs[4], *flags), len(X), threads)
 
     def api():

@@ -16,7 +16,6 @@ import numpy as np
 from skelmod import layout
 from skelmod.bodies import BODY_RULES
 from skelmod.cache import CacheError, CacheReader
-from skelmod.modalities import BONE_CONVENTIONS
 from skelmod.normalize import YAW_MODES
 
 
@@ -56,23 +55,28 @@ def _modalities_option(default: str):
     )
 
 
-def _feature_options(f):
-    f = click.option(
-        "--unit-axis/--raw-axis",
-        default=False,
-        show_default=True,
-        help="Rotation-axis modality as the unit axis of paper eq. 4 instead of the reference's "
-        "raw cross product (§4).",
-    )(f)
-    return click.option(
-        "--bones",
-        "bone_convention",
-        type=click.Choice(BONE_CONVENTIONS),
-        default="6v",
-        show_default=True,
-        help="Bone parents: 6-view with the torso normal at joint 21 (reference) or the "
-        "3-view/graph convention.",
-    )(f)
+def _feature_options(keep: bool = False):
+    """``--unit-axis/--raw-axis`` and ``--bones``; with ``keep`` they default to the cache's."""
+    default = " [default: the cache's]" if keep else ""
+
+    def decorate(f):
+        f = click.option(
+            "--unit-axis/--raw-axis",
+            default=None if keep else False,
+            show_default=not keep,
+            help="Rotation-axis modality as the unit axis of paper eq. 4 instead of the "
+            "reference's raw cross product (§4)." + default,
+        )(f)
+        return click.option(
+            "--bones",
+            type=click.Choice(layout.BONE_CONVENTIONS),
+            default=None if keep else "6v",
+            show_default=not keep,
+            help="Bone parents: 6-view with the torso normal in the centre joint's slot (NTU "
+            "joint 21; reference) or the 3-view/graph convention." + default,
+        )(f)
+
+    return decorate
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -92,10 +96,11 @@ def main() -> None:
 )
 @click.option(
     "--dataset",
-    type=click.Choice(["ntu60", "ntu120", "auto"]),
+    type=click.Choice([*layout.BENCHMARKS, "auto"]),
     default="auto",
     show_default=True,
-    help="Benchmarks and class count; auto reads the names.",
+    help="Benchmarks, class count and file format: NTU .skeleton files (ntu60, ntu120) or "
+    "N-UCLA all_sqe .json files (nucla); auto reads the names.",
 )
 @click.option(
     "--missing-list",
@@ -131,7 +136,7 @@ def main() -> None:
 )
 @click.option("--no-centre", is_flag=True, help="Do not centre each body on its joint 21.")
 @_modalities_option("joint")
-@_feature_options
+@_feature_options()
 @click.option("--resume", is_flag=True, help="Continue a killed conversion with the same options.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def convert(
@@ -146,7 +151,7 @@ def convert(
     no_centre,
     modalities,
     unit_axis,
-    bone_convention,
+    bones,
     resume,
     quiet,
 ):
@@ -168,7 +173,7 @@ def convert(
             yaw=yaw,
             modalities=parse_modalities(modalities),
             unit_axis=unit_axis,
-            bone_convention=bone_convention,
+            bones=bones,
         )
     except ConvertError as e:
         raise click.BadParameter(str(e)) from None
@@ -208,6 +213,11 @@ def info(cache, as_json):
         return
     click.echo(f"{cache}: skelmod cache, schema v{report['schema_version']}, {report['dataset']}")
     click.echo(
+        f"layout {report['layout']} ({report['joints']} joints, {report['bodies']} "
+        f"{'body' if report['bodies'] == 1 else 'bodies'}), {report['num_class']} classes, "
+        "modality options " + json.dumps(report["modality_options"], sort_keys=True)
+    )
+    click.echo(
         f"samples {report['samples']}, frames {report['frames']}, "
         f"modalities {', '.join(report['modalities'])}"
     )
@@ -234,6 +244,11 @@ def cache_report(reader: CacheReader) -> dict:
     return {
         "schema_version": 1,
         "dataset": reader.dataset,
+        "layout": reader.layout.name,
+        "joints": reader.layout.V,
+        "bodies": reader.bodies,
+        "num_class": reader.num_class,
+        "modality_options": reader.feature_options.to_json(),
         "samples": reader.n,
         "frames": reader.t,
         "modalities": list(reader.modalities),
@@ -247,8 +262,8 @@ def cache_report(reader: CacheReader) -> dict:
 @main.command()
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_modalities_option("all")
-@_feature_options
-def features(cache, modalities, unit_axis, bone_convention):
+@_feature_options(keep=True)
+def features(cache, modalities, unit_axis, bones):
     """Add or recompute modalities in an existing cache, atomically.
 
     Example: skelmod features ntu60.h5 --modalities velocity,bone
@@ -256,12 +271,10 @@ def features(cache, modalities, unit_axis, bone_convention):
     from skelmod.convert import parse_modalities
     from skelmod.features import add_features
 
-    names = parse_modalities(modalities)
     try:
+        names = parse_modalities(modalities)
         with Progress("computing") as progress:
-            add_features(
-                cache, names, unit_axis=unit_axis, bones=bone_convention, progress=progress
-            )
+            add_features(cache, names, unit_axis=unit_axis, bones=bones, progress=progress)
     except (CacheError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"{cache}: modalities now {', '.join(CacheReader(cache).modalities)}")

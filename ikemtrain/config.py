@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skelmod.layout import MODALITY_NAMES
+from skelmod.layout import BONE_CONVENTIONS, MODALITY_NAMES, LayoutError, check_modalities
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -69,16 +69,10 @@ def modality_set(spec: int | str | Sequence[str]) -> tuple[str, ...]:
         if n not in MODALITY_SETS:
             raise ConfigError(f"modalities: expected 3 or 6, got {spec!r}")
         return MODALITY_SETS[n]
-    names = [s.strip() for s in spec.split(",")] if isinstance(spec, str) else list(spec)
-    unknown = [m for m in names if m not in MODALITY_NAMES]
-    if unknown or not names:
-        raise ConfigError(
-            f"modalities: unknown {unknown or 'empty list'}; expected names among "
-            f"{', '.join(MODALITY_NAMES)}"
-        )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"modalities: duplicate names in {names}")
-    return tuple(m for m in MODALITY_NAMES if m in names)
+    try:
+        return check_modalities(spec, allow_all=False)
+    except LayoutError as e:
+        raise ConfigError(f"modalities: {e}") from None
 
 
 def stream_modalities(stream: str) -> tuple[str, ...]:
@@ -132,10 +126,11 @@ def _steps(v: Any) -> tuple[int, ...]:
     return out
 
 
-def _choice(*allowed: str):
-    def check(v: Any) -> str:
+def _choice(*allowed: str | None):
+    def check(v: Any) -> str | None:
         if v not in allowed:
-            raise ValueError(f"expected one of {', '.join(allowed)}, got {v!r}")
+            named = ", ".join(a for a in allowed if a is not None)
+            raise ValueError(f"expected one of {named}, got {v!r}")
         return v
 
     return check
@@ -179,8 +174,8 @@ _PRETRAIN_CHECKS = {
     "dropout": lambda v: _float(v, 0.0, 1.0),
     "crop_ratio": lambda v: _int(v),
     "shear": lambda v: _float(v, 0.0),
-    "unit_axis": _bool,
-    "bones": _choice("6v", "3v"),
+    "unit_axis": lambda v: None if v is None else _bool(v),
+    "bones": _choice(None, *BONE_CONVENTIONS),
     "seed": lambda v: _int(v, 0),
     "workers": lambda v: _int(v, 0),
 }
@@ -236,8 +231,10 @@ class PretrainConfig:
     dropout: float = 0.5
     crop_ratio: int = 6
     shear: float = 0.5
-    unit_axis: bool = False
-    bones: str = "6v"
+    #: Modality options (``skelmod.layout.ModalityOptions``): None takes the cache's; a value
+    #: must match the cache's, or pre-training refuses to start.
+    unit_axis: bool | None = None
+    bones: str | None = None
     seed: int = 0
     workers: int = 2
 

@@ -1,13 +1,16 @@
 """Torch datasets over a skelmod cache (``decisions.md`` 7; ``reference-ikem.md`` §3).
 
-Samples are ``(C, T, V, M)`` = ``(3, T, 25, 2)`` float32 tensors (layout in ``skelmod.layout``);
-the default collate turns a dict of them into ``dict[str, (B, 3, T, 25, 2)]``.
+Samples are ``(C, T, V, M)`` float32 tensors (``(3, T, 25, 2)`` for NTU; V and M are the
+cache's, ``skelmod.layout``); the default collate turns a dict of them into
+``dict[str, (B, 3, T, V, M)]``. Modalities are computed in the cache's joint layout with the
+cache's modality options (``CacheReader.layout``, ``CacheReader.feature_options``).
 
 * :class:`PretrainDataset` (``Feeder_dual``): two independent augmentations (temporal crop,
   shear; :mod:`ikemtrain.augment`) of the same joints, then the modalities recomputed from
   each augmented view with :func:`skelmod.modalities.compute_modalities`, on the CPU in the
   loader worker. γ = ``frame_count / t_target`` uses the header frame count from the cache.
-* :class:`LinearEvalDataset` (``Feeder_single``): the cached modalities, unaugmented.
+* :class:`LinearEvalDataset` (``Feeder_single``): the cached modalities, unaugmented; a
+  modality the cache lacks (or holds with other options) is computed from the cached joints.
 
 Both read only the metadata in the main process; the HDF5 handle is opened lazily by
 :class:`skelmod.cache.CacheReader` on the first array read, i.e. inside each worker after the
@@ -35,7 +38,8 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from skelmod.cache import CacheError, CacheReader
-from skelmod.modalities import MODALITIES, compute_modalities
+from skelmod.layout import MODALITY_REGISTRY, LayoutError, ModalityOptions, check_modalities
+from skelmod.modalities import compute_modalities
 
 from .augment import augment
 
@@ -57,6 +61,22 @@ def _open(cache: str | os.PathLike | CacheReader) -> CacheReader:
     return cache if isinstance(cache, CacheReader) else CacheReader(cache)
 
 
+def _modalities(reader: CacheReader, modalities: Sequence[str]) -> tuple[str, ...]:
+    try:
+        return check_modalities(list(modalities), allow_all=False)
+    except LayoutError as e:
+        raise ValueError(str(e)) from None
+
+
+def _options(reader: CacheReader, unit_axis: bool | None, bones: str | None) -> ModalityOptions:
+    """The cache's modality options, or the given ones (None keeps the cache's)."""
+    own = reader.feature_options
+    return ModalityOptions(
+        bones=own.bones if bones is None else bones,
+        unit_axis=own.unit_axis if unit_axis is None else unit_axis,
+    )
+
+
 def _split_indices(reader: CacheReader, split: str) -> np.ndarray:
     indices = reader.split_indices(split)
     if indices.size == 0:
@@ -75,10 +95,11 @@ class PretrainDataset(Dataset):
         crop_ratio: temporal crop ratio (P = T // ratio; <= 0 disables).
         shear: shear amplitude (<= 0 disables).
         seed: base seed of the per-sample streams.
-        unit_axis, bones: passed to ``compute_modalities`` (``decisions.md`` 4).
+        unit_axis, bones: passed to ``compute_modalities`` (``decisions.md`` 4); None (the
+            default) takes the cache's own options.
 
     Item ``i`` (or ``(epoch, i)``) is ``(view1, view2, label, frame_count)``: ``view*`` are
-    ``dict[str, float32 tensor (3, T, 25, 2)]``, ``label`` an int (action − 1) and
+    ``dict[str, float32 tensor (3, T, V, M)]``, ``label`` an int (the class) and
     ``frame_count`` the header frame count (int).
     """
 
@@ -91,17 +112,12 @@ class PretrainDataset(Dataset):
         crop_ratio: int = 6,
         shear: float = 0.5,
         seed: int = 0,
-        unit_axis: bool = False,
-        bones: str = "6v",
+        unit_axis: bool | None = None,
+        bones: str | None = None,
     ):
         self.reader = _open(cache_path)
         self.reader.require(["joint"])
-        unknown = [m for m in modalities if m not in MODALITIES]
-        if unknown or not modalities:
-            raise ValueError(
-                f"unknown modalities {unknown or '(none given)'}; expected names among "
-                f"{', '.join(MODALITIES)}"
-            )
+        modalities = _modalities(self.reader, modalities)
         if self.reader.t != t_target:
             raise ValueError(
                 f"{self.reader.path}: cache has T={self.reader.t} frames, but t_target={t_target}"
@@ -113,8 +129,7 @@ class PretrainDataset(Dataset):
         self.crop_ratio = int(crop_ratio)
         self.shear = float(shear)
         self.seed = int(seed)
-        self.unit_axis = bool(unit_axis)
-        self.bones = bones
+        self.options = _options(self.reader, unit_axis, bones)
         self.labels = self.reader.meta["label"][self.indices].astype(np.int64)
         self.frame_counts = self.reader.meta["frame_count"][self.indices].astype(np.int64)
         bad = np.flatnonzero(self.frame_counts <= 0)
@@ -139,8 +154,9 @@ class PretrainDataset(Dataset):
                 frame_count,
                 t_target=self.t_target,
                 modalities=self.modalities,
-                unit_axis=self.unit_axis,
-                bones=self.bones,
+                unit_axis=self.options.unit_axis,
+                bones=self.options.bones,
+                layout=self.reader.layout,
             )
             views.append({m: torch.from_numpy(np.ascontiguousarray(mods[m])) for m in mods})
         return views
@@ -156,10 +172,13 @@ class PretrainDataset(Dataset):
 
 
 class LinearEvalDataset(Dataset):
-    """Cached modalities of ``split``, unaugmented (§8 inputs).
+    """The modalities of ``split``, unaugmented (§8 inputs).
 
-    Raises :class:`CacheError` naming the modalities the cache lacks (and how to add them).
-    Item ``i`` is ``(x, label, frame_count)`` with ``x: dict[str, float32 tensor (3,T,25,2)]``.
+    A modality is read from the cache when the cache holds it with the wanted options
+    (``unit_axis``, ``bones``; None: the cache's own); otherwise it is computed from the
+    cached joints, exactly as ``skelmod features`` would store it (:attr:`computed` names
+    those). Item ``i`` is ``(x, label, frame_count)`` with
+    ``x: dict[str, float32 tensor (3, T, V, M)]``.
     """
 
     def __init__(
@@ -167,29 +186,55 @@ class LinearEvalDataset(Dataset):
         cache_path: str | os.PathLike | CacheReader,
         split: str,
         modalities: Sequence[str],
+        unit_axis: bool | None = None,
+        bones: str | None = None,
     ):
         self.reader = _open(cache_path)
-        if not modalities:
-            raise ValueError("no modalities given")
-        self.reader.require(modalities)
+        self.modalities = _modalities(self.reader, modalities)
+        self.options = _options(self.reader, unit_axis, bones)
+        self.computed = tuple(m for m in self.modalities if not self._cached(m))
+        if self.computed:
+            self.reader.require(["joint"])
         self.split = split
-        self.modalities = tuple(modalities)
         self.indices = _split_indices(self.reader, split)
         self.labels = self.reader.meta["label"][self.indices].astype(np.int64)
         self.frame_counts = self.reader.meta["frame_count"][self.indices].astype(np.int64)
 
+    def _cached(self, m: str) -> bool:
+        if m not in self.reader.modalities:
+            return False
+        if not MODALITY_REGISTRY[m].bone_options:
+            return True
+        recorded = self.reader.modality_options.get(m) or {}
+        own = ModalityOptions.from_json({**self.reader.feature_options.to_json(), **recorded})
+        return own == self.options
+
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _read(self, idx) -> dict[str, torch.Tensor]:
+        out = {m: self.reader.read(m, idx) for m in self.modalities if m not in self.computed}
+        if self.computed:
+            out.update(
+                compute_modalities(
+                    self.reader.read("joint", idx),
+                    self.reader.meta["frame_count"][idx],
+                    t_target=self.reader.t,
+                    modalities=self.computed,
+                    unit_axis=self.options.unit_axis,
+                    bones=self.options.bones,
+                    layout=self.reader.layout,
+                )
+            )
+        return {m: torch.from_numpy(np.ascontiguousarray(out[m])) for m in self.modalities}
+
     def __getitem__(self, i: int):
-        index = int(self.indices[i])
-        x = {m: torch.from_numpy(self.reader.read(m, index)) for m in self.modalities}
+        x = self._read(int(self.indices[i]))
         return x, int(self.labels[i]), int(self.frame_counts[i])
 
     def read_block(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
-        """Samples ``lo .. hi-1`` of the split: ``dict[str, (n, 3, T, 25, 2)]``, one read each."""
-        idx = self.indices[lo:hi]
-        return {m: torch.from_numpy(self.reader.read(m, idx)) for m in self.modalities}
+        """Samples ``lo .. hi-1`` of the split: ``dict[str, (n, 3, T, V, M)]``, one read each."""
+        return self._read(self.indices[lo:hi])
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -160,7 +160,7 @@ def _angle(ax, ay, az, bx, by, bz, th):
 
 @_jit
 def _one_sample(
-    X, s, parents, partners, torso, unit_axis, axis_tol,
+    X, s, parents, partners, torso, torso_joints, unit_axis, axis_tol,
     vel, acc, bone, axis, theta, omega,
     do_vel, do_acc, do_bone, do_axis, do_theta, do_omega,
     S,
@@ -221,13 +221,15 @@ def _one_sample(
     for c in range(3):
         _bones_vtm(X[c], parents, S[c])
     if torso:
-        # B_21 = normalize((B_2 - B_9) x (B_5 - B_9)), the upper-torso normal (6-view model)
+        # B_slot = normalize((B_a - B_b) x (B_c - B_b)), the upper-torso normal (6-view model;
+        # ntu25: B_21 = normalize((B_2 - B_9) x (B_5 - B_9)))
+        a, b, c_, slot = torso_joints[0], torso_joints[1], torso_joints[2], torso_joints[3]
         for c in range(3):
             for j in range(TM):
-                S2[4 + c, 0, j] = S2[c, 1, j] - S2[c, 8, j]  # B_2 - B_9
-                S2[8 + c, 0, j] = S2[c, 4, j] - S2[c, 8, j]  # B_5 - B_9
-        _cross(Hx[0], Hy[0], Hz[0], Rx[0], Ry[0], Rz[0], Bx[20], By[20], Bz[20])
-        _normalize_rows(Bx[20], By[20], Bz[20], Bx[20], By[20], Bz[20], nR[0])
+                S2[4 + c, 0, j] = S2[c, a, j] - S2[c, b, j]  # B_a - B_b
+                S2[8 + c, 0, j] = S2[c, c_, j] - S2[c, b, j]  # B_c - B_b
+        _cross(Hx[0], Hy[0], Hz[0], Rx[0], Ry[0], Rz[0], Bx[slot], By[slot], Bz[slot])
+        _normalize_rows(Bx[slot], By[slot], Bz[slot], Bx[slot], By[slot], Bz[slot], nR[0])
     if do_bone:
         for c in range(3):
             _to_tvm(S[c], bone[c])
@@ -275,7 +277,7 @@ def _one_sample(
 
 @_jit
 def modalities_batch(
-    X, s, parents, partners, torso, unit_axis, axis_tol,
+    X, s, parents, partners, torso, torso_joints, unit_axis, axis_tol,
     vel, acc, bone, axis, theta, omega,
     do_vel, do_acc, do_bone, do_axis, do_theta, do_omega, lo, hi,
 ):  # fmt: skip
@@ -283,7 +285,9 @@ def modalities_batch(
 
     ``X (N, 3, T, V, M)`` C-contiguous; ``s (N,)`` float64 time scales 1/γ;
     ``parents``/``partners`` ``(V,)`` int64 bone parent and axis partner of each joint;
-    ``torso``: overwrite B_21 with the torso normal; ``axis_tol``: zero R^ where ``|R| <=
+    ``torso``: overwrite bone slot ``torso_joints[3]`` with the torso normal
+    ``normalize((B_a - B_b) x (B_c - B_b))``, ``(a, b, c) = torso_joints[:3]`` (int64 ``(4,)``;
+    ntu25: joints 2, 9, 5 and slot 21 in 1-based ids); ``axis_tol``: zero R^ where ``|R| <=
     axis_tol |B_i| |B_q|`` (0 = reference). Outputs are ``(N, C', T, V, M)`` with C' = 1 for
     ``theta`` and 3 otherwise; an output whose ``do_*`` flag is False is never touched and
     needs one row only. Threads share a batch by calling this on disjoint ranges.
@@ -292,7 +296,7 @@ def modalities_batch(
     S = np.empty((12, V, T, M))  # one scratch for the whole range
     for k in range(lo, hi):
         _one_sample(
-            X[k], s[k], parents, partners, torso, unit_axis, axis_tol,
+            X[k], s[k], parents, partners, torso, torso_joints, unit_axis, axis_tol,
             vel[k if do_vel else 0], acc[k if do_acc else 0],
             bone[k if do_bone else 0], axis[k if do_axis else 0],
             theta[k if do_theta else 0], omega[k if do_omega else 0],

@@ -3,20 +3,31 @@
 Layout of one cache file (``decisions.md`` 6)::
 
     /                      attrs: format="skelmod-cache", schema_version=1,
-                           dataset ("ntu60"|"ntu120"), t_frames,
-                           options (JSON: everything that produced the file)
-    /modalities/<name>     float32 (N, 3, T, 25, 2), chunked one sample per chunk;
+                           dataset ("ntu60"|"ntu120"|"nucla"|"custom"), t_frames,
+                           options (JSON: everything that produced the file),
+                           layout (joint layout name, e.g. "ntu25", "kinect-v1-20"),
+                           modality_options (JSON: {"bones", "unit_axis"} of every
+                           bone-derived modality in the file), num_class
+    /modalities/<name>     float32 (N, 3, T, V, M), chunked one sample per chunk (V joints of
+                           the layout; M bodies: 2 for NTU, 1 for N-UCLA);
                            attrs: options (JSON) of the computation that wrote it
     /meta/name             str (N,)   sample name, e.g. "S001C001P001R001A001"
-    /meta/setup, camera, subject, replication, action           int16 (N,), 1-based ids
-    /meta/label            int16 (N,) action - 1
+    /meta/setup, camera, subject, replication, action           int16 (N,), ids
+                           (N-UCLA: camera = view 1-3, replication = repetition eEE,
+                           setup 0; imported: camera = view, 0 where not given)
+    /meta/label            int16 (N,) class label 0 .. num_class-1 (NTU: action - 1)
     /meta/frame_count      int32 (N,) header frame count of the raw file (sets γ, §4)
     /meta/valid_length     int32 (N,) L used for resizing (§2.3)
     /meta/bodies_seen      int16 (N,) bodies seen in the raw file
     /meta/bodies_kept      int16 (N,) bodies kept in the sample
+    /splits/<benchmark>    bool (N,) training mask, only in "custom" caches (skelmod import)
 
-Samples are stored in the order they were converted (sorted file names). Splits are derived
-from the metadata with :func:`skelmod.layout.train_mask`, never stored.
+Samples are stored in the order they were converted (sorted file names). Splits of the known
+datasets are derived from the metadata with :func:`skelmod.layout.train_mask`, never stored.
+
+Caches written before ``layout``, ``modality_options`` and ``num_class`` existed read as
+``ntu25`` with the options recorded in ``options`` (``unit_axis``, ``bone_convention``; the
+defaults where absent) and the dataset's class count.
 
 Nothing is written in place: :class:`CacheWriter` fills ``OUT.partial`` and renames it onto
 ``OUT`` only when complete, so a killed run never leaves a file at ``OUT`` that looks complete;
@@ -35,6 +46,7 @@ import h5py
 import numpy as np
 
 from . import layout
+from . import layout as _layout  # ``layout`` is also a writer argument
 
 SCHEMA_VERSION = 1
 FORMAT = "skelmod-cache"
@@ -66,8 +78,12 @@ def partial_path(path: str | os.PathLike) -> Path:
     return path.with_name(path.name + PARTIAL_SUFFIX)
 
 
-def _sample_shape(t: int) -> tuple[int, int, int, int]:
-    return (layout.C, t, layout.V, layout.M)
+def _sample_shape(t: int, v: int = layout.V, m: int = layout.M) -> tuple[int, int, int, int]:
+    return (layout.C, t, v, m)
+
+
+#: Datasets whose splits are stored in the file (``/splits``) instead of derived from names.
+CUSTOM_DATASET = "custom"
 
 
 class CacheWriter:
@@ -85,6 +101,11 @@ class CacheWriter:
         options: JSON-serialisable options recorded in the root attribute ``options``.
         modalities: names of the modality datasets each sample provides.
         block: samples per HDF5 write.
+        layout: joint layout name (V = its joints).
+        bodies: M, bodies per sample.
+        modality_options: the :class:`~skelmod.layout.ModalityOptions` of the bone-derived
+            modalities (default: the reference's).
+        num_class: classes (default: the dataset's, :data:`skelmod.layout.NUM_CLASSES`).
     """
 
     def __init__(
@@ -96,10 +117,19 @@ class CacheWriter:
         options: Mapping[str, Any],
         modalities: Iterable[str],
         block: int = 256,
+        layout: str = layout.DEFAULT_LAYOUT,
+        bodies: int = layout.M,
+        modality_options: Mapping[str, Any] | None = None,
+        num_class: int | None = None,
         _file: h5py.File | None = None,
     ):
-        if dataset not in layout.BENCHMARKS:
-            raise ValueError(f"dataset must be one of {sorted(layout.BENCHMARKS)}, got {dataset!r}")
+        datasets = [*_layout.BENCHMARKS, CUSTOM_DATASET]
+        if dataset not in datasets:
+            raise ValueError(f"dataset must be one of {', '.join(datasets)}, got {dataset!r}")
+        self.layout = _layout.get_layout(layout)
+        self.bodies = int(bodies)
+        self.modality_options = _layout.ModalityOptions.from_json(modality_options)
+        self.num_class = int(num_class if num_class is not None else _layout.NUM_CLASSES[dataset])
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.dataset = dataset
@@ -123,7 +153,12 @@ class CacheWriter:
         self._f.attrs["dataset"] = dataset
         self._f.attrs["t_frames"] = self.t
         self._f.attrs["options"] = json.dumps(self.options, sort_keys=True)
-        shape = _sample_shape(self.t)
+        self._f.attrs["layout"] = self.layout.name
+        self._f.attrs["modality_options"] = json.dumps(
+            self.modality_options.to_json(), sort_keys=True
+        )
+        self._f.attrs["num_class"] = self.num_class
+        shape = self.sample_shape
         grp = self._f.create_group("modalities")
         for m in self.modalities:
             ds = grp.create_dataset(
@@ -142,7 +177,7 @@ class CacheWriter:
     @classmethod
     def resume(
         cls, path: str | os.PathLike, *, dataset: str, t: int, options: Mapping[str, Any],
-        modalities: Iterable[str], block: int = 256,
+        modalities: Iterable[str], block: int = 256, **kwargs: Any,
     ) -> tuple[CacheWriter, Any] | None:  # fmt: skip
         """Reopen ``OUT.partial`` left by a killed run.
 
@@ -166,6 +201,8 @@ class CacheWriter:
                 and json.loads(f.attrs["options"]) == json.loads(json.dumps(dict(options)))
                 and set(f["modalities"].keys()) == set(modalities)
                 and "progress" in f.attrs
+                and f.attrs.get("layout", layout.DEFAULT_LAYOUT)
+                == kwargs.get("layout", layout.DEFAULT_LAYOUT)
             )
         except (KeyError, ValueError, TypeError):
             ok = False
@@ -173,15 +210,16 @@ class CacheWriter:
             f.close()
             return None
         writer = cls(
-            path, dataset=dataset, t=t, options=options, modalities=modalities, block=block, _file=f
-        )
+            path, dataset=dataset, t=t, options=options, modalities=modalities, block=block,
+            _file=f, **kwargs,
+        )  # fmt: skip
         return writer, json.loads(f.attrs["progress"])["state"]
 
     # -- writing -----------------------------------------------------------------------------
 
     def append(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        """Queue one sample: ``arrays[m]`` ``(3, T, 25, 2)`` per modality, and its metadata."""
-        shape = _sample_shape(self.t)
+        """Queue one sample: ``arrays[m]`` ``(3, T, V, M)`` per modality, and its metadata."""
+        shape = self.sample_shape
         for m in self.modalities:
             a = arrays[m]
             if a.shape != shape:
@@ -189,6 +227,25 @@ class CacheWriter:
             self._buf_arrays[m].append(a)
         for k in META_FIELDS:
             self._buf_meta[k].append(meta[k])
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int, int]:
+        """``(3, T, V, M)`` of one sample of this cache."""
+        return _sample_shape(self.t, self.layout.V, self.bodies)
+
+    def write_splits(self, masks: Mapping[str, np.ndarray]) -> None:
+        """Store training masks ``(N,)`` per benchmark (custom caches), before :meth:`commit`."""
+        if self.dataset != CUSTOM_DATASET:
+            raise ValueError(f"splits of a {self.dataset} cache come from its metadata")
+        self.flush(None)
+        grp = self._f.require_group("splits")
+        for name, mask in masks.items():
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (self.rows,):
+                raise ValueError(f"split {name!r}: expected ({self.rows},) mask, got {mask.shape}")
+            if name in grp:
+                del grp[name]
+            grp.create_dataset(name, data=mask)
 
     @property
     def pending(self) -> int:
@@ -245,13 +302,18 @@ def write_cache(
     meta: Mapping[str, np.ndarray],
     dataset: str,
     options: Mapping[str, Any] | None = None,
+    **writer_args: Any,
 ) -> Path:
-    """Write a whole cache from in-memory arrays ``(N, 3, T, 25, 2)`` and metadata ``(N,)``.
+    """Write a whole cache from in-memory arrays ``(N, 3, T, V, M)`` and metadata ``(N,)``.
 
     Convenient for tests and small data; :mod:`skelmod.convert` streams instead.
+    ``writer_args``: further :class:`CacheWriter` arguments (``layout``, ...).
     """
-    n, _, t = arrays["joint"].shape[:3]
-    w = CacheWriter(path, dataset=dataset, t=t, options=options or {}, modalities=list(arrays))
+    n, _, t, _, m = arrays["joint"].shape
+    w = CacheWriter(
+        path, dataset=dataset, t=t, options=options or {}, modalities=list(arrays), bodies=m,
+        **writer_args,
+    )  # fmt: skip
     for i in range(n):
         w.append({m: a[i] for m, a in arrays.items()}, {k: meta[k][i] for k in META_FIELDS})
         w.maybe_flush()
@@ -305,18 +367,62 @@ class CacheReader:
             self.modality_options = {
                 m: json.loads(mods[m].attrs.get("options", "{}")) for m in self.modalities
             }
+            self._read_layout(f)
             self.meta = {
                 k: (f["meta"][k].asstr()[:] if k == "name" else f["meta"][k][:])
                 for k in META_FIELDS
             }
             self.n = len(self.meta["name"])
+            self.bodies = int(mods["joint"].shape[-1]) if mods["joint"].ndim == 5 else -1
             for m in self.modalities:
-                if f["modalities"][m].shape != (self.n, *_sample_shape(self.t)):
+                if f["modalities"][m].shape != (self.n, *self.sample_shape):
                     raise CacheError(
                         f"{self.path}: modalities/{m} has shape {f['modalities'][m].shape}, "
-                        f"expected {(self.n, *_sample_shape(self.t))}"
+                        f"expected {(self.n, *self.sample_shape)}"
                     )
-        self.split_names = layout.split_names(self.dataset)
+            self._splits = self._read_splits(f)
+        if self._splits is None:
+            self.split_names = layout.split_names(self.dataset)
+        else:
+            self.split_names = tuple(f"{b}-{p}" for b in self._splits for p in ("train", "val"))
+
+    def _read_layout(self, f: h5py.File) -> None:
+        """Layout, modality options and class count; old caches: ntu25, options, dataset's."""
+        name = f.attrs.get("layout", layout.DEFAULT_LAYOUT)
+        try:
+            self.layout = layout.get_layout(str(name))
+            raw = f.attrs.get("modality_options")
+            self.feature_options = layout.ModalityOptions.from_json(
+                json.loads(raw) if raw is not None else self.options
+            )
+        except (layout.LayoutError, ValueError) as e:
+            raise CacheError(f"{self.path}: {e}") from None
+        if self.dataset not in layout.BENCHMARKS and self.dataset != CUSTOM_DATASET:
+            raise CacheError(f"{self.path}: unknown dataset {self.dataset!r}")
+        default = layout.NUM_CLASSES.get(self.dataset)
+        self.num_class = int(f.attrs.get("num_class", default if default is not None else -1))
+        if self.num_class < 1:
+            raise CacheError(f"{self.path}: root attribute 'num_class' is missing or < 1")
+
+    def _read_splits(self, f: h5py.File) -> dict[str, np.ndarray] | None:
+        if self.dataset != CUSTOM_DATASET:
+            return None
+        grp = f.get("splits")
+        splits = {}
+        for name in grp.keys() if grp is not None else ():
+            mask = grp[name][:]
+            if mask.dtype != bool or mask.shape != (self.n,):
+                raise CacheError(
+                    f"{self.path}: splits/{name} must be a bool ({self.n},) mask, found "
+                    f"{mask.dtype} {mask.shape}"
+                )
+            splits[name] = mask
+        return splits
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int, int]:
+        """``(3, T, V, M)`` of one sample of this cache."""
+        return _sample_shape(self.t, self.layout.V, self.bodies)
 
     def __len__(self) -> int:
         return self.n
@@ -351,9 +457,13 @@ class CacheReader:
                 f"unknown split {split!r} for a {self.dataset} cache; expected one of "
                 f"{', '.join(self.split_names)}"
             )
-        mask = layout.train_mask(
-            self.dataset, benchmark, self.meta["setup"], self.meta["camera"], self.meta["subject"]
-        )
+        if self._splits is not None:
+            mask = self._splits[benchmark]
+        else:
+            mask = layout.train_mask(
+                self.dataset, benchmark, self.meta["setup"], self.meta["camera"],
+                self.meta["subject"],
+            )  # fmt: skip
         if part == "val":
             mask = ~mask
         return np.flatnonzero(mask).astype(np.int64)
@@ -369,7 +479,7 @@ class CacheReader:
             )
 
     def read(self, modality: str, index: int | np.ndarray | slice | str) -> np.ndarray:
-        """One sample ``(3, T, 25, 2)`` for an int index; ``(n, 3, T, 25, 2)`` otherwise.
+        """One sample ``(3, T, V, M)`` for an int index; ``(n, 3, T, V, M)`` otherwise.
 
         ``index`` may be an int, a slice, an integer array (any order, repeats allowed) or a
         split name.

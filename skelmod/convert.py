@@ -1,7 +1,10 @@
-"""Raw NTU ``.skeleton`` directory -> one HDF5 cache (knows nothing of click).
+"""Raw skeleton directory -> one HDF5 cache (knows nothing of click).
 
-Per file, in a worker process: parse (§1.1), select bodies (``decisions.md`` 2), normalise
-(§2), compute the requested modalities (§4). The main process streams the results, in
+Datasets (:data:`SOURCES`): NTU RGB+D 60/120 ``.skeleton`` files (``ntu25`` layout) and N-UCLA
+``all_sqe`` ``.json`` files (``kinect-v1-20``, read by :mod:`skelmod.nucla`). Per file, in a
+worker process: read (§1.1 / :func:`skelmod.nucla.read_nucla`), select bodies (``decisions.md``
+2; N-UCLA has one), normalise (§2, in the file's layout), compute the requested modalities
+(§4). The main process streams the results, in
 sorted file order, into a :class:`~skelmod.cache.CacheWriter`, so memory stays flat and the
 cache is only renamed into place when complete. A file that fails is recorded with its
 reason and never stops the others.
@@ -24,12 +27,19 @@ import numpy as np
 from . import layout
 from .bodies import BODY_RULES, select_bodies
 from .cache import CacheWriter
-from .modalities import BONE_CONVENTIONS, compute_modalities
+from .modalities import compute_modalities
 from .names import detect_dataset, parse_sample_name, read_missing_list
 from .normalize import YAW_MODES, normalize_sample
 from .ntu import read_skeleton
+from .nucla import read_nucla
 
 SUFFIX = ".skeleton"
+#: Raw file suffix, joint layout and bodies per sample M of each dataset.
+SOURCES = {
+    "ntu60": (SUFFIX, "ntu25", layout.M),
+    "ntu120": (SUFFIX, "ntu25", layout.M),
+    "nucla": (".json", "kinect-v1-20", 1),
+}
 
 
 class ConvertError(ValueError):
@@ -56,23 +66,24 @@ class ConvertOptions:
     yaw: str = "sequence"
     modalities: tuple[str, ...] = ("joint",)
     unit_axis: bool = False
-    bone_convention: str = "6v"
+    bones: str = "6v"
 
     def __post_init__(self):
         if self.frames < 2:
             raise ConvertError(f"--frames must be at least 2, got {self.frames}")
         _check_choice("--bodies", self.bodies, BODY_RULES)
         _check_choice("--yaw", self.yaw, YAW_MODES)
-        _check_choice("--bones", self.bone_convention, BONE_CONVENTIONS)
-        unknown = [m for m in self.modalities if m not in layout.MODALITY_NAMES]
-        if unknown:
-            raise ConvertError(
-                f"unknown modalities {', '.join(unknown)}; expected 'all' or a comma-separated "
-                f"list of {', '.join(layout.MODALITY_NAMES)}"
-            )
-        # joint is always stored, and the order is canonical.
-        mods = {"joint", *self.modalities}
-        object.__setattr__(self, "modalities", tuple(m for m in layout.MODALITY_NAMES if m in mods))
+        try:
+            self.modality_options  # noqa: B018 - validates bones and unit_axis
+            # joint is always stored, and the order is canonical.
+            mods = layout.check_modalities(list(dict.fromkeys(("joint", *self.modalities))))
+        except layout.LayoutError as e:
+            raise ConvertError(str(e)) from None
+        object.__setattr__(self, "modalities", mods)
+
+    @property
+    def modality_options(self) -> layout.ModalityOptions:
+        return layout.ModalityOptions(bones=self.bones, unit_axis=self.unit_axis)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -81,12 +92,14 @@ class ConvertOptions:
 
 
 def parse_modalities(spec: str | Iterable[str]) -> tuple[str, ...]:
-    """``"all"`` or ``"joint,bone"`` (or an iterable of names) -> a tuple of names."""
-    if isinstance(spec, str):
-        if spec.strip() == "all":
-            return layout.MODALITY_NAMES
-        spec = [s for s in (p.strip() for p in spec.split(",")) if s]
-    return tuple(spec)
+    """``"all"`` or ``"joint,bone"`` (or an iterable of names) -> names in canonical order.
+
+    Raises ConvertError for unknown or duplicate names (:func:`skelmod.layout.check_modalities`).
+    """
+    try:
+        return layout.check_modalities(spec)
+    except layout.LayoutError as e:
+        raise ConvertError(str(e)) from None
 
 
 @dataclass
@@ -133,37 +146,26 @@ class ConvertReport:
 
 
 def list_inputs(
-    raw_dir: str | os.PathLike, missing: Iterable[str] = ()
+    raw_dir: str | os.PathLike, missing: Iterable[str] = (), suffix: str = SUFFIX
 ) -> tuple[list[Path], list[str]]:
-    """Sorted ``.skeleton`` files of ``raw_dir`` and the names skipped by the missing list."""
+    """Sorted ``suffix`` files of ``raw_dir`` and the names skipped by the missing list."""
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise ConvertError(f"{raw_dir}: not a directory")
     missing = set(missing)
     files, skipped = [], []
     for p in sorted(raw_dir.iterdir()):
-        if p.suffix != SUFFIX or not p.is_file():
+        if p.suffix != suffix or not p.is_file():
             continue
         (skipped.append(p.stem) if p.stem in missing else files.append(p))
     return files, skipped
 
 
-def convert_file(path: str | os.PathLike, options: ConvertOptions) -> dict[str, Any]:
-    """Convert one raw file: ``{"arrays": {modality: (3,T,25,2) float32}, "meta": {...},
-    "dropped": {rule: count}}``. Raises ``ValueError`` subclasses that name the problem."""
-    path = Path(path)
+def _read_ntu(path: Path, options: ConvertOptions):
+    """NTU file -> selected bodies ``(3, F, 25, 2)``, metadata, dropped bodies, fallbacks."""
     sid = parse_sample_name(path.name)
     raw = read_skeleton(path)
     d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
-    x, length = normalize_sample(d, t_target=options.frames, centre=options.centre, yaw=options.yaw)
-    arrays = compute_modalities(
-        x,
-        raw.frame_count,
-        t_target=options.frames,
-        modalities=list(options.modalities),
-        unit_axis=options.unit_axis,
-        bones=options.bone_convention,
-    )
     meta = {
         "name": sid.name,
         "setup": sid.setup,
@@ -173,15 +175,51 @@ def convert_file(path: str | os.PathLike, options: ConvertOptions) -> dict[str, 
         "action": sid.action,
         "label": sid.label,
         "frame_count": raw.frame_count,
-        "valid_length": length,
         "bodies_seen": stats.bodies_seen,
         "bodies_kept": stats.bodies_kept,
     }
+    return d, meta, dict(stats.dropped), stats.fallbacks
+
+
+def _read_nucla(path: Path, options: ConvertOptions):
+    """N-UCLA file -> its one body ``(3, T, 20, 1)`` as it is, metadata, nothing dropped."""
+    sample = read_nucla(path)
+    return sample.joints, sample.meta(), {}, 0
+
+
+#: Reader and joint layout of each raw file suffix.
+_READERS = {
+    suffix: (_read_nucla if dataset == "nucla" else _read_ntu, layout_name)
+    for dataset, (suffix, layout_name, _) in SOURCES.items()
+}
+
+
+def convert_file(path: str | os.PathLike, options: ConvertOptions) -> dict[str, Any]:
+    """Convert one raw file: ``{"arrays": {modality: (3,T,V,M) float32}, "meta": {...},
+    "dropped": {rule: count}}``. The suffix selects the reader (:data:`SOURCES`: ``.skeleton``
+    NTU, ``.json`` N-UCLA). Raises ``ValueError`` subclasses that name the problem."""
+    path = Path(path)
+    if path.suffix not in _READERS:
+        raise ConvertError(f"{path}: no reader for {path.suffix!r} files")
+    read, layout_name = _READERS[path.suffix]
+    d, meta, dropped, fallbacks = read(path, options)
+    x, length = normalize_sample(
+        d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
+    )
+    arrays = compute_modalities(
+        x,
+        meta["frame_count"],
+        t_target=options.frames,
+        modalities=list(options.modalities),
+        unit_axis=options.unit_axis,
+        bones=options.bones,
+        layout=layout_name,
+    )
     return {
         "arrays": {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()},
-        "meta": meta,
-        "dropped": dict(stats.dropped),
-        "fallbacks": stats.fallbacks,
+        "meta": {**meta, "valid_length": length},
+        "dropped": dropped,
+        "fallbacks": fallbacks,
     }
 
 
@@ -259,7 +297,8 @@ def convert(
     """Convert every ``.skeleton`` file of ``raw_dir`` into the cache ``out``.
 
     Args:
-        dataset: "ntu60", "ntu120" or "auto" (from the sample names).
+        dataset: "ntu60", "ntu120", "nucla" or "auto" (NTU from the sample names; a folder
+            of ``.json`` files and no ``.skeleton`` is N-UCLA).
         missing_list: an official missing-sample list; those files are skipped.
         workers: processes (default: all cores); 1 runs in this process.
         resume: continue the partial file of a killed run with the same options (a clean
@@ -275,9 +314,17 @@ def convert(
     options = options or ConvertOptions()
     start = time.perf_counter()
     missing = read_missing_list(missing_list) if missing_list else frozenset()
-    files, skipped = list_inputs(raw_dir, missing)
+    if dataset not in (*SOURCES, "auto"):
+        raise ConvertError(
+            f"--dataset must be one of {', '.join(SOURCES)} or auto, got {dataset!r}"
+        )
+    if dataset == "auto" and not list_inputs(raw_dir, (), SUFFIX)[0]:
+        if list_inputs(raw_dir, (), SOURCES["nucla"][0])[0]:
+            dataset = "nucla"
+    suffix, layout_name, bodies = SOURCES.get(dataset, SOURCES["ntu60"])
+    files, skipped = list_inputs(raw_dir, missing, suffix)
     if not files:
-        raise ConvertError(f"{raw_dir}: no {SUFFIX} files to convert")
+        raise ConvertError(f"{raw_dir}: no {suffix} files to convert")
     if dataset == "auto":
         ids = []
         for p in files:
@@ -286,13 +333,12 @@ def convert(
             except ValueError:
                 pass  # reported per file below
         dataset = detect_dataset(ids)
-    elif dataset not in layout.BENCHMARKS:
-        raise ConvertError(f"--dataset must be ntu60, ntu120 or auto, got {dataset!r}")
 
     report = ConvertReport(out=None, dataset=dataset, total=len(files), skipped_missing=skipped)
     writer_args = dict(
         dataset=dataset, t=options.frames, options=options.to_json(),
-        modalities=options.modalities, block=block,
+        modalities=options.modalities, block=block, layout=layout_name, bodies=bodies,
+        modality_options=options.modality_options.to_json(),
     )  # fmt: skip
     resumed = CacheWriter.resume(out, **writer_args) if resume else None
     if resumed is not None:

@@ -1,5 +1,10 @@
 """Add or recompute modalities in an existing cache, atomically.
 
+A cache has one set of modality options (``bones``, ``unit_axis``: root attribute
+``modality_options``): asking for other options recomputes every bone-derived modality the
+cache holds (:data:`skelmod.layout.MODALITY_REGISTRY`), so the file never mixes conventions.
+The modalities are computed in the cache's joint layout.
+
 The new cache is built beside the old one (``OUT.partial``: metadata and the kept modalities
 copied chunk by chunk, the requested ones computed from ``modalities/joint`` in blocks) and
 renamed over it only when complete, so a killed run leaves the old cache intact.
@@ -24,31 +29,35 @@ def add_features(
     path: str | os.PathLike,
     modalities: Iterable[str],
     *,
-    unit_axis: bool = False,
-    bones: str = "6v",
+    unit_axis: bool | None = None,
+    bones: str | None = None,
     block: int = 1024,
     progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Compute ``modalities`` from the cache's joints and store them as ``modalities/<name>``.
 
-    Existing datasets of those names are recomputed; others are kept. The options used
-    (``unit_axis``, ``bones``, ``t_target`` = the cache's T) are recorded on each dataset and
-    appended to the root ``options["features"]`` history.
+    Existing datasets of those names are recomputed; others are kept. ``unit_axis`` and
+    ``bones`` default to the cache's own options; other values recompute every bone-derived
+    modality already in the cache too (module docstring). The options used (``unit_axis``,
+    ``bones``, ``t_target`` = the cache's T) are recorded on each dataset, in the root
+    ``modality_options`` and appended to the root ``options["features"]`` history.
 
     Raises:
-        CacheError: ``path`` is not a cache. ValueError: unknown modality names.
+        CacheError: ``path`` is not a cache. ValueError: unknown modality names or options.
     """
     reader = CacheReader(path)  # validates
-    wanted = [m for m in modalities if m != "joint"]
-    unknown = [m for m in wanted if m not in layout.MODALITY_NAMES]
-    if unknown:
-        raise ValueError(
-            f"unknown modalities {', '.join(unknown)}; expected some of "
-            f"{', '.join(layout.MODALITY_NAMES)}"
-        )
-    feat_options = {"unit_axis": bool(unit_axis), "bones": bones, "t_target": reader.t}
+    old = reader.feature_options
+    new = layout.ModalityOptions(
+        bones=old.bones if bones is None else bones,
+        unit_axis=old.unit_axis if unit_axis is None else unit_axis,
+    )
+    wanted = [m for m in layout.check_modalities(list(modalities)) if m != "joint"]
+    if new != old:
+        stale = [m for m in reader.modalities if layout.MODALITY_REGISTRY[m].bone_options]
+        wanted = [m for m in layout.MODALITY_NAMES if m in {*wanted, *stale}]
+    feat_options = {**new.to_json(), "t_target": reader.t}
     partial = partial_path(path)
-    n, shape = reader.n, (layout.C, reader.t, layout.V, layout.M)
+    n, shape = reader.n, reader.sample_shape
     try:
         with h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
             for k, v in src.attrs.items():
@@ -70,8 +79,9 @@ def add_features(
                     frame_count[lo:hi],
                     t_target=reader.t,
                     modalities=wanted,
-                    unit_axis=unit_axis,
-                    bones=bones,
+                    unit_axis=new.unit_axis,
+                    bones=new.bones,
+                    layout=reader.layout,
                 )
                 for m in wanted:
                     grp[m][lo:hi] = out[m]
@@ -81,6 +91,7 @@ def add_features(
             options.setdefault("features", []).append({"modalities": wanted, **feat_options})
             options["modalities"] = list(layout_order(grp.keys()))
             dst.attrs["options"] = json.dumps(options, sort_keys=True)
+            dst.attrs["modality_options"] = json.dumps(new.to_json(), sort_keys=True)
         os.replace(partial, path)
     except BaseException:
         if partial.exists():

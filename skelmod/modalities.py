@@ -1,9 +1,11 @@
 """The six skeleton modalities of IKEM (``reference-ikem.md`` §4, paper eqs. 3-6).
 
-Arrays follow :mod:`skelmod.layout`: a sample is ``(C, T, V, M)`` = ``(3, T, 25, M)`` (x, y, z;
-frames; NTU joints, 0-based in code, 1-based ids in these docs; bodies), a batch is
-``(N, 3, T, 25, M)``. Every function takes either and returns arrays of the input's dtype
-(float32 or float64; the arithmetic is float64).
+Arrays follow :mod:`skelmod.layout`: a sample is ``(C, T, V, M)`` = ``(3, T, V, M)`` (x, y, z;
+frames; joints of the layout, 0-based in code, 1-based ids in these docs; bodies), a batch is
+``(N, 3, T, V, M)``. V is the ``layout``'s (default ``ntu25``, V=25; ``kinect-v1-20``, V=20,
+whose tables follow from the same rules, see :mod:`skelmod.layout`). The joint ids below are
+NTU's. Every function takes either and returns arrays of the input's dtype (float32 or
+float64; the arithmetic is float64).
 
 Time scale: γ = ``frame_count / t_target`` with ``frame_count`` the header frame count of the raw
 file (decisions.md, Conventions); differences are scaled by s = 1/γ = ``t_target / frame_count``.
@@ -48,33 +50,31 @@ import numba
 import numpy as np
 
 from skelmod import _kernels, layout
+from skelmod import layout as _layout  # ``layout`` is also a parameter name below
 
 #: Modality names, in the order of the reference's encoders (§4).
 MODALITIES = layout.MODALITY_NAMES
 #: Bone conventions accepted by ``bones=``.
-BONE_CONVENTIONS = ("6v", "3v")
+BONE_CONVENTIONS = layout.BONE_CONVENTIONS
 
 _MIN_SAMPLES_PER_THREAD = 32  # below this a thread costs more than it saves
 
-_TOPOLOGY = {
-    "6v": (layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True),
-    "3v": (layout.BONE_PARENTS_3V, layout.BONE_PARENTS_3V, False),
-}
 
-
-def _check_joints(joints) -> np.ndarray:
+def _check_joints(joints, lay: layout.JointLayout) -> np.ndarray:
     X = np.asarray(joints)
     if X.dtype not in (np.float32, np.float64):
         raise ValueError(f"joints must be float32 or float64, found dtype {X.dtype}")
     if X.ndim not in (4, 5):
         raise ValueError(
-            "joints must be one sample (3, T, 25, M) or a batch (N, 3, T, 25, M), "
+            f"joints must be one sample (3, T, {lay.V}, M) or a batch (N, 3, T, {lay.V}, M), "
             f"found {X.ndim} dimensions with shape {X.shape}"
         )
     if X.shape[-4] != layout.C:
         raise ValueError(f"joints must have C={layout.C} coordinates, found shape {X.shape}")
-    if X.shape[-2] != layout.V:
-        raise ValueError(f"joints must have V={layout.V} NTU joints, found shape {X.shape}")
+    if X.shape[-2] != lay.V:
+        raise ValueError(
+            f"joints must have V={lay.V} joints of layout {lay.name}, found shape {X.shape}"
+        )
     if X.shape[-3] < 1 or X.shape[-1] < 1:
         raise ValueError(f"joints must have at least one frame and one body, found {X.shape}")
     return X
@@ -140,11 +140,12 @@ def _launch(args: tuple, N: int, threads: int | None = None) -> None:
 
 def _run(
     joints, wanted, frame_count=None, t_target=layout.T_TARGET, unit_axis=False, bones="6v",
-    axis_tol=0.0, threads=None,
+    axis_tol=0.0, threads=None, lay=None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """Check the inputs, run the kernel once for ``wanted`` (names and/or "theta")."""
-    X = _check_joints(joints)
-    if not isinstance(bones, str) or bones not in _TOPOLOGY:
+    lay = layout.get_layout(lay)
+    X = _check_joints(joints, lay)
+    if not isinstance(bones, str) or bones not in BONE_CONVENTIONS:
         raise ValueError(f"bones must be one of {BONE_CONVENTIONS}, found {bones!r}")
     axis_tol = float(axis_tol)
     if not (np.isfinite(axis_tol) and axis_tol >= 0):
@@ -158,8 +159,9 @@ def _run(
     if not Xb.flags.writeable:
         Xb = Xb.copy()  # one compiled kernel per dtype: read-only arrays are another type
     N, _, T, V, M = Xb.shape
-    parents, partners, torso = _TOPOLOGY[bones]
-    names = ("velocity", "acceleration", "bone", "rotation_axis", "theta", "angular_velocity")
+    parents, partners, torso = lay.topology(bones)
+    torso_joints = np.array([*lay.torso_joints, lay.center], dtype=np.int64)
+    names = layout.KERNEL_OUTPUTS
     outs = []
     for name in names:
         channels = 1 if name == "theta" else layout.C
@@ -170,7 +172,8 @@ def _run(
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         raise ValueError(f"threads must be a positive int or None, found {threads!r}")
-    _launch((Xb, s, parents, partners, torso, bool(unit_axis), axis_tol, *outs, *flags), N, threads)
+    args = (Xb, s, parents, partners, torso, torso_joints, bool(unit_axis), axis_tol)
+    _launch((*args, *outs, *flags), N, threads)
     return {
         name: (o[0] if single else o) for name, o in zip(names, outs, strict=True) if name in wanted
     }
@@ -186,10 +189,12 @@ def compute_modalities(
     *,
     axis_tol: float = 0.0,
     threads: int | None = None,
+    layout: str | _layout.JointLayout | None = None,
 ) -> dict[str, np.ndarray]:
     """The requested modalities of ``joints`` in one pass (§4).
 
-    ``joints``: ``(3, T, 25, M)`` or ``(N, 3, T, 25, M)``, float32 or float64.
+    ``joints``: ``(3, T, V, M)`` or ``(N, 3, T, V, M)``, float32 or float64, V the joints of
+    ``layout`` (a :mod:`skelmod.layout` registry name or layout; None: ``ntu25``).
     ``frame_count``: the header frame count, an int or an ``(N,)`` array (γ = frame_count /
     t_target). ``modalities``: names from :data:`MODALITIES` (a single name is accepted), all
     six when None. ``unit_axis``, ``bones``, ``axis_tol``: see the module docstring.
@@ -199,70 +204,71 @@ def compute_modalities(
     Returns ``{name: array}`` in :data:`MODALITIES` order, each of the shape and dtype of
     ``joints``; ``"joint"`` is a copy of the input.
     """
+    lay = _layout.get_layout(layout)
     if modalities is None:
         wanted = set(MODALITIES)
     else:
         if isinstance(modalities, str):
             modalities = [modalities]
-        wanted = set(modalities)
-        unknown = sorted(str(m) for m in wanted - set(MODALITIES))
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; valid ones are {MODALITIES}")
-    derived = _run(joints, wanted, frame_count, t_target, unit_axis, bones, axis_tol, threads)
+        names = list(dict.fromkeys(modalities))
+        wanted = set(_layout.check_modalities(names, allow_all=False)) if names else set()
+    derived = _run(joints, wanted, frame_count, t_target, unit_axis, bones, axis_tol, threads, lay)
     out = {}
     for name in MODALITIES:
         if name == "joint" and name in wanted:
-            out[name] = np.array(_check_joints(joints), copy=True)
+            out[name] = np.array(_check_joints(joints, lay), copy=True)
         elif name in derived:
             out[name] = derived[name]
     return out
 
 
-def velocity(joints, frame_count, t_target=layout.T_TARGET) -> np.ndarray:
+def velocity(joints, frame_count, t_target=layout.T_TARGET, *, layout=None) -> np.ndarray:
     """Velocity ``Vel_t = s (X_{t+1} - X_t)``, last frame 0 (§4, eq. 3 forward); shape of joints."""
-    return _run(joints, {"velocity"}, frame_count, t_target)["velocity"]
+    return _run(joints, {"velocity"}, frame_count, t_target, lay=layout)["velocity"]
 
 
-def acceleration(joints, frame_count, t_target=layout.T_TARGET) -> np.ndarray:
+def acceleration(joints, frame_count, t_target=layout.T_TARGET, *, layout=None) -> np.ndarray:
     """Acceleration ``Acc_t = s (Vel_{t+1} - Vel_t)``, last two frames 0 (§4, eq. 3 forward)."""
-    return _run(joints, {"acceleration"}, frame_count, t_target)["acceleration"]
+    return _run(joints, {"acceleration"}, frame_count, t_target, lay=layout)["acceleration"]
 
 
-def bones(joints, bones: str = "6v") -> np.ndarray:
+def bones(joints, bones: str = "6v", *, layout=None) -> np.ndarray:
     """Bones ``B_i = X_i - X_{p(i)}`` at the child joint, ``B_21`` = torso normal under "6v" (§4).
 
     Shape of ``joints``. ``bones``: "6v" (default, the reference) or "3v" (``B_21 = 0``).
     """
-    return _run(joints, {"bone"}, bones=bones)["bone"]
+    return _run(joints, {"bone"}, bones=bones, lay=layout)["bone"]
 
 
 def rotation_axes(
-    joints, unit_axis: bool = False, bones: str = "6v", *, axis_tol: float = 0.0
+    joints, unit_axis: bool = False, bones: str = "6v", *, axis_tol: float = 0.0, layout=None
 ) -> np.ndarray:
     """Rotation axes ``R_i = B_i x B_{q(i)}`` (§4), unnormalised unless ``unit_axis`` (eq. 4).
 
     Shape of ``joints``; ``axis_tol`` only matters with ``unit_axis`` (module docstring).
     """
-    return _run(joints, {"rotation_axis"}, unit_axis=unit_axis, bones=bones, axis_tol=axis_tol)[
-        "rotation_axis"
-    ]
+    return _run(
+        joints, {"rotation_axis"}, unit_axis=unit_axis, bones=bones, axis_tol=axis_tol, lay=layout
+    )["rotation_axis"]
 
 
-def joint_angles(joints, bones: str = "6v") -> np.ndarray:
+def joint_angles(joints, bones: str = "6v", *, layout=None) -> np.ndarray:
     """Angles ``theta_i = atan2(|B^_i x B^_q|, B^_i . B^_q)`` in [0, pi] (§4, eq. 5).
 
     One channel: ``(1, T, 25, M)`` or ``(N, 1, T, 25, M)``; 0 for zero or parallel bones.
     """
-    return _run(joints, {"theta"}, bones=bones)["theta"]
+    return _run(joints, {"theta"}, bones=bones, lay=layout)["theta"]
 
 
 def angular_velocity(
-    joints, frame_count, t_target=layout.T_TARGET, bones: str = "6v", *, axis_tol: float = 0.0
-) -> np.ndarray:
+    joints, frame_count, t_target=layout.T_TARGET, bones: str = "6v", *, axis_tol: float = 0.0,
+    layout=None,
+) -> np.ndarray:  # fmt: skip
     """Angular velocity ``Omega_t = s (theta_{t+1} - theta_t) R^_t``, last frame 0 (§4, eq. 6).
 
     Shape of ``joints``; the axis is taken at frame t, not t+1.
     """
     return _run(
-        joints, {"angular_velocity"}, frame_count, t_target, bones=bones, axis_tol=axis_tol
-    )["angular_velocity"]
+        joints, {"angular_velocity"}, frame_count, t_target, bones=bones, axis_tol=axis_tol,
+        lay=layout,
+    )["angular_velocity"]  # fmt: skip

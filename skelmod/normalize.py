@@ -1,7 +1,8 @@
 """Per-sample normalisation of selected bodies: ``reference-ikem.md`` §2, steps 3–6.
 
-Input ``D`` is ``(C=3, F, V=25, M)`` (``skelmod.layout`` conventions: joint index = NTU id - 1,
-absent bodies all-zero), for example from :func:`skelmod.bodies.select_bodies` or a zero-padded
+Input ``D`` is ``(C=3, F, V, M)`` (``skelmod.layout`` conventions: joint index = id - 1,
+absent bodies all-zero; V is the ``layout``'s, 25 for the default ``ntu25``), for example from
+:func:`skelmod.bodies.select_bodies` or a zero-padded
 300-frame gendata row. :func:`normalize_sample` runs, in the reference order:
 
 1. valid length ``L`` on the raw ``D`` (§2.3, :func:`valid_length`);
@@ -20,6 +21,11 @@ angles are computed in float32 and the rotation in float64 before the final floa
 Only the reference's degree round trip of the angle (psi * 180/pi, then * pi/180, in float32)
 is left out: it moves the angle by a float32 ulp.
 
+Joints: the prose names NTU's joints (1 spine base, 5/9 the shoulders, 21 spine-shoulder); each
+function takes ``layout=`` (a registry name or :class:`~skelmod.layout.JointLayout`, default
+``ntu25``) and uses that layout's ``length_joint``, ``shoulders`` and ``center`` instead
+(``kinect-v1-20``: HipCenter, ShoulderLeft/Right, ShoulderCenter).
+
 Speed: the loops are private ``@njit`` kernels at the end of this module, called only by the
 checking public functions (one code path); their plain twins are in ``tests/naive_pipeline.py``
 and ``tests/test_normalize.py``. About 0.1 ms per sample, against 0.6 ms for the same steps
@@ -33,7 +39,7 @@ import math
 import numpy as np
 from numba import njit
 
-from skelmod.layout import LEFT_SHOULDER, RIGHT_SHOULDER, SPINE_BASE, SPINE_SHOULDER, T_TARGET, V
+from skelmod.layout import T_TARGET, JointLayout, get_layout
 
 YAW_MODES = ("sequence", "frame", "none")
 
@@ -45,7 +51,8 @@ class EmptySequenceError(ValueError):
     """A sample has no valid frame (L = 0, §2.3), so it cannot be resized (bug 20)."""
 
 
-def _check_sample(D, what: str = "D") -> np.ndarray:
+def _check_sample(D, what: str = "D", layout: str | JointLayout | None = None) -> np.ndarray:
+    V = get_layout(layout).V
     D = np.asarray(D)
     if D.ndim != 4 or D.shape[0] != 3 or D.shape[2] != V or D.shape[3] < 1:
         raise ValueError(f"{what} must have shape (3, T, {V}, M) with M >= 1, found {D.shape}")
@@ -56,18 +63,19 @@ def _check_sample(D, what: str = "D") -> np.ndarray:
     return D
 
 
-def valid_length(D) -> int:
+def valid_length(D, layout: str | JointLayout | None = None) -> int:
     """Valid length ``L`` of a sample ``(3, T, 25, M)`` (§2.3).
 
     ``L = #{t : sum_c |D[c, t, joint 1, body 0]| != 0}``: a *count* of the frames where body 0's
     spine base is not all-zero, not the last valid index (bug 20, replicated). Computed on the
     raw, uncentred data.
     """
-    D = _check_sample(D)
-    return int(np.count_nonzero(np.abs(D[:, :, SPINE_BASE, 0]).sum(axis=0) != 0))
+    lay = get_layout(layout)
+    D = _check_sample(D, layout=lay)
+    return int(np.count_nonzero(np.abs(D[:, :, lay.length_joint, 0]).sum(axis=0) != 0))
 
 
-def centre_bodies(D) -> np.ndarray:
+def centre_bodies(D, layout: str | JointLayout | None = None) -> np.ndarray:
     """Express each body relative to its own joint 21 (spine-shoulder) in every frame (§2.4).
 
     ``X[:, t, v, m] = D[:, t, v, m] - D[:, t, joint 21, m]``; joint 21 becomes exactly 0, and
@@ -75,11 +83,12 @@ def centre_bodies(D) -> np.ndarray:
     bodies are removed (bug 21, replicated). ``(3, T, 25, M)`` -> same shape and dtype (the
     reference centres in float32).
     """
-    D = _check_sample(D)
-    return _centre_kernel(D)
+    lay = get_layout(layout)
+    D = _check_sample(D, layout=lay)
+    return _centre_kernel(D, lay.center)
 
 
-def resize_linear(D, L: int, t_target: int = T_TARGET) -> np.ndarray:
+def resize_linear(D, L: int, t_target: int = T_TARGET, layout=None) -> np.ndarray:
     """Linear temporal resize of ``D[:, :L]`` to ``t_target`` frames (§2.5, cv2-free).
 
     For output frame t' in ``0..t_target-1``::
@@ -99,7 +108,7 @@ def resize_linear(D, L: int, t_target: int = T_TARGET) -> np.ndarray:
     Returns:
         ``(3, t_target, 25, M)`` float64.
     """
-    D = _check_sample(D)
+    D = _check_sample(D, layout=layout)
     if isinstance(L, bool) or not isinstance(L, (int, np.integer)):
         raise TypeError(f"L must be an int, found {type(L).__name__}")
     if not 1 <= L <= D.shape[1]:
@@ -109,7 +118,7 @@ def resize_linear(D, L: int, t_target: int = T_TARGET) -> np.ndarray:
     return _resize_kernel(D, int(L), int(t_target))
 
 
-def yaw_angles(X, yaw: str = "sequence") -> np.ndarray:
+def yaw_angles(X, yaw: str = "sequence", layout: str | JointLayout | None = None) -> np.ndarray:
     """Rotation angle theta ``(T, M)`` of every frame and body for :func:`align_yaw` (§2.6).
 
     ``v_t = X[:, t, joint 9] - X[:, t, joint 5]`` with ``v_t[y] = 0``;
@@ -123,13 +132,15 @@ def yaw_angles(X, yaw: str = "sequence") -> np.ndarray:
     sum over t runs in frame order (numpy's pairwise sum in the reference can differ in the
     last bits, which matters only when the sum is within rounding of 0).
     """
-    X = _check_sample(X, "X")
+    lay = get_layout(layout)
+    X = _check_sample(X, "X", lay)
     if yaw not in ("sequence", "frame"):
         raise ValueError(f"yaw angles need yaw 'sequence' or 'frame', found {yaw!r}")
-    return _yaw_angles_kernel(X, yaw == "frame", X.dtype.type(YAW_NORM_EPS))
+    left, right = lay.shoulders
+    return _yaw_angles_kernel(X, yaw == "frame", X.dtype.type(YAW_NORM_EPS), left, right)
 
 
-def align_yaw(X, yaw: str = "sequence") -> np.ndarray:
+def align_yaw(X, yaw: str = "sequence", layout: str | JointLayout | None = None) -> np.ndarray:
     """Rotate every frame of every body about the vertical (y) axis (§2.6; bug 25: all M bodies).
 
     ``p' = R(theta_t) p`` with ``R(theta) = [[cos, 0, -sin], [0, 1, 0], [sin, 0, cos]]`` and
@@ -139,16 +150,20 @@ def align_yaw(X, yaw: str = "sequence") -> np.ndarray:
     As in the reference, angle, cos and sin are computed in the dtype of ``X`` and the
     rotation itself in float64. ``(3, T, 25, M)`` -> float64.
     """
-    X = _check_sample(X, "X")
+    X = _check_sample(X, "X", layout)
     if yaw not in YAW_MODES:
         raise ValueError(f"unknown yaw mode {yaw!r}; expected one of {YAW_MODES}")
     if yaw == "none":
         return X.astype(np.float64)
-    return _rotate_kernel(X, yaw_angles(X, yaw))
+    return _rotate_kernel(X, yaw_angles(X, yaw, layout))
 
 
 def normalize_sample(
-    D, t_target: int = T_TARGET, centre: bool = True, yaw: str = "sequence"
+    D,
+    t_target: int = T_TARGET,
+    centre: bool = True,
+    yaw: str = "sequence",
+    layout: str | JointLayout | None = None,
 ) -> tuple[np.ndarray, int]:
     """Normalise one sample as ``NTUMotionProcessor`` does (§2 steps 3–6; ``decisions.md`` 3).
 
@@ -159,6 +174,7 @@ def normalize_sample(
         centre: centre every body on its own joint 21 per frame (§2.4); False skips it.
         yaw: ``"sequence"`` (reference, one sign per sequence), ``"frame"`` (per-frame sign,
             fix of bug 18) or ``"none"``.
+        layout: the joint layout of ``D`` (default ``ntu25``).
 
     Returns:
         ``(X, L)``: ``X`` float32 ``(3, t_target, 25, M)`` and the valid length ``L`` (§2.3).
@@ -166,23 +182,26 @@ def normalize_sample(
     Raises:
         EmptySequenceError: ``L == 0`` (no frame where body 0's joint 1 is non-zero).
     """
-    D = _check_sample(D)
+    lay = get_layout(layout)
+    D = _check_sample(D, layout=lay)
     if yaw not in YAW_MODES:
         raise ValueError(f"unknown yaw mode {yaw!r}; expected one of {YAW_MODES}")
     if not np.isfinite(D).all():
         raise ValueError("D contains NaN or inf")
     X = D.astype(np.float32)  # gendata's float32 storage (§1.2)
-    L = valid_length(X)
+    L = valid_length(X, lay)
     if L == 0:
+        joint = lay.joint_names[lay.length_joint].replace("_", " ")
         raise EmptySequenceError(
-            "no valid frame: body 0's joint 1 (spine base) is zero in every frame (L = 0)"
+            f"no valid frame: body 0's joint {lay.length_joint + 1} ({joint}) is zero in every "
+            "frame (L = 0)"
         )
     X = X[:, :L]  # the resize reads nothing else
     if centre:
-        X = centre_bodies(X)
-    X = resize_linear(X, L, t_target).astype(np.float32)  # cv2 returns float32 (§2.5)
+        X = centre_bodies(X, lay)
+    X = resize_linear(X, L, t_target, lay).astype(np.float32)  # cv2 returns float32 (§2.5)
     if yaw != "none":
-        X = align_yaw(X, yaw).astype(np.float32)
+        X = align_yaw(X, yaw, lay).astype(np.float32)
     return X, L
 
 
@@ -192,13 +211,13 @@ _jit = njit(cache=True, error_model="numpy", nogil=True)
 
 
 @_jit
-def _centre_kernel(D):
+def _centre_kernel(D, center):
     C, T, V, M = D.shape
     out = np.empty_like(D)
     for c in range(C):
         for t in range(T):
             for m in range(M):
-                ref = D[c, t, SPINE_SHOULDER, m]
+                ref = D[c, t, center, m]
                 for v in range(V):
                     out[c, t, v, m] = D[c, t, v, m] - ref
     return out
@@ -223,20 +242,20 @@ def _resize_kernel(D, L, t_target):
 
 
 @_jit
-def _yaw_angles_kernel(X, per_frame, eps):
+def _yaw_angles_kernel(X, per_frame, eps, left, right):
     _, T, _, M = X.shape
     theta = np.empty((T, M), dtype=X.dtype)
     for m in range(M):
         total = np.zeros(1, dtype=X.dtype)[0]
         for t in range(T):
-            vx = X[0, t, RIGHT_SHOULDER, m] - X[0, t, LEFT_SHOULDER, m]
-            vz = X[2, t, RIGHT_SHOULDER, m] - X[2, t, LEFT_SHOULDER, m]
+            vx = X[0, t, right, m] - X[0, t, left, m]
+            vz = X[2, t, right, m] - X[2, t, left, m]
             theta[t, m] = np.arccos(vx / (np.sqrt(vx * vx + vz * vz) + eps))
             total += vz
         for t in range(T):
             s = total
             if per_frame:
-                s = X[2, t, RIGHT_SHOULDER, m] - X[2, t, LEFT_SHOULDER, m]
+                s = X[2, t, right, m] - X[2, t, left, m]
             if s >= 0:
                 theta[t, m] = -theta[t, m]
     return theta

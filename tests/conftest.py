@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,22 @@ def ntu_real_dir(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def ntu_real_files(ntu_real_dir: Path) -> list[Path]:
     return sorted(ntu_real_dir.glob("*.skeleton"))
+
+
+@pytest.fixture(scope="session")
+def nucla_dir(tmp_path_factory) -> Path:
+    """The 1,484 shared N-UCLA ``all_sqe`` JSON files, unpacked once into a temporary folder."""
+    d = shared_data_dir()
+    archive = d / "nucla" / "all_sqe.tar.gz" if d is not None else None
+    if archive is None or not archive.is_file():
+        pytest.skip(
+            "N-UCLA files not found: set SKELMOD_SHARED_DATA to the folder holding "
+            "nucla/all_sqe.tar.gz (CI has it in ../shared/data)"
+        )
+    out = tmp_path_factory.mktemp("nucla")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    return out / "all_sqe"
 
 
 @pytest.fixture(scope="module")

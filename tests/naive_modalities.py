@@ -1,14 +1,16 @@
 """Slow, plainly written twins of the modality kernels, straight from ``reference-ikem.md`` §4.
 
-One sample ``X (3, T, 25, M)`` float64 at a time, loops over bodies, frames and joints; the table
+One sample ``X (3, T, V, M)`` float64 at a time, loops over bodies, frames and joints; the table
 of §4 and its notes, read literally. ``s = t_target / frame_count``.
+
+The bone parents, axis partners and torso-normal joints are written out here by hand, never
+imported from ``skelmod.layout`` (a wrong parent there must fail the twin comparisons):
+``ntu25`` from §4, ``kinect-v1-20`` from the rules in the ``skelmod.layout`` docstring.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-from skelmod import layout
 
 EPS = 1e-12  # F.normalize
 
@@ -28,11 +30,80 @@ def norm(v: np.ndarray) -> float:
     return float(np.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
 
 
-def topology(bones: str):
-    """(parents p, axis partners q, torso normal at joint 21?) of a bone convention."""
-    if bones == "6v":
-        return layout.BONE_PARENTS_6V, layout.AXIS_PARTNERS, True
-    return layout.BONE_PARENTS_3V, layout.BONE_PARENTS_3V, False
+# §4, 1-based: "Bone parents p(i), 6-view model", "Rotation-axis partners q(i)", and the
+# 3-view list (22->23, 23->8, 24->25, 25->12); the torso normal (B_2 - B_9) x (B_5 - B_9) at 21.
+_NTU_6V = [2, 21, 21, 3, 21, 5, 6, 7, 21, 9, 10, 11, 1, 13, 14, 15, 1, 17, 18, 19, 21, 8, 8, 12, 12]
+_NTU_AXIS = [
+    2,
+    21,
+    21,
+    3,
+    21,
+    5,
+    6,
+    7,
+    21,
+    9,
+    10,
+    11,
+    1,
+    13,
+    14,
+    15,
+    1,
+    17,
+    18,
+    19,
+    21,
+    8,
+    22,
+    12,
+    24,
+]
+_NTU_3V = [
+    2,
+    21,
+    21,
+    3,
+    21,
+    5,
+    6,
+    7,
+    21,
+    9,
+    10,
+    11,
+    1,
+    13,
+    14,
+    15,
+    1,
+    17,
+    18,
+    19,
+    21,
+    23,
+    8,
+    25,
+    12,
+]
+# Kinect v1 (SDK order), 1-based: the tree rooted at ShoulderCenter (3), which plays NTU's 21;
+# partners = parents; the same torso joints (2, 9, 5), normal in slot 3.
+_V1 = [2, 3, 3, 3, 3, 5, 6, 7, 3, 9, 10, 11, 1, 13, 14, 15, 1, 17, 18, 19]
+_TABLES = {
+    # (layout, bones): (parents, partners, torso (a, b, c, slot) or None), all 1-based
+    ("ntu25", "6v"): (_NTU_6V, _NTU_AXIS, (2, 9, 5, 21)),
+    ("ntu25", "3v"): (_NTU_3V, _NTU_3V, None),
+    ("kinect-v1-20", "6v"): (_V1, _V1, (2, 9, 5, 3)),
+    ("kinect-v1-20", "3v"): (_V1, _V1, None),
+}
+
+
+def topology(bones: str, layout: str = "ntu25"):
+    """(parents p, axis partners q, torso (a, b, c, slot) or None), 0-based, of a convention."""
+    parents, partners, torso = _TABLES[layout, bones]
+    zero = [p - 1 for p in parents], [q - 1 for q in partners]
+    return (*zero, None if torso is None else tuple(j - 1 for j in torso))
 
 
 def naive_velocity(X: np.ndarray, frame_count, t_target=50) -> np.ndarray:
@@ -57,26 +128,29 @@ def naive_acceleration(X: np.ndarray, frame_count, t_target=50) -> np.ndarray:
     return out
 
 
-def naive_bone(X: np.ndarray, bones: str = "6v") -> np.ndarray:
+def naive_bone(X: np.ndarray, bones: str = "6v", layout: str = "ntu25") -> np.ndarray:
     """``B_i = X_i - X_p(i)`` at the child; 6v: ``B_21 = normalize((B_2 - B_9) x (B_5 - B_9))``."""
     X = np.asarray(X, dtype=np.float64)
-    parents, _, torso = topology(bones)
+    parents, _, torso = topology(bones, layout)
     _, T, V, M = X.shape
     B = np.zeros_like(X)
     for m in range(M):
         for t in range(T):
             for i in range(V):
                 B[:, t, i, m] = X[:, t, i, m] - X[:, t, parents[i], m]
-            if torso:
-                b2, b5, b9 = B[:, t, 1, m], B[:, t, 4, m], B[:, t, 8, m]
-                B[:, t, 20, m] = normalize(cross(b2 - b9, b5 - b9))
+            if torso is not None:
+                a, b, c, slot = torso
+                ba, bb, bc = B[:, t, a, m], B[:, t, b, m], B[:, t, c, m]
+                B[:, t, slot, m] = normalize(cross(ba - bb, bc - bb))
     return B
 
 
-def naive_rotation_axis(X: np.ndarray, bones: str = "6v", unit_axis: bool = False) -> np.ndarray:
+def naive_rotation_axis(
+    X: np.ndarray, bones: str = "6v", unit_axis: bool = False, layout: str = "ntu25"
+) -> np.ndarray:
     """``R_i = B_i x B_q(i)``; with ``unit_axis`` normalised (paper eq. 4)."""
-    B = naive_bone(X, bones)
-    _, partners, _ = topology(bones)
+    B = naive_bone(X, bones, layout)
+    _, partners, _ = topology(bones, layout)
     _, T, V, M = B.shape
     R = np.zeros_like(B)
     for m in range(M):
@@ -87,10 +161,10 @@ def naive_rotation_axis(X: np.ndarray, bones: str = "6v", unit_axis: bool = Fals
     return R
 
 
-def naive_joint_angle(X: np.ndarray, bones: str = "6v") -> np.ndarray:
+def naive_joint_angle(X: np.ndarray, bones: str = "6v", layout: str = "ntu25") -> np.ndarray:
     """``theta_i = atan2(|B^_i x B^_q|, B^_i . B^_q)``, shape ``(1, T, V, M)``."""
-    B = naive_bone(X, bones)
-    _, partners, _ = topology(bones)
+    B = naive_bone(X, bones, layout)
+    _, partners, _ = topology(bones, layout)
     _, T, V, M = B.shape
     theta = np.zeros((1, T, V, M))
     for m in range(M):
@@ -104,17 +178,22 @@ def naive_joint_angle(X: np.ndarray, bones: str = "6v") -> np.ndarray:
 
 
 def naive_angular_velocity(
-    X: np.ndarray, frame_count, t_target=50, bones: str = "6v", axis_tol: float = 0.0
+    X: np.ndarray,
+    frame_count,
+    t_target=50,
+    bones: str = "6v",
+    axis_tol: float = 0.0,
+    layout: str = "ntu25",
 ) -> np.ndarray:
     """``Omega_t = s (theta_{t+1} - theta_t) R^_t`` for t = 0..T-2, the last frame 0.
 
     ``axis_tol > 0``: ``R^ = 0`` where ``|R| <= axis_tol |B_i| |B_q|``.
     """
     s = t_target / frame_count
-    B = naive_bone(X, bones)
-    R = naive_rotation_axis(X, bones)
-    theta = naive_joint_angle(X, bones)
-    _, partners, _ = topology(bones)
+    B = naive_bone(X, bones, layout)
+    R = naive_rotation_axis(X, bones, layout=layout)
+    theta = naive_joint_angle(X, bones, layout)
+    _, partners, _ = topology(bones, layout)
     _, T, V, M = R.shape
     out = np.zeros_like(R)
     for m in range(M):
@@ -131,14 +210,19 @@ def naive_angular_velocity(
 
 
 def naive_modalities(
-    X: np.ndarray, frame_count, t_target=50, bones: str = "6v", unit_axis: bool = False
+    X: np.ndarray,
+    frame_count,
+    t_target=50,
+    bones: str = "6v",
+    unit_axis: bool = False,
+    layout: str = "ntu25",
 ) -> dict[str, np.ndarray]:
     """All six modalities of one sample, keyed like ``skelmod.modalities.MODALITIES``."""
     return {
         "joint": np.asarray(X, dtype=np.float64).copy(),
         "velocity": naive_velocity(X, frame_count, t_target),
         "acceleration": naive_acceleration(X, frame_count, t_target),
-        "bone": naive_bone(X, bones),
-        "rotation_axis": naive_rotation_axis(X, bones, unit_axis),
-        "angular_velocity": naive_angular_velocity(X, frame_count, t_target, bones),
+        "bone": naive_bone(X, bones, layout),
+        "rotation_axis": naive_rotation_axis(X, bones, unit_axis, layout),
+        "angular_velocity": naive_angular_velocity(X, frame_count, t_target, bones, layout=layout),
     }

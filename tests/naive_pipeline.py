@@ -35,27 +35,27 @@ def gendata_row(path) -> tuple[np.ndarray, int]:
     return row, frame_count
 
 
-def get_length(data: np.ndarray) -> int:
-    """§2.3: count the frames where body 0's joint 1 is not all-zero."""
+def get_length(data: np.ndarray, length_joint: int = 0) -> int:
+    """§2.3: count the frames where body 0's joint 1 (``length_joint``) is not all-zero."""
     length = 0
     for t in range(data.shape[1]):
         total = 0.0
         for c in range(3):
-            total += abs(float(data[c, t, 0, 0]))
+            total += abs(float(data[c, t, length_joint, 0]))
         if total != 0:
             length += 1
     return length
 
 
-def centre(data: np.ndarray) -> np.ndarray:
-    """§2.4 in float32: every joint minus joint 21 of the same body and frame."""
+def centre(data: np.ndarray, center: int = 20) -> np.ndarray:
+    """§2.4 in float32: every joint minus joint 21 (index ``center``) of the same body/frame."""
     out = np.zeros_like(data)
     C, T, V, M = data.shape
     for m in range(M):
         for t in range(T):
             for v in range(V):
                 for c in range(3):
-                    out[c, t, v, m] = data[c, t, v, m] - data[c, t, 20, m]
+                    out[c, t, v, m] = data[c, t, v, m] - data[c, t, center, m]
     return out
 
 
@@ -95,10 +95,10 @@ def y_transmat(theta_deg) -> np.ndarray:
     return tm
 
 
-def parallel_skeleton(body: np.ndarray) -> np.ndarray:
-    """§2.6 for one body ``(3, T, 25)`` float32; returns the rotated body as float32."""
+def parallel_skeleton(body: np.ndarray, left: int = 4, right: int = 8) -> np.ndarray:
+    """§2.6 for one body ``(3, T, V)`` float32 (shoulders 5, 9 at ``left``, ``right``)."""
     C, T, V = body.shape
-    vec = body[:, :, 8] - body[:, :, 4]
+    vec = body[:, :, right] - body[:, :, left]
     vec[1, :] = 0
     thetas = np.zeros(T, dtype=np.float32)
     for t in range(T):
@@ -119,19 +119,22 @@ def parallel_skeleton(body: np.ndarray) -> np.ndarray:
     return out
 
 
-def naive_normalize(data: np.ndarray, t_target: int = 50) -> tuple[np.ndarray, int]:
+def naive_normalize(
+    data: np.ndarray, t_target: int = 50, center: int = 20, shoulders=(4, 8), length_joint=0
+) -> tuple[np.ndarray, int]:
     """§2 steps 3–6 on one float32 gendata row ``(3, T, 25, M)``: ``(X float32, L)``.
 
+    The joints default to NTU's (21, 5 and 9, 1); other skeletons pass theirs.
     Raises ValueError when ``L == 0`` (the reference would crash inside cv2).
     """
     data = np.asarray(data, dtype=np.float32)
-    length = get_length(data)
+    length = get_length(data, length_joint)
     if length == 0:
         raise ValueError("L = 0")
-    data = centre(data)
+    data = centre(data, center)
     data = real_resize(data, length, t_target)
     for n in range(data.shape[3]):
-        data[:, :, :, n] = parallel_skeleton(data[:, :, :, n])
+        data[:, :, :, n] = parallel_skeleton(data[:, :, :, n], *shoulders)
     return data, length
 
 

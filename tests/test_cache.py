@@ -75,6 +75,34 @@ def test_round_trip_and_splits(tmp_path):
         assert f.attrs["schema_version"] == SCHEMA_VERSION
 
 
+def test_layout_options_and_class_count_are_recorded(tmp_path):
+    arrays, meta = _fake()
+    path = write_cache(
+        tmp_path / "c.h5", arrays, meta, "ntu60", modality_options={"bones": "3v"}, num_class=7
+    )
+    r = open_cache(path)
+    assert (r.layout.name, r.num_class, r.bodies, r.sample_shape) == ("ntu25", 7, 2, (3, 50, 25, 2))
+    assert r.feature_options == layout.ModalityOptions(bones="3v", unit_axis=False)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["layout"] == "ntu25" and f.attrs["num_class"] == 7
+        assert json.loads(f.attrs["modality_options"]) == {"bones": "3v", "unit_axis": False}
+
+
+def test_old_caches_read_as_ntu25_with_their_recorded_options(tmp_path):
+    arrays, meta = _fake()
+    path = write_cache(tmp_path / "c.h5", arrays, meta, "ntu120", {"bone_convention": "3v"})
+    with h5py.File(path, "r+") as f:  # as written before layouts existed
+        for key in ("layout", "modality_options", "num_class"):
+            del f.attrs[key]
+    r = open_cache(path)
+    assert (r.layout.name, r.num_class) == ("ntu25", 120)
+    assert r.feature_options == layout.ModalityOptions(bones="3v", unit_axis=False)
+    with h5py.File(path, "r+") as f:
+        f.attrs["layout"] = "kinect-v2-32"
+    with pytest.raises(CacheError, match="unknown joint layout 'kinect-v2-32'"):
+        open_cache(path)
+
+
 def test_reader_is_picklable_before_and_after_open(tmp_path):
     arrays, meta = _fake()
     r = open_cache(write_cache(tmp_path / "c.h5", arrays, meta, "ntu60"))

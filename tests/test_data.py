@@ -31,17 +31,22 @@ def make_cache(
     classes: int = 4,
     joints: np.ndarray | None = None,
     labels: np.ndarray | None = None,
+    layout: str = "ntu25",
 ) -> Path:
     """A small NTU-60 cache: even samples are xsub-train (subject 1), odd ones xsub-val
-    (subject 3); cameras cycle 1, 2, 3 (xview-train is cameras 2 and 3)."""
+    (subject 3); cameras cycle 1, 2, 3 (xview-train is cameras 2 and 3). With ``layout=
+    "kinect-v1-20"`` an N-UCLA-like cache (20 joints, one body; xview-train is views 1, 2)."""
     rng = np.random.default_rng(seed)
+    v, m = (25, 2) if layout == "ntu25" else (20, 1)
     if joints is None:
-        joints = (0.3 * rng.standard_normal((n, 3, t, 25, 2))).astype(np.float32)
-        joints[: n // 4, ..., 1] = 0.0  # some samples with one body
+        joints = (0.3 * rng.standard_normal((n, 3, t, v, m))).astype(np.float32)
+        joints[: n // 4, ..., 1:] = 0.0  # some samples with one body
     if labels is None:
         labels = np.arange(n) % classes
     frame_count = rng.integers(t // 2, 4 * t, n)
-    arrays = compute_modalities(joints, frame_count, t_target=t, modalities=modalities)
+    arrays = compute_modalities(
+        joints, frame_count, t_target=t, modalities=modalities, layout=layout
+    )
     i = np.arange(n)
     camera = i % 3 + 1
     subject = np.where(i % 2 == 0, 1, 3)
@@ -63,7 +68,8 @@ def make_cache(
         "bodies_seen": np.full(n, 2),
         "bodies_kept": np.full(n, 2),
     }
-    return write_cache(path, arrays, meta, "ntu60", {"test": True})
+    dataset = "ntu60" if layout == "ntu25" else "nucla"
+    return write_cache(path, arrays, meta, dataset, {"test": True}, layout=layout)
 
 
 @pytest.fixture(scope="module")
@@ -176,10 +182,28 @@ def test_linear_eval_dataset_reads_cached_modalities(cache: Path) -> None:
     assert batch[0]["bone"].shape == (4, 3, 50, 25, 2) and batch[1].shape == (4,)
 
 
-def test_missing_modality_and_bad_split_are_clear(tmp_path: Path) -> None:
+def test_a_modality_missing_from_the_cache_is_computed_from_its_joints(tmp_path: Path) -> None:
+    full = make_cache(tmp_path / "full.h5", n=8)
     path = make_cache(tmp_path / "joint_only.h5", n=8, modalities=("joint", "velocity"))
-    with pytest.raises(CacheError, match=r"no bone.*skelmod features"):
-        LinearEvalDataset(path, "xsub-train", ("joint", "bone"))
+    ds = LinearEvalDataset(path, "xsub-train", ("joint", "bone", "angular_velocity"))
+    assert ds.computed == ("bone", "angular_velocity")
+    stored = LinearEvalDataset(full, "xsub-train", ("bone", "angular_velocity"))
+    assert stored.computed == ()
+    for m in ("bone", "angular_velocity"):
+        np.testing.assert_array_equal(ds.read_block(0, 4)[m], stored.read_block(0, 4)[m])
+        np.testing.assert_array_equal(ds[1][0][m], stored[1][0][m])
+    # a cached bone-derived modality with other options than asked for is recomputed too
+    other = LinearEvalDataset(full, "xsub-train", ("velocity", "bone"), bones="3v")
+    assert other.computed == ("bone",)
+    expect = compute_modalities(
+        CacheReader(full).read("joint", 0), CacheReader(full).meta["frame_count"][0],
+        modalities=["bone"], bones="3v",
+    )["bone"]  # fmt: skip
+    np.testing.assert_array_equal(other[0][0]["bone"], expect)
+
+
+def test_bad_split_and_modality_names_are_clear(tmp_path: Path) -> None:
+    path = make_cache(tmp_path / "joint_only.h5", n=8, modalities=("joint", "velocity"))
     with pytest.raises(CacheError, match="unknown split 'xset-train'"):
         LinearEvalDataset(path, "xset-train", ("joint",))
     with pytest.raises(CacheError, match="unknown split"):

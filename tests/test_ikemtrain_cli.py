@@ -144,10 +144,6 @@ def test_library_errors_exit_1(cache: Path, preset: Path, tmp_path: Path) -> Non
         (("pretrain", cache, "--split", "xsub", *base, "--resume"), "no checkpoint"),
         (("pretrain", cache, "--split", "xsub", *base, "--batch-size", "64"), "fewer than one"),
         (
-            ("linear-eval", small, "--split", "xsub", "--random-init", "--streams", "bone", *base),
-            "skelmod features",
-        ),
-        (
             ("linear-eval", small, "--split", "xsub", "--checkpoint", tmp_path, *base),
             "no checkpoint at",
         ),

@@ -15,7 +15,7 @@ from torch import nn
 from ikemtrain.config import ConfigError, LinearEvalConfig, PretrainConfig, lr_at
 from ikemtrain.data import LinearEvalDataset, epoch_generator
 from ikemtrain.engine import linear_eval, pretrain
-from ikemtrain.engine.checkpoint import load_checkpoint
+from ikemtrain.engine.checkpoint import CheckpointError, load_checkpoint
 from ikemtrain.engine.linear_eval import build_encoders, topk_accuracy
 from ikemtrain.engine.loop import seed_everything
 from ikemtrain.nn.init import weights_init
@@ -180,22 +180,38 @@ def test_bad_requests_are_clear(cache: Path, run: Path, tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="unknown split 'xset-train'"):
         linear_eval(le_cfg(), cache, tmp_path, "xset", "joint", checkpoint=run, device="cpu")
     small = make_cache(tmp_path / "small.h5", n=8, t=24, modalities=("joint", "velocity"))
-    with pytest.raises(CacheError, match="no bone.*skelmod features"):
-        linear_eval(le_cfg(), small, tmp_path, "xsub", "3s", checkpoint=run, device="cpu")
     with pytest.raises(CacheError, match="fewer than one batch of 16"):
         linear_eval(le_cfg(batch_size=16), small, tmp_path, "xsub", "joint", checkpoint=run)
 
 
-def test_cached_modalities_must_match_the_pretraining_options(run: Path, tmp_path: Path) -> None:
+def test_modalities_missing_or_cached_with_other_options_are_computed_from_the_joints(
+    cache: Path, run: Path, tmp_path: Path
+) -> None:
     import h5py
 
-    path = make_cache(tmp_path / "c.h5", n=24, t=24, classes=3)
-    with h5py.File(path, "r+") as f:
+    expect = linear_eval(le_cfg(), cache, tmp_path / "a", "xsub", "3s", checkpoint=run, echo=None)
+    assert expect["computed"] == []
+    joints_only = make_cache(tmp_path / "j.h5", n=24, t=24, classes=3, modalities=("joint",))
+    other = make_cache(tmp_path / "o.h5", n=24, t=24, classes=3)
+    with h5py.File(other, "r+") as f:  # a bone of the other convention, as features records it
+        f["modalities/bone"][...] = 0.0
         f["modalities/bone"].attrs["options"] = json.dumps({"unit_axis": False, "bones": "3v"})
-        f["modalities/joint"].attrs["options"] = json.dumps({"bones": "3v"})
-    with pytest.raises(ConfigError, match=r"'bone' was computed with other options \(bones='3v'"):
-        linear_eval(le_cfg(), path, tmp_path, "xsub", "3s", checkpoint=run, device="cpu")
-    linear_eval(le_cfg(epochs=1), path, tmp_path, "xsub", "joint", checkpoint=run, device="cpu")
+    for path, computed in ((joints_only, ["velocity", "bone"]), (other, ["bone"])):
+        got = linear_eval(le_cfg(), path, tmp_path / "b", "xsub", "3s", checkpoint=run, echo=None)
+        assert got["computed"] == computed
+        assert got["history"] == expect["history"]
+
+
+def test_a_cache_of_another_layout_is_refused_by_a_checkpoint(run: Path, tmp_path: Path) -> None:
+    v1 = make_cache(tmp_path / "v1.h5", n=12, t=24, classes=3, layout="kinect-v1-20")
+    with pytest.raises(CheckpointError, match=r"layout kinect-v1-20, but checkpoint .* ntu25"):
+        linear_eval(le_cfg(), v1, tmp_path, "xview", "joint", checkpoint=run, device="cpu")
+    # random-init encoders take the cache's layout (a 20-joint graph) and its class count
+    results = linear_eval(
+        le_cfg(epochs=2), v1, tmp_path, "xview", "3s", random_init=True, backbone=BACKBONE,
+        modalities=("joint", "velocity", "bone"), echo=None,
+    )  # fmt: skip
+    assert results["num_class"] == 10 and results["layout"] == "kinect-v1-20"
 
 
 def test_random_init_features_are_degenerate_without_bn_recalibration(cache: Path) -> None:

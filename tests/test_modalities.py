@@ -14,6 +14,7 @@ from naive_modalities import (
     naive_angular_velocity,
     naive_joint_angle,
     naive_modalities,
+    topology,
 )
 
 from skelmod import layout
@@ -31,19 +32,23 @@ def assert_twin(ours: np.ndarray, ref: np.ndarray, rtol: float = 1e-6) -> None:
     np.testing.assert_allclose(ours, ref, rtol=rtol, atol=1e-9 * scale + 1e-300)
 
 
-def check_against_twin(X, frame_count, t_target=50, bones="6v", unit_axis=False, rtol=1e-6):
+def check_against_twin(
+    X, frame_count, t_target=50, bones="6v", unit_axis=False, rtol=1e-6, layout="ntu25"
+):
     """Every modality and the angles of a batch ``X`` vs the twin, sample by sample."""
-    out = mod.compute_modalities(X, frame_count, t_target, bones=bones, unit_axis=unit_axis)
-    theta = mod.joint_angles(X, bones=bones)
+    out = mod.compute_modalities(
+        X, frame_count, t_target, bones=bones, unit_axis=unit_axis, layout=layout
+    )
+    theta = mod.joint_angles(X, bones=bones, layout=layout)
     assert list(out) == list(mod.MODALITIES)
     fc = np.broadcast_to(frame_count, (X.shape[0],))
     for n in range(X.shape[0]):
         x64 = X[n].astype(np.float64)
-        ref = naive_modalities(x64, fc[n], t_target, bones=bones, unit_axis=unit_axis)
+        ref = naive_modalities(x64, fc[n], t_target, bones, unit_axis, layout)
         for name in mod.MODALITIES:
             assert out[name].dtype == X.dtype, name
             assert_twin(out[name][n], ref[name].astype(X.dtype), rtol)
-        assert_twin(theta[n], naive_joint_angle(x64, bones).astype(X.dtype), rtol)
+        assert_twin(theta[n], naive_joint_angle(x64, bones, layout).astype(X.dtype), rtol)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -116,6 +121,16 @@ def test_random_sequences_match_twin(bones, unit_axis):
     check_against_twin(
         random_batch(1, n=3), np.array([50, 37, 300]), bones=bones, unit_axis=unit_axis
     )
+
+
+@pytest.mark.parametrize(("bones", "unit_axis"), OPTIONS)
+def test_kinect_v1_sequences_match_twin(bones, unit_axis):
+    X = random_batch(2, n=3, t=12)[:, :, :, :20, :1]  # 20 joints, one body (N-UCLA)
+    X[2, :, 3:6] = 0.0  # zero bones and a degenerate torso
+    check_against_twin(X, np.array([50, 9, 120]), bones=bones, unit_axis=unit_axis,
+                       layout="kinect-v1-20")  # fmt: skip
+    with pytest.raises(ValueError, match="V=20 joints of layout kinect-v1-20"):
+        mod.compute_modalities(random_batch(1, n=1), 50, layout="kinect-v1-20")
 
 
 @pytest.mark.parametrize(("t", "m"), [(1, 2), (2, 1), (3, 3), (7, 2)])
@@ -312,7 +327,7 @@ def test_rigid_rotation_of_a_bone_gives_omega_along_the_axis(seed, i, rate, fc, 
     rng = np.random.default_rng(seed)
     T = 6
     pose = rng.normal(size=(3, 25))
-    parents = layout.BONE_PARENTS_6V if bones == "6v" else layout.BONE_PARENTS_3V
+    parents = topology(bones)[0]  # written by hand in the twin
     p = parents[i]
     bq = pose[:, p] - pose[:, parents[p]]  # the partner bone: q(i) = p(i) for these leaves
     e1 = bq / np.linalg.norm(bq)
@@ -385,7 +400,7 @@ def test_other_bad_arguments_are_clear_errors():
         mod.velocity(X, 50, t_target=0)
     with pytest.raises(ValueError, match="t_target"):
         mod.velocity(X, 50, t_target=float("nan"))
-    with pytest.raises(ValueError, match=r"valid ones are \('joint'"):
+    with pytest.raises(ValueError, match="unknown modalities speed; expected a comma"):
         mod.compute_modalities(X, 50, modalities=["joint", "speed"])
     with pytest.raises(ValueError, match="'6v', '3v'"):
         mod.compute_modalities(X, 50, bones="4v")

@@ -17,6 +17,7 @@ from cli.ikemtrain_cli import main as ikemtrain_main
 from cli.skelmod_cli import main
 from skelmod.cache import CacheReader, partial_path
 from skelmod.features import add_features
+from skelmod.modalities import compute_modalities
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -96,6 +97,21 @@ def test_features_adds_modalities_atomically(raw_dir, tmp_path):
     res = CliRunner().invoke(main, ["features", str(out), "--modalities", "bone", "--unit-axis"])
     assert res.exit_code == 0
     assert CacheReader(out).modality_options["bone"]["unit_axis"] is True
+    assert CacheReader(out).feature_options.to_json() == {"bones": "6v", "unit_axis": True}
+    # other bone options recompute every bone-derived modality held, never a mix
+    res = CliRunner().invoke(
+        main, ["features", str(out), "--modalities", "rotation_axis", "--bones", "3v"]
+    )
+    assert res.exit_code == 0, res.output
+    r = CacheReader(out)
+    assert r.options["features"][-1]["modalities"] == ["bone", "rotation_axis"]
+    assert r.feature_options.to_json() == {"bones": "3v", "unit_axis": True}  # unit_axis kept
+    for m in ("bone", "rotation_axis"):
+        assert r.modality_options[m] == {"bones": "3v", "unit_axis": True, "t_target": 50}
+    expect = compute_modalities(
+        r.read("joint", slice(None)), r.meta["frame_count"], modalities=["bone"], bones="3v"
+    )["bone"]
+    np.testing.assert_array_equal(r.read("bone", slice(None)), expect)
 
 
 def _commands(group):

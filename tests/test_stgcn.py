@@ -144,3 +144,16 @@ def test_bad_constructor_arguments():
         STGCN(t_kernel=4)
     with pytest.raises(ValueError, match="dropout"):
         STGCN(dropout=1.5)
+
+
+def test_kinect_v1_backbone_has_the_20_joint_graph():
+    """Only data_bn (2 * 3 * V) and the edge importance (10 * 3 * V * V) depend on V."""
+    net = STGCN(layout="kinect-v1-20")
+    assert n_params(net.data_bn) == 2 * 3 * 20
+    assert sum(p.numel() for p in net.edge_importance) == 10 * 3 * 20 * 20
+    assert n_params(net) == 821_380 - 150 - 18_750 + 120 + 12_000
+    net.eval()
+    with torch.no_grad():
+        assert net(torch.randn(2, 3, 50, 20, 1)).shape == (2, 256)
+    with pytest.raises(ValueError, match="25 joints"):
+        STGCN()(torch.randn(1, 3, 50, 20, 1))

@@ -6,7 +6,10 @@ A pre-training checkpoint (``OUT/checkpoint.pt``, rewritten after every epoch) h
 * ``optimizer``: the SGD state (momentum buffers);
 * ``epoch``: the last finished epoch (1-based);
 * ``rng``: torch (CPU and every CUDA device), numpy and Python random states;
-* ``config``: the settings of the run (``PretrainConfig.to_dict()``);
+* ``config``: the settings of the run (``PretrainConfig.to_dict()``, with the modality options
+  ``bones`` / ``unit_axis`` resolved from the cache);
+* ``layout``: the joint layout of the cache it was trained on (absent in older checkpoints,
+  which read as ``ntu25``), and ``num_class``, the cache's class count;
 * ``format`` / ``version``: what kind of file this is.
 
 Files are written to a temporary file in the same folder and moved into place with
@@ -28,6 +31,8 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
     "capture_rng",
+    "check_layout",
+    "checkpoint_layout",
     "find_checkpoint",
     "load_checkpoint",
     "restore_rng",
@@ -81,6 +86,21 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def checkpoint_layout(state: dict[str, Any]) -> str:
+    """The joint layout a checkpoint was trained on (``ntu25`` for older checkpoints)."""
+    return str(state.get("layout", "ntu25"))
+
+
+def check_layout(state: dict[str, Any], reader: Any, path: str | os.PathLike) -> None:
+    """Refuse a cache (``CacheReader``) whose joint layout is not the checkpoint's."""
+    trained = checkpoint_layout(state)
+    if reader.layout.name != trained:
+        raise CheckpointError(
+            f"{reader.path}: joint layout {reader.layout.name}, but checkpoint {path} was "
+            f"trained on {trained}; use a cache of layout {trained}"
+        )
 
 
 def find_checkpoint(path: str | os.PathLike) -> Path:

@@ -8,8 +8,12 @@ Protocol:
 * a ``Linear(hidden_dim, num_class)`` per modality; a fused stream (``3s``: joint, velocity,
   bone; ``6s``: all six) averages the logits and the heads are trained **jointly** on the
   averaged logits with cross-entropy;
-* inputs: the cached modalities, unaugmented; train on ``<split>-train`` (``drop_last``
-  batches), evaluate on ``<split>-val`` every ``eval_interval`` epochs and at the last;
+* inputs: the cached modalities, unaugmented (a modality the cache lacks, or holds with
+  other modality options than the pre-training's, is computed from the cached joints);
+  train on ``<split>-train`` (``drop_last`` batches), evaluate on ``<split>-val`` every
+  ``eval_interval`` epochs and at the last; the class count is the cache's ``num_class``;
+* a checkpoint evaluates only caches of its own joint layout; random-init encoders take the
+  cache's layout;
 * SGD (momentum 0.9, no Nesterov, weight decay 0) with the step schedule (lr 3.0 ×0.1 after
   epoch 80 in the paper preset).
 
@@ -37,7 +41,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from skelmod.cache import CacheError, CacheReader
-from skelmod.layout import NUM_ACTIONS
 
 from ..config import (
     ConfigError,
@@ -49,7 +52,13 @@ from ..config import (
 from ..data import LinearEvalDataset, epoch_generator
 from ..nn.init import weights_init
 from ..nn.stgcn import STGCN
-from .checkpoint import CheckpointError, find_checkpoint, load_checkpoint
+from .checkpoint import (
+    CheckpointError,
+    check_layout,
+    checkpoint_layout,
+    find_checkpoint,
+    load_checkpoint,
+)
 from .distributed import resolve_device
 from .logging import format_epoch
 from .loop import seed_everything
@@ -134,33 +143,6 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list
     return [100.0 * float(hit[:, : min(k, top.shape[1])].any(1).float().mean()) for k in ks]
 
 
-def check_feature_options(reader: CacheReader, modalities: Sequence[str], pcfg) -> None:
-    """The cached bone-derived modalities must use the pre-training's ``unit_axis``/``bones``.
-
-    Pre-training computes the modalities online with its own settings; a cache converted
-    with other ones would evaluate the encoders on inputs they never saw. Caches that do not
-    record the options are accepted.
-    """
-    for m in modalities:
-        if m not in ("bone", "rotation_axis", "angular_velocity"):
-            continue
-        opts = reader.modality_options.get(m) or {}
-        cached = {
-            "unit_axis": opts.get("unit_axis"),
-            "bones": opts.get("bones", opts.get("bone_convention")),
-        }
-        wanted = {"unit_axis": pcfg.unit_axis, "bones": pcfg.bones}
-        diff = [k for k in wanted if cached[k] is not None and cached[k] != wanted[k]]
-        if diff:
-            detail = ", ".join(
-                f"{k}={cached[k]!r} in the cache, {wanted[k]!r} in pre-training" for k in diff
-            )
-            raise ConfigError(
-                f"{reader.path}: modality {m!r} was computed with other options ({detail}); "
-                "recompute it with `skelmod features` or pre-train with matching options"
-            )
-
-
 def _fused_logits(heads: nn.ModuleDict, feats: dict[str, torch.Tensor], idx=None):
     logits = [heads[m](feats[m] if idx is None else feats[m][idx]) for m in heads]
     return torch.stack(logits).mean(0)
@@ -217,13 +199,17 @@ def linear_eval(
         state = load_checkpoint(checkpoint)
         pcfg = PretrainConfig(**state["config"])
         pretrain_cfg = pcfg.to_dict()
-        backbone, available = pcfg.backbone, pcfg.modalities
+        available = pcfg.modalities
+        backbone = {**pcfg.backbone, "layout": checkpoint_layout(state)}
+        # older checkpoints recorded the preset's options, None there meant the defaults
+        options = {"unit_axis": bool(pcfg.unit_axis), "bones": pcfg.bones or "6v"}
         state_dict = state["model"]
         where = f"checkpoint {checkpoint} (pre-trained on {', '.join(available)})"
     else:
         if backbone is None or modalities is None:
             raise ConfigError("random_init needs the backbone settings and the modality set")
         available = tuple(modalities)
+        options = {}  # the cache's own
         where = f"the random-init modality set ({', '.join(available)})"
     missing = [m for m in needed if m not in available]
     if missing:
@@ -231,17 +217,23 @@ def linear_eval(
 
     dev = resolve_device(device)
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
-    reader.require(needed)
     if checkpoint is not None:
-        check_feature_options(reader, needed, pcfg)
-    train_set = LinearEvalDataset(reader, f"{split}-train", needed)
-    val_set = LinearEvalDataset(reader, f"{split}-val", needed)
+        check_layout(state, reader, checkpoint)
+    else:
+        backbone = {**backbone, "layout": reader.layout.name}
+    train_set = LinearEvalDataset(reader, f"{split}-train", needed, **options)
+    val_set = LinearEvalDataset(reader, f"{split}-val", needed, **options)
+    if train_set.computed and echo is not None:
+        echo(
+            f"computing {', '.join(train_set.computed)} from the cached joints (not in the "
+            "cache with the pre-training's modality options)"
+        )
     if len(train_set) < cfg.batch_size:
         raise CacheError(
             f"{reader.path}: split {split}-train has {len(train_set)} samples, fewer than one "
             f"batch of {cfg.batch_size} (batches drop the remainder); lower batch_size"
         )
-    num_class = NUM_ACTIONS[reader.dataset]
+    num_class = reader.num_class
 
     started = time.perf_counter()
     seed_everything(cfg.seed)
@@ -309,6 +301,8 @@ def linear_eval(
         "top1_best": max(h["top1"] for h in evaluated),
         "top5_best": max(h["top5"] for h in evaluated),
         "num_class": num_class,
+        "layout": reader.layout.name,
+        "computed": list(train_set.computed),
         "train_samples": n_train,
         "val_samples": len(val_set),
         "checkpoint": str(checkpoint) if checkpoint is not None else None,

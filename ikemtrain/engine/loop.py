@@ -12,6 +12,10 @@
   for any number of loader workers.
 * The model does its own momentum update and enqueue inside ``forward``; the loop does
   ``backward`` and ``step``.
+* The cache decides the data: the joint layout (the ST-GCN graph) and the modality options
+  (``bones``, ``unit_axis``) come from it (:func:`resolve_cache_options`); a preset value
+  that contradicts the cache is refused before the first epoch. The checkpoint records both
+  (``layout``; the resolved options in ``config``) and the cache's ``num_class``.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
     capture_rng,
+    check_layout,
     load_checkpoint,
     restore_rng,
     save_checkpoint,
@@ -48,7 +53,7 @@ from .distributed import (
 )
 from .logging import MetricsLog
 
-__all__ = ["build_model", "pretrain", "seed_everything"]
+__all__ = ["build_model", "pretrain", "resolve_cache_options", "seed_everything"]
 
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "workers")
@@ -63,9 +68,32 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def build_model(cfg: PretrainConfig) -> PretrainModel:
-    """The pre-training model of ``cfg`` (§6), on the CPU."""
-    return PretrainModel(cfg.modalities, **cfg.model_kwargs())
+def build_model(cfg: PretrainConfig, layout: str = "ntu25") -> PretrainModel:
+    """The pre-training model of ``cfg`` (§6) for a joint ``layout``'s graph, on the CPU."""
+    kwargs = cfg.model_kwargs()
+    kwargs["backbone"] = {**kwargs["backbone"], "layout": layout}
+    return PretrainModel(cfg.modalities, **kwargs)
+
+
+def resolve_cache_options(cfg: PretrainConfig, reader: CacheReader) -> PretrainConfig:
+    """``cfg`` with the cache's modality options (``bones``, ``unit_axis``).
+
+    A value the preset sets (not None) must equal the cache's: pre-training computes the
+    modalities online, and linear evaluation reads the cached ones, so both must agree.
+
+    Raises:
+        ConfigError: the preset asks for other options than the cache's.
+    """
+    own = reader.feature_options
+    for key in ("bones", "unit_axis"):
+        want, have = getattr(cfg, key), getattr(own, key)
+        if want is not None and want != have:
+            raise ConfigError(
+                f"{reader.path}: the cache's modalities use {key}={have!r}, the settings ask "
+                f"for {key}={want!r}; recompute them with `skelmod features` or drop {key} "
+                "from the preset to take the cache's"
+            )
+    return cfg.replace(bones=own.bones, unit_axis=own.unit_axis)
 
 
 def _check_resume(saved: dict[str, Any], cfg: PretrainConfig, path: Path) -> None:
@@ -135,6 +163,7 @@ def pretrain(
     batch = cfg.batch_size // info.world_size
 
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    cfg = resolve_cache_options(cfg, reader)
     dataset = PretrainDataset(
         reader,
         f"{cfg.split}-train",
@@ -153,7 +182,7 @@ def pretrain(
         )
 
     seed_everything(cfg.seed)
-    model = build_model(cfg).to(dev)
+    model = build_model(cfg, reader.layout.name).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params,
@@ -167,6 +196,7 @@ def pretrain(
         if not ckpt_path.exists():
             raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
         state = load_checkpoint(ckpt_path, map_location=dev)
+        check_layout(state, reader, ckpt_path)
         _check_resume(state["config"], cfg, ckpt_path)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -205,6 +235,8 @@ def pretrain(
                         "optimizer": optimizer.state_dict(),
                         "rng": capture_rng(),
                         "config": cfg.to_dict(),
+                        "layout": reader.layout.name,
+                        "num_class": reader.num_class,
                         "cache": str(reader.path),
                     },
                 )

@@ -1,7 +1,8 @@
-"""The NTU skeleton graph with ST-GCN's ``spatial`` partition (reference-ikem.md §5).
+"""The skeleton graph with ST-GCN's ``spatial`` partition (reference-ikem.md §5).
 
-Joints are 0-based here (1-based NTU ids in the prose); the edges and the centre come from
-:mod:`skelmod.layout`. The adjacency tensor ``A`` has shape ``(3, V, V)`` and is indexed
+Joints are 0-based here (1-based NTU ids in the prose); the edges and the centre come from a
+:class:`skelmod.layout.JointLayout` (default ``ntu25``; :func:`layout_partition` for any
+registered layout). The adjacency tensor ``A`` has shape ``(3, V, V)`` and is indexed
 ``A[k, source, target]``: the graph convolution computes ``h'_w = sum_k sum_v h_{k,v} A[k, v, w]``.
 
 The reference builds the partition from hop distances truncated at ``max_hop = 1``, so every
@@ -20,9 +21,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from skelmod.layout import GRAPH_CENTER, GRAPH_EDGES, V
+from skelmod.layout import GRAPH_CENTER, GRAPH_EDGES, JointLayout, V, get_layout
 
-__all__ = ["adjacency", "hop_distance", "normalize_digraph", "spatial_partition"]
+__all__ = [
+    "adjacency",
+    "hop_distance",
+    "layout_partition",
+    "normalize_digraph",
+    "spatial_partition",
+]
 
 
 def adjacency(num_node: int = V, edges=GRAPH_EDGES) -> np.ndarray:
@@ -79,3 +86,9 @@ def spatial_partition(
             subsets.append(np.where(root | close, norm, 0.0))
             subsets.append(np.where(further, norm, 0.0))
     return np.stack(subsets)
+
+
+def layout_partition(layout: str | JointLayout | None = None) -> np.ndarray:
+    """:func:`spatial_partition` of a registered joint layout's edges and centre (§5)."""
+    lay = get_layout(layout)
+    return spatial_partition(lay.V, lay.edges, lay.center)

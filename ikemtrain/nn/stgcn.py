@@ -1,9 +1,10 @@
 """ST-GCN backbone exactly as the reference uses it (reference-ikem.md §5).
 
-Input ``x`` is ``(N, C, T, V, M)`` (C coordinates or modality channels, T frames, V=25 NTU
-joints, M bodies); the output is the pooled feature ``f`` of shape ``(N, hidden_dim)``, the
-global average over (T', V) followed by the mean over the M bodies (an all-zero absent body
-still contributes its bias-driven features, bug 29, replicated). There is no ``fc`` inside:
+Input ``x`` is ``(N, C, T, V, M)`` (C coordinates or modality channels, T frames, V joints of
+the ``layout``, 25 for the default ``ntu25``, M bodies); the output is the pooled feature ``f``
+of shape ``(N, hidden_dim)``, the global average over (T', V) followed by the mean over the M
+bodies (an all-zero absent body still contributes its bias-driven features, bug 29,
+replicated). There is no ``fc`` inside:
 heads live in :mod:`ikemtrain.nn.heads`.
 
 Submodule names follow the reference (``data_bn``, ``st_gcn_networks``, ``edge_importance``,
@@ -15,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ikemtrain.nn.graph import spatial_partition
+from ikemtrain.nn.graph import layout_partition
 
 __all__ = ["STGCN", "STGCNBlock", "ConvTemporalGraphical"]
 
@@ -95,8 +96,9 @@ class STGCN(nn.Module):
     Widths: ``hidden_channels`` (blocks 1-4), ``2*hidden_channels`` (5-7), ``4*hidden_channels``
     (8-9), ``hidden_dim`` (10); temporal strides 2 at blocks 5 and 8 (T 50 -> 25 -> 13).
     Block 1 has no residual and no dropout. With the defaults it has 821,380 parameters.
-    ``A`` (the §5 spatial partition, ``(3, 25, 25)``) is a buffer; with ``edge_importance``
-    each block multiplies it by its own learnable ``(3, 25, 25)`` mask initialised to ones.
+    ``A`` (the §5 spatial partition of ``layout``'s graph, ``(3, V, V)``; ``ntu25`` by default)
+    is a buffer; with ``edge_importance`` each block multiplies it by its own learnable
+    ``(3, V, V)`` mask initialised to ones.
     """
 
     def __init__(
@@ -107,6 +109,7 @@ class STGCN(nn.Module):
         dropout: float = 0.5,
         edge_importance: bool = True,
         t_kernel: int = 9,
+        layout: str = "ntu25",
     ):
         super().__init__()
         for name, value in (
@@ -120,7 +123,8 @@ class STGCN(nn.Module):
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.in_channels = in_channels
         self.hidden_dim = hidden_dim
-        A = torch.tensor(spatial_partition(), dtype=torch.float32)
+        self.layout = layout
+        A = torch.tensor(layout_partition(layout), dtype=torch.float32)
         self.register_buffer("A", A)
         k, v = A.shape[0], A.shape[1]
         self.num_node = v
