@@ -154,3 +154,44 @@ def test_a_file_is_read_as_its_joints(nucla_dir: Path) -> None:
     assert sample.joints.shape == (3, len(data["skeletons"]), 20, 1)
     assert sample.joints[:, 0, 0, 0].tolist() == data["skeletons"][0][0]
     assert (sample.label, sample.view, sample.frame_count) == (0, 1, len(data["skeletons"]))
+
+
+def test_end_to_end_on_forty_files(nucla_dir: Path, tmp_path: Path) -> None:
+    """convert --dataset nucla -> info -> pretrain (tiny, 6 modalities, 1 epoch) -> linear-eval 6s
+    from a joints-only cache, through the command lines, as a user would run them."""
+    from cli.ikemtrain_cli import main as ikemtrain_main
+
+    raw = tmp_path / "all_sqe"
+    raw.mkdir()
+    for path in sorted(nucla_dir.glob("*.json"))[::37]:  # 41 files over all actions and views
+        shutil.copy(path, raw)
+    cache = tmp_path / "nucla.h5"
+    runner = CliRunner()
+
+    def run(main, *args):
+        result = runner.invoke(main, [str(a) for a in args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    out = run(skelmod_main, "convert", raw, "--dataset", "nucla", "-o", cache, "--quiet")
+    assert "converted 41 of 41 files (nucla)" in out
+    out = run(skelmod_main, "info", cache)
+    assert "layout kinect-v1-20 (20 joints, 1 body), 10 classes" in out
+    r = CacheReader(cache)
+    n_train = r.split_indices("xview-train").size
+    assert r.modalities == ("joint",) and 16 <= n_train < 41
+    run(
+        ikemtrain_main, "pretrain", cache, "--split", "xview", "--preset", "tiny",
+        "--modalities", "6", "--epochs", "1", "--workers", "0", "--device", "cpu",
+        "--out", tmp_path / "run",
+    )  # fmt: skip
+    out = run(
+        ikemtrain_main, "linear-eval", cache, "--split", "xview", "--checkpoint",
+        tmp_path / "run", "--streams", "6s", "--preset", "tiny", "--epochs", "2",
+        "--batch-size", "8", "--device", "cpu", "--out", tmp_path / "le",
+    )  # fmt: skip
+    assert "computing velocity, acceleration, bone, rotation_axis, angular_velocity" in out
+    results = json.loads((tmp_path / "le" / "results.json").read_text())
+    assert results["num_class"] == 10 and results["layout"] == "kinect-v1-20"
+    assert results["train_samples"] == n_train and results["val_samples"] == 41 - n_train
+    assert len(results["history"]) == 2 and np.isfinite(results["history"][-1]["loss"])
