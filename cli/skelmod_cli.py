@@ -195,6 +195,76 @@ def convert(
     sys.exit(0 if report.ok else 1)
 
 
+@main.command("import")
+@click.argument("arrays", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Cache file to write (atomically).",
+)
+@click.option(
+    "--layout",
+    "layout_name",
+    required=True,
+    type=click.Choice(list(layout.LAYOUTS)),
+    help="Joint layout of the arrays (V joints in its order).",
+)
+@click.option(
+    "--frames",
+    type=click.IntRange(min=2),
+    default=layout.T_TARGET,
+    show_default=True,
+    help="Frames per sample after the linear resize (§2.5).",
+)
+@click.option(
+    "--yaw",
+    type=click.Choice(YAW_MODES),
+    default="sequence",
+    show_default=True,
+    help="Yaw alignment: one sign per sequence (reference), per frame, or none.",
+)
+@click.option("--no-centre", is_flag=True, help="Do not centre each body on the centre joint.")
+@_modalities_option("joint")
+@_feature_options()
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def import_(arrays, out, layout_name, frames, yaw, no_centre, modalities, unit_axis, bones, quiet):
+    """Convert an .npz of concatenated sequences (any Kinect-style data set) into a cache.
+
+    Example: skelmod import utkinect.npz --layout kinect-v1-20 -o utkinect.h5
+
+    ARRAYS holds joints (ΣT, V, 3) or (ΣT, M, V, 3), offsets (N+1,), label (N,), optional
+    subject, view, name (N,) and boolean train_<split> masks (N,) that define <split>-train and
+    <split>-val (the format is documented in skelmod.importer and the README). Exit code 0 when
+    every sequence converted, 1 when some were rejected or the arrays are malformed, 2 for
+    usage errors.
+    """
+    from skelmod.convert import ConvertError, ConvertOptions, parse_modalities
+    from skelmod.importer import ArrayImportError, import_arrays
+
+    try:
+        options = ConvertOptions(
+            frames=frames,
+            centre=not no_centre,
+            yaw=yaw,
+            modalities=parse_modalities(modalities),
+            unit_axis=unit_axis,
+            bones=bones,
+        )
+    except ConvertError as e:
+        raise click.BadParameter(str(e)) from None
+    try:
+        with Progress("importing", quiet) as progress:
+            report = import_arrays(
+                arrays, out, layout_name=layout_name, options=options, progress=progress
+            )
+    except ArrayImportError as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(report.summary())
+    sys.exit(0 if report.ok else 1)
+
+
 @main.command()
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -203,24 +203,33 @@ def convert_file(path: str | os.PathLike, options: ConvertOptions) -> dict[str, 
         raise ConvertError(f"{path}: no reader for {path.suffix!r} files")
     read, layout_name = _READERS[path.suffix]
     d, meta, dropped, fallbacks = read(path, options)
+    arrays, length = process_sample(d, meta["frame_count"], options, layout_name)
+    return {
+        "arrays": arrays,
+        "meta": {**meta, "valid_length": length},
+        "dropped": dropped,
+        "fallbacks": fallbacks,
+    }
+
+
+def process_sample(
+    d: np.ndarray, frame_count: int, options: ConvertOptions, layout_name: str
+) -> tuple[dict[str, np.ndarray], int]:
+    """Selected bodies ``(3, F, V, M)`` -> ``({modality: (3, T, V, M) float32}, L)``: the
+    normalisation of §2 and the modalities of §4 in the joint layout ``layout_name``."""
     x, length = normalize_sample(
         d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
     )
     arrays = compute_modalities(
         x,
-        meta["frame_count"],
+        frame_count,
         t_target=options.frames,
         modalities=list(options.modalities),
         unit_axis=options.unit_axis,
         bones=options.bones,
         layout=layout_name,
     )
-    return {
-        "arrays": {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()},
-        "meta": {**meta, "valid_length": length},
-        "dropped": dropped,
-        "fallbacks": fallbacks,
-    }
+    return {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}, length
 
 
 def _work(args: tuple[str, ConvertOptions]) -> tuple[str, dict[str, Any] | None, str | None]:
