@@ -258,21 +258,20 @@ class Modality:
     bone_options: bool
 
 
-#: The six modalities in canonical order (§4; the paper's J, Vel, Acc, B, R, Ω).
+#: The kernel's outputs (``skelmod._kernels.modalities_batch``) in slot order; ``theta`` is
+#: internal (one channel), the others are modalities.
+KERNEL_OUTPUTS = ("velocity", "acceleration", "bone", "rotation_axis", "theta", "angular_velocity")
+#: The six modalities in canonical order (§4; the paper's J, Vel, Acc, B, R, Ω): the bone
+#: options change bone, rotation_axis and angular_velocity (all built on the bones).
 MODALITY_REGISTRY: dict[str, Modality] = {
-    m.name: m
-    for m in (
-        Modality("joint", None, False),
-        Modality("velocity", 0, False),
-        Modality("acceleration", 1, False),
-        Modality("bone", 2, True),
-        Modality("rotation_axis", 3, True),
-        Modality("angular_velocity", 5, True),
+    name: Modality(
+        name,
+        KERNEL_OUTPUTS.index(name) if name in KERNEL_OUTPUTS else None,
+        name in ("bone", "rotation_axis", "angular_velocity"),
     )
+    for name in ("joint", "velocity", "acceleration", "bone", "rotation_axis", "angular_velocity")
 }
 MODALITY_NAMES = tuple(MODALITY_REGISTRY)
-#: Kernel output slots in order; ``theta`` (slot 4) is internal (one channel).
-KERNEL_OUTPUTS = ("velocity", "acceleration", "bone", "rotation_axis", "theta", "angular_velocity")
 #: Bone conventions accepted by ``bones=`` (§4).
 BONE_CONVENTIONS = ("6v", "3v")
 

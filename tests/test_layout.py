@@ -137,3 +137,23 @@ def test_nucla_split_is_views_one_and_two() -> None:
     mask = layout.train_mask("nucla", "xview", np.zeros(6), views, np.ones(6))
     assert mask.tolist() == [True, True, False, False, True, True]
     assert layout.split_names("nucla") == ("xview-train", "xview-val")
+
+
+def test_ntu_split_lists_match_the_reference() -> None:
+    """§1.2's train lists, written out here."""
+    xsub60 = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
+    xsub120 = xsub60 | {
+        45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85,
+        86, 89, 91, 92, 93, 94, 95, 97, 98, 100, 103,
+    }  # fmt: skip
+    assert len(xsub60) == 20 and len(xsub120) == 53
+    ids = np.arange(1, 121)
+    for dataset, benchmark, column, train in (
+        ("ntu60", "xsub", "subject", xsub60),
+        ("ntu120", "xsub", "subject", xsub120),
+        ("ntu60", "xview", "camera", {2, 3}),
+        ("ntu120", "xset", "setup", set(range(2, 33, 2))),
+    ):
+        cols = {"setup": ids, "camera": ids, "subject": ids, column: ids}
+        mask = layout.train_mask(dataset, benchmark, cols["setup"], cols["camera"], cols["subject"])
+        assert set(ids[mask].tolist()) == train, (dataset, benchmark)
