@@ -289,3 +289,38 @@ def test_ddp_two_gloo_processes(cache: Path, tmp_path: Path) -> None:
     assert [r["epoch"] for r in records] == [1, 2] and [r["stage"] for r in records] == [1, 2]
     assert all(r["iterations"] == 2 for r in records)  # 8 samples / 2 ranks / batch 2 each
     assert load_checkpoint(tmp_path)["epoch"] == 2
+
+
+def test_pretraining_takes_the_modality_options_and_layout_from_the_cache(tmp_path: Path) -> None:
+    import h5py
+
+    path = make_cache(tmp_path / "v1.h5", n=16, t=24, layout="kinect-v1-20")
+    with h5py.File(path, "r+") as f:  # a cache whose bone-derived modalities are 3v
+        f.attrs["modality_options"] = json.dumps({"bones": "3v", "unit_axis": True})
+    mods, split = ("joint", "bone"), "xview"
+    with pytest.raises(ConfigError, match=r"the cache's modalities use bones='3v'.*bones='6v'"):
+        pretrain(tiny(modalities=mods, split=split, bones="6v"), path, tmp_path / "a", echo=None)
+    assert not (tmp_path / "a" / "checkpoint.pt").exists()  # refused before the first epoch
+    pretrain(
+        tiny(modalities=mods, split=split, epochs=1),
+        path,
+        tmp_path / "b",
+        echo=None,
+        tensorboard=False,
+    )
+    state = load_checkpoint(tmp_path / "b")
+    assert (state["config"]["bones"], state["config"]["unit_axis"]) == ("3v", True)
+    assert (state["layout"], state["num_class"]) == ("kinect-v1-20", 10)
+    assert state["model"]["branches.bone.encoder_q.A"].shape == (3, 20, 20)
+    # resuming on a cache of another layout is refused with one line
+    other = make_cache(tmp_path / "ntu.h5", n=16, t=24)
+    with pytest.raises(
+        CheckpointError, match=r"joint layout ntu25, but checkpoint .* kinect-v1-20"
+    ):
+        pretrain(
+            tiny(modalities=mods, split=split, epochs=2),
+            other,
+            tmp_path / "b",
+            resume=True,
+            echo=None,
+        )
