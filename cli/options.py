@@ -34,8 +34,8 @@ split_option = click.option(
     "--split",
     required=True,
     metavar="NAME",
-    help="Benchmark, e.g. xsub or xview (ntu60), xsub or xset (ntu120): trains on "
-    "NAME-train and evaluates on NAME-val.",
+    help="Benchmark, e.g. xsub or xview (ntu60), xsub or xset (ntu120), xview (nucla), or an "
+    "imported cache's split: trains on NAME-train and evaluates on NAME-val.",
 )
 
 modalities_option = click.option(

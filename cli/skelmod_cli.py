@@ -1,4 +1,4 @@
-"""``skelmod``: raw NTU skeletons to an HDF5 cache of modalities.
+"""``skelmod``: raw skeletons (NTU, N-UCLA, imported arrays) to an HDF5 cache of modalities.
 
 Each command parses options, calls the library and turns its errors into clear messages.
 Exit codes: 0 success, 1 partial failure (some files rejected) or a failed run, 2 usage errors.
@@ -82,7 +82,8 @@ def _feature_options(keep: bool = False):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ikem-toolkit")
 def main() -> None:
-    """Turn raw NTU RGB+D .skeleton files into an HDF5 cache of six modalities."""
+    """Turn raw skeletons (NTU RGB+D .skeleton, N-UCLA .json, or arrays of any Kinect-style
+    data set) into an HDF5 cache of six modalities."""
 
 
 @main.command()

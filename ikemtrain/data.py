@@ -61,7 +61,7 @@ def _open(cache: str | os.PathLike | CacheReader) -> CacheReader:
     return cache if isinstance(cache, CacheReader) else CacheReader(cache)
 
 
-def _modalities(reader: CacheReader, modalities: Sequence[str]) -> tuple[str, ...]:
+def _modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     try:
         return check_modalities(list(modalities), allow_all=False)
     except LayoutError as e:
@@ -117,7 +117,7 @@ class PretrainDataset(Dataset):
     ):
         self.reader = _open(cache_path)
         self.reader.require(["joint"])
-        modalities = _modalities(self.reader, modalities)
+        modalities = _modalities(modalities)
         if self.reader.t != t_target:
             raise ValueError(
                 f"{self.reader.path}: cache has T={self.reader.t} frames, but t_target={t_target}"
@@ -190,7 +190,7 @@ class LinearEvalDataset(Dataset):
         bones: str | None = None,
     ):
         self.reader = _open(cache_path)
-        self.modalities = _modalities(self.reader, modalities)
+        self.modalities = _modalities(modalities)
         self.options = _options(self.reader, unit_axis, bones)
         self.computed = tuple(m for m in self.modalities if not self._cached(m))
         if self.computed:

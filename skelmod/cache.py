@@ -373,7 +373,12 @@ class CacheReader:
                 for k in META_FIELDS
             }
             self.n = len(self.meta["name"])
-            self.bodies = int(mods["joint"].shape[-1]) if mods["joint"].ndim == 5 else -1
+            if mods["joint"].ndim != 5:
+                raise CacheError(
+                    f"{self.path}: modalities/joint has shape {mods['joint'].shape}, expected "
+                    "(N, 3, T, V, M)"
+                )
+            self.bodies = int(mods["joint"].shape[-1])
             for m in self.modalities:
                 if f["modalities"][m].shape != (self.n, *self.sample_shape):
                     raise CacheError(
