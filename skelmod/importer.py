@@ -55,6 +55,14 @@ class ArrayImportError(ValueError):
     """The arrays file is malformed; the message names the file, the key and what was expected."""
 
 
+def _memory_limit() -> int:
+    """Half the physical memory: the most one array may claim (``joints`` is loaded whole)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):  # not POSIX: no limit we can state
+        return 2**62
+
+
 def _int_array(path: Path, key: str, a: np.ndarray, shape: tuple[int, ...], hi: int) -> np.ndarray:
     if a.dtype.kind not in "iu":
         raise ArrayImportError(f"{path}: {key!r} must hold integers, found dtype {a.dtype}")
@@ -99,12 +107,21 @@ def load_arrays(path: str | os.PathLike, layout_name: str) -> dict[str, Any]:
                 f"{path}: unknown array {', '.join(map(repr, unknown))}; expected joints, offsets, "
                 "label, optional subject, view, name and train_<split> masks"
             )
+        sizes = {i.filename.removesuffix(".npy"): i.file_size for i in npz.zip.infolist()}
+        limit = _memory_limit()
+        big = [k for k in sorted(keys) if sizes.get(k, 0) > limit]
+        if big:
+            raise ArrayImportError(
+                f"{path}: array {big[0]!r} holds {sizes[big[0]]} bytes, more than the "
+                f"{limit} this machine can load (half its memory)"
+            )
         try:
             arrays = {k: npz[k] for k in sorted(keys)}
-        except ValueError as e:  # object arrays need pickle, which is refused
-            raise ArrayImportError(
-                f"{path}: an array cannot be read without pickle ({e})"
-            ) from None
+        except ValueError as e:
+            what = "cannot be read without pickle" if "pickle" in str(e) else "is corrupt"
+            raise ArrayImportError(f"{path}: an array {what} ({e})") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as e:
+            raise ArrayImportError(f"{path}: an array is corrupt ({e})") from None
 
     joints = arrays["joints"]
     if joints.dtype.kind != "f":

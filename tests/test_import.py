@@ -183,3 +183,20 @@ def test_bad_sequences_are_rejected_and_the_others_convert(tmp_path: Path) -> No
                                     "kinect-v1-20", "-o", str(tmp_path / "d.h5")])  # fmt: skip
     assert res.exit_code == 1 and "none of the 4 sequences converted" in res.output
     assert not (tmp_path / "d.h5").exists() and not partial_path(tmp_path / "d.h5").exists()
+
+
+def test_corrupt_and_oversized_arrays_are_refused(tmp_path: Path, monkeypatch) -> None:
+    import skelmod.importer as importer
+
+    np.savez(tmp_path / "a.npz", **_good())
+    data = bytearray((tmp_path / "a.npz").read_bytes())
+    i = data.index(b"joints.npy") + 200  # inside the joints member's data
+    data[i : i + 8] = b"\xff" * 8
+    (tmp_path / "b.npz").write_bytes(bytes(data))
+    with pytest.raises(ArrayImportError, match="an array is corrupt"):
+        import_arrays(tmp_path / "b.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
+    monkeypatch.setattr(importer, "_memory_limit", lambda: 1000)  # joints: 18*20*3*8 bytes
+    with pytest.raises(
+        ArrayImportError, match=r"array 'joints' holds \d+ bytes, more than the 1000"
+    ):
+        import_arrays(tmp_path / "a.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
