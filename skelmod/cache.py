@@ -323,6 +323,11 @@ def write_cache(
 class CacheReader:
     """Read a cache: metadata eagerly (small), arrays lazily.
 
+    What the file says about its data: ``dataset``, ``t``, ``layout`` (a
+    :class:`~skelmod.layout.JointLayout`), ``bodies`` (M), ``num_class``, ``feature_options``
+    (the root ``modality_options``: a :class:`~skelmod.layout.ModalityOptions`),
+    ``modality_options`` (per modality dataset, as recorded on it), ``split_names``.
+
     The HDF5 handle is opened on the first array read and is not pickled, so a reader can
     be handed to DataLoader workers and each worker opens its own handle after the fork.
 
@@ -373,6 +378,12 @@ class CacheReader:
                 for k in META_FIELDS
             }
             self.n = len(self.meta["name"])
+            labels = self.meta["label"]
+            if labels.size and (labels.min() < 0 or labels.max() >= self.num_class):
+                raise CacheError(
+                    f"{self.path}: meta/label must lie in 0 .. {self.num_class - 1} (num_class "
+                    f"{self.num_class}), found {labels.min()} .. {labels.max()}"
+                )
             if mods["joint"].ndim != 5:
                 raise CacheError(
                     f"{self.path}: modalities/joint has shape {mods['joint'].shape}, expected "
@@ -396,18 +407,24 @@ class CacheReader:
         name = f.attrs.get("layout", layout.DEFAULT_LAYOUT)
         try:
             self.layout = layout.get_layout(str(name))
+        except layout.LayoutError as e:
+            raise CacheError(f"{self.path}: root attribute 'layout': {e}") from None
+        try:
             raw = f.attrs.get("modality_options")
             self.feature_options = layout.ModalityOptions.from_json(
                 json.loads(raw) if raw is not None else self.options
             )
-        except (layout.LayoutError, ValueError) as e:
-            raise CacheError(f"{self.path}: {e}") from None
+        except (layout.LayoutError, ValueError, TypeError) as e:
+            raise CacheError(f"{self.path}: root attribute 'modality_options': {e}") from None
         if self.dataset not in layout.BENCHMARKS and self.dataset != CUSTOM_DATASET:
             raise CacheError(f"{self.path}: unknown dataset {self.dataset!r}")
-        default = layout.NUM_CLASSES.get(self.dataset)
-        self.num_class = int(f.attrs.get("num_class", default if default is not None else -1))
-        if self.num_class < 1:
-            raise CacheError(f"{self.path}: root attribute 'num_class' is missing or < 1")
+        num_class = f.attrs.get("num_class", layout.NUM_CLASSES.get(self.dataset))
+        if not isinstance(num_class, (int, np.integer)) or num_class < 1:
+            raise CacheError(
+                f"{self.path}: root attribute 'num_class' must be a positive integer, found "
+                f"{num_class!r}"
+            )
+        self.num_class = int(num_class)
 
     def _read_splits(self, f: h5py.File) -> dict[str, np.ndarray] | None:
         if self.dataset != CUSTOM_DATASET:

@@ -78,13 +78,18 @@ def test_round_trip_and_splits(tmp_path):
 def test_layout_options_and_class_count_are_recorded(tmp_path):
     arrays, meta = _fake()
     path = write_cache(
-        tmp_path / "c.h5", arrays, meta, "ntu60", modality_options={"bones": "3v"}, num_class=7
+        tmp_path / "c.h5", arrays, meta, "ntu60", modality_options={"bones": "3v"}, num_class=64
     )
     r = open_cache(path)
-    assert (r.layout.name, r.num_class, r.bodies, r.sample_shape) == ("ntu25", 7, 2, (3, 50, 25, 2))
+    assert (r.layout.name, r.num_class, r.bodies, r.sample_shape) == (
+        "ntu25",
+        64,
+        2,
+        (3, 50, 25, 2),
+    )
     assert r.feature_options == layout.ModalityOptions(bones="3v", unit_axis=False)
     with h5py.File(path, "r") as f:
-        assert f.attrs["layout"] == "ntu25" and f.attrs["num_class"] == 7
+        assert f.attrs["layout"] == "ntu25" and f.attrs["num_class"] == 64
         assert json.loads(f.attrs["modality_options"]) == {"bones": "3v", "unit_axis": False}
 
 
@@ -98,8 +103,12 @@ def test_old_caches_read_as_ntu25_with_their_recorded_options(tmp_path):
     assert (r.layout.name, r.num_class) == ("ntu25", 120)
     assert r.feature_options == layout.ModalityOptions(bones="3v", unit_axis=False)
     with h5py.File(path, "r+") as f:
+        f.attrs["num_class"] = 5  # labels above it
+    with pytest.raises(CacheError, match=r"meta/label must lie in 0 \.\. 4 \(num_class 5\)"):
+        open_cache(path)
+    with h5py.File(path, "r+") as f:
         f.attrs["layout"] = "kinect-v2-32"
-    with pytest.raises(CacheError, match="unknown joint layout 'kinect-v2-32'"):
+    with pytest.raises(CacheError, match="'layout': unknown joint layout 'kinect-v2-32'"):
         open_cache(path)
 
 
