@@ -118,6 +118,7 @@ class ConvertReport:
     denoise_fallbacks: int = 0
     resumed_from: int = 0
     seconds: float = 0.0
+    unit: str = "files"  #: what was converted ("sequences" for skelmod import)
 
     @property
     def ok(self) -> bool:
@@ -125,11 +126,13 @@ class ConvertReport:
 
     def summary(self) -> str:
         lines = [
-            f"converted {self.converted} of {self.total} files ({self.dataset}) "
+            f"converted {self.converted} of {self.total} {self.unit} ({self.dataset}) "
             f"in {self.seconds:.1f} s" + (f" -> {self.out}" if self.out else ""),
             f"skipped by the missing-sample list: {len(self.skipped_missing)}",
             f"rejected: {len(self.rejected)}",
         ]
+        if self.unit != "files":  # only raw files have a missing-sample list
+            del lines[1]
         lines += [f"  {name}: {reason}" for name, reason in self.rejected]
         dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.bodies_dropped.items())) or "none"
         lines.append(

@@ -226,7 +226,7 @@ def import_arrays(
     data = load_arrays(arrays, layout_name)
     joints, offsets, names = data["joints"], data["offsets"], data["name"]
     n, bodies = len(names), joints.shape[1]
-    report = ConvertReport(out=None, dataset=CUSTOM_DATASET, total=n)
+    report = ConvertReport(out=None, dataset=CUSTOM_DATASET, total=n, unit="sequences")
     writer = CacheWriter(
         out, dataset=CUSTOM_DATASET, t=options.frames,
         options={**options.to_json(), "source": str(arrays)}, modalities=options.modalities,

@@ -90,7 +90,7 @@ def test_import_equals_convert_on_two_body_ntu_files(ntu_real_files, tmp_path: P
                                     "-o", str(tmp_path / "imp.h5"), "--modalities",
                                     ",".join(MODS), "--quiet"])  # fmt: skip
     assert res.exit_code == 0, res.output
-    assert "converted 6 of 6 files (custom)" in res.output
+    assert "converted 6 of 6 sequences (custom)" in res.output
     a, b = CacheReader(ref.out), CacheReader(tmp_path / "imp.h5")
     assert b.bodies == 2 and b.split_names == ()
     for m in MODS:
@@ -170,7 +170,7 @@ def test_bad_sequences_are_rejected_and_the_others_convert(tmp_path: Path) -> No
     res = CliRunner().invoke(main, ["import", str(tmp_path / "a.npz"), "--layout",
                                     "kinect-v1-20", "-o", str(tmp_path / "c.h5")])  # fmt: skip
     assert res.exit_code == 1, res.output
-    assert "converted 2 of 4 files (custom)" in res.output
+    assert "converted 2 of 4 sequences (custom)" in res.output
     assert "  s1: 'joints' row 7 (frame 1), body 0, joint 5: not finite" in res.output
     assert "  s2: no valid frame: body 0's joint 1 (hip center)" in res.output
     r = CacheReader(tmp_path / "c.h5")
