@@ -30,15 +30,27 @@ Caches written before ``layout``, ``modality_options`` and ``num_class`` existed
 defaults where absent) and the dataset's class count.
 
 Nothing is written in place: :class:`CacheWriter` fills ``OUT.partial`` and renames it onto
-``OUT`` only when complete, so a killed run never leaves a file at ``OUT`` that looks complete;
-the partial file carries the progress needed to resume.
+``OUT`` only when complete, so a killed run never leaves a file at ``OUT`` that looks complete.
+The partial file also holds ``/resume/*`` (per row: source name, size, mtime, CRC-32 of the
+row) and the root attributes ``progress`` and ``source_dir``, from which :meth:`CacheWriter.resume`
+verifies and continues a killed run; they are removed on commit. One writer per output: the
+writer (and ``skelmod features``) holds an exclusive lock on ``OUT.lock`` from before anything
+is created until the end. Every sample passes :func:`check_sample` (finite in float32, joint
+coordinates within :data:`MAX_COORDINATE_M`, label within the data set's classes), and
+:class:`CacheReader` checks every header field and metadata array before trusting a file.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
-from collections.abc import Iterable, Mapping
+import shutil
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +63,7 @@ from . import layout as _layout  # ``layout`` is also a writer argument
 SCHEMA_VERSION = 1
 FORMAT = "skelmod-cache"
 PARTIAL_SUFFIX = ".partial"
+LOCK_SUFFIX = ".lock"
 
 #: Per-sample metadata fields and their dtypes ("name" is a string).
 META_FIELDS: dict[str, Any] = {
@@ -72,10 +85,160 @@ class CacheError(ValueError):
     """A file that is not a usable cache: wrong format, schema version, or missing parts."""
 
 
+class OutputBusyError(CacheError):
+    """Another process holds the output's lock (one writer per output)."""
+
+
+class ResumeRefused(CacheError):
+    """``--resume`` found a partial file made from other inputs or with other options."""
+
+
+class SampleError(ValueError):
+    """A sample the cache refuses: non-finite values, coordinates beyond the physical bound,
+    or a label outside the data set's classes."""
+
+
+class CacheWriteError(CacheError):
+    """Writing the output failed (disk full, unwritable folder); the message says what is kept."""
+
+
+#: Largest |coordinate| accepted in the ``joint`` modality, in metres. Kinect v2 sees at most
+#: about 8 m; anything beyond this bound is a corrupt file, not a pose (issue 8 point 7).
+MAX_COORDINATE_M = 100.0
+#: Kept free on the output's file system beyond what a write needs: HDF5 cannot recover from
+#: a failed write (it crashes the process when the file is closed), so writes are checked first.
+FREE_SPACE_MARGIN = 1 << 20
+
+
+def check_sample(arrays: Mapping[str, np.ndarray], label: int | None = None,
+                 num_class: int | None = None) -> None:  # fmt: skip
+    """Raise :class:`SampleError` unless every array is finite in float32, the ``joint``
+    coordinates are within :data:`MAX_COORDINATE_M` and ``0 <= label < num_class``.
+
+    ``arrays[m]`` is one sample ``(3, T, V, M)`` of any layout and data set; the message names
+    the modality and the first offending value as ``(frame, joint, body)``, 1-based.
+    """
+    for m, a in arrays.items():
+        with np.errstate(over="ignore", invalid="ignore"):
+            a32 = np.asarray(a, dtype=np.float32)
+            bad = ~np.isfinite(a32)
+            if m == "joint" and not bad.any():
+                bad = np.abs(a32) > MAX_COORDINATE_M
+        if bad.any():
+            _, t, v, b = (int(i) for i in np.argwhere(bad)[0])
+            value = np.asarray(a)[(slice(None), t, v, b)][bad[:, t, v, b]][0]
+            what = (
+                f"a coordinate beyond the physical bound of {MAX_COORDINATE_M:g} m"
+                if m == "joint" and np.isfinite(a32).all()
+                else "a value that is not finite in float32"
+            )
+            raise SampleError(
+                f"modality {m!r} holds {what}: {float(value):g} at frame {t + 1}, joint {v + 1}, "
+                f"body {b + 1}"
+            )
+    if label is not None and num_class is not None and not 0 <= int(label) < num_class:
+        raise SampleError(f"label {int(label)} is not one of the {num_class} classes")
+
+
 def partial_path(path: str | os.PathLike) -> Path:
     """Where the writer builds ``path`` before renaming it into place."""
     path = Path(path)
     return path.with_name(path.name + PARTIAL_SUFFIX)
+
+
+def lock_path(path: str | os.PathLike) -> Path:
+    """The lock file beside ``path`` that one writer holds (``OUT.lock``)."""
+    path = Path(path)
+    return path.with_name(path.name + LOCK_SUFFIX)
+
+
+class OutputLock:
+    """An exclusive ``flock`` on ``OUT.lock``, taken before ``OUT`` or its partial file is
+    created or touched; a second writer fails at once with :class:`OutputBusyError`.
+
+    The lock file is removed on release. A writer that opened it just before that removal
+    would lock a file nobody else sees, so after locking it checks the path still names the
+    file it locked, and retries otherwise.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.target = Path(path)
+        self.path = lock_path(path)
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as e:
+                raise CacheWriteError(
+                    f"{self.target}: cannot create the lock file {self.path} ({e.strerror})"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputBusyError(
+                    f"{self.target}: another process is writing it (it holds {self.path}); "
+                    "wait for it to finish"
+                ) from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self._fd = fd
+                return self
+            os.close(fd)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+#: Set when HDF5 failed a write: it then crashes the process when it closes the file at exit,
+#: so the command line leaves with ``os._exit`` after reporting (see :func:`hdf5_write_failed`).
+_hdf5_failed = False
+
+
+def hdf5_write_failed() -> bool:
+    """Whether an HDF5 write failed in this process (the process should exit at once)."""
+    return _hdf5_failed
+
+
+def _free_bytes(directory: Path) -> int:
+    return shutil.disk_usage(directory).free
+
+
+def check_free_space(path: Path, nbytes: int) -> None:
+    """Raise ``OSError(ENOSPC)`` unless ``path``'s file system has ``nbytes`` to spare."""
+    free = _free_bytes(path.parent)
+    if free < nbytes + FREE_SPACE_MARGIN:
+        raise OSError(
+            errno.ENOSPC,
+            f"No space left on device: {nbytes + FREE_SPACE_MARGIN} bytes needed, {free} free",
+        )
+
+
+def is_cache(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is an HDF5 file whose root says it is a skelmod cache."""
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as f:
+            fmt = f.attrs.get("format")
+    except (OSError, RuntimeError):
+        return False
+    return (fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt) == FORMAT
 
 
 def _sample_shape(t: int, v: int = layout.V, m: int = layout.M) -> tuple[int, int, int, int]:
@@ -86,13 +249,53 @@ def _sample_shape(t: int, v: int = layout.V, m: int = layout.M) -> tuple[int, in
 CUSTOM_DATASET = "custom"
 
 
-class CacheWriter:
-    """Stream samples into a new cache, atomically.
+#: Per-row records of a partial file, used by ``--resume`` and removed on commit:
+#: where each sample came from (``source`` name, its ``size`` and ``mtime_ns``), a CRC-32 of
+#: the row as written, and caller data (``extra``, a JSON string).
+RESUME_FIELDS: dict[str, Any] = {
+    "source": h5py.string_dtype("utf-8"),
+    "size": np.int64,
+    "mtime_ns": np.int64,
+    "crc": np.int64,
+    "extra": h5py.string_dtype("utf-8"),
+}
 
-    Samples are buffered and written ``block`` at a time into ``OUT.partial``; every write
-    of a block also records ``progress`` (any JSON the caller passes, e.g. how many input
-    files are done) so that :meth:`resume` can continue a killed run. :meth:`commit` trims
-    the datasets and renames the partial file onto ``OUT``.
+
+def _row_crc(arrays: Iterable[np.ndarray], meta: Iterable[Any]) -> int:
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(np.ascontiguousarray(a, dtype=np.float32).tobytes(), crc)
+    return zlib.crc32("|".join(str(v) for v in meta).encode(), crc)
+
+
+@dataclass
+class Resumed:
+    """What :meth:`CacheWriter.resume` found in the partial file.
+
+    ``state``: the caller's last recorded state; ``sources``: the resume records of the rows
+    kept, one dict per row (``RESUME_FIELDS``); ``note``: what was repaired, if anything
+    (a roll-back, or a clean start because the partial file was unreadable).
+    """
+
+    state: Any
+    sources: list[dict[str, Any]]
+    note: str | None = None
+
+
+class CacheWriter:
+    """Stream samples into a new cache, atomically, as the only writer of its output.
+
+    The lock on ``OUT.lock`` is taken before anything is created. Samples are buffered and
+    written ``block`` at a time into ``OUT.partial``: first the rows (with a resume record
+    each: source, size, mtime and a CRC of the row), flushed to the file, then ``progress``
+    (how many rows are complete, plus any JSON state of the caller), flushed again, so a
+    kill at any moment leaves a resume point that is not ahead of the data. :meth:`resume`
+    verifies the rows against their CRCs before trusting them. :meth:`commit` trims the
+    datasets, drops the resume records and renames the partial file onto ``OUT``.
+
+    Every sample passes :func:`check_sample`: a cache never holds NaN or inf. A write that
+    would not fit on the file system raises :class:`CacheWriteError` before HDF5 is called,
+    leaving the last resume point intact.
 
     Args:
         path: final cache path.
@@ -101,6 +304,7 @@ class CacheWriter:
         options: JSON-serialisable options recorded in the root attribute ``options``.
         modalities: names of the modality datasets each sample provides.
         block: samples per HDF5 write.
+        source_dir: what the samples come from (recorded; :meth:`resume` refuses another).
         layout: joint layout name (V = its joints).
         bodies: M, bodies per sample.
         modality_options: the :class:`~skelmod.layout.ModalityOptions` of the bone-derived
@@ -117,19 +321,14 @@ class CacheWriter:
         options: Mapping[str, Any],
         modalities: Iterable[str],
         block: int = 256,
+        source_dir: str = "",
         layout: str = layout.DEFAULT_LAYOUT,
         bodies: int = layout.M,
         modality_options: Mapping[str, Any] | None = None,
         num_class: int | None = None,
-        _file: h5py.File | None = None,
+        _lock: OutputLock | None = None,
     ):
-        datasets = [*_layout.BENCHMARKS, CUSTOM_DATASET]
-        if dataset not in datasets:
-            raise ValueError(f"dataset must be one of {', '.join(datasets)}, got {dataset!r}")
-        self.layout = _layout.get_layout(layout)
-        self.bodies = int(bodies)
-        self.modality_options = _layout.ModalityOptions.from_json(modality_options)
-        self.num_class = int(num_class if num_class is not None else _layout.NUM_CLASSES[dataset])
+        self._set_schema(dataset, layout, bodies, modality_options, num_class)
         self.path = Path(path)
         self.partial = partial_path(self.path)
         self.dataset = dataset
@@ -138,95 +337,239 @@ class CacheWriter:
         self.modalities = tuple(modalities)
         if "joint" not in self.modalities:
             raise ValueError("a cache always stores the 'joint' modality")
-        self.block = int(block)
+        self.block = max(1, int(block))
+        self.source_dir = str(source_dir)
         self._buf_arrays: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
         self._buf_meta: dict[str, list[Any]] = {k: [] for k in META_FIELDS}
-        if _file is not None:
-            self._f = _file
-            self.rows = int(json.loads(self._f.attrs["progress"])["rows"])
-            self._trim(self.rows)
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._f = h5py.File(self.partial, "w")
-        self._f.attrs["format"] = FORMAT
-        self._f.attrs["schema_version"] = SCHEMA_VERSION
-        self._f.attrs["dataset"] = dataset
-        self._f.attrs["t_frames"] = self.t
-        self._f.attrs["options"] = json.dumps(self.options, sort_keys=True)
-        self._f.attrs["layout"] = self.layout.name
-        self._f.attrs["modality_options"] = json.dumps(
-            self.modality_options.to_json(), sort_keys=True
-        )
-        self._f.attrs["num_class"] = self.num_class
+        self._buf_resume: dict[str, list[Any]] = {k: [] for k in RESUME_FIELDS}
+        self._f: h5py.File | None = None
+        self._lock = _lock
+        if self._lock is None:
+            _mkdir_parent(self.path)
+            self._lock = OutputLock(self.path).acquire()
+        try:
+            self._f = self._create(self.partial)
+        except BaseException:
+            self._lock.release()
+            raise
+        self.rows = 0
+        self._f.attrs["progress"] = json.dumps({"rows": 0, "state": None})
+        self._f.flush()
+
+    def _set_schema(self, dataset, layout, bodies, modality_options, num_class) -> None:
+        datasets = [*_layout.BENCHMARKS, CUSTOM_DATASET]
+        if dataset not in datasets:
+            raise ValueError(f"dataset must be one of {', '.join(datasets)}, got {dataset!r}")
+        self.layout = _layout.get_layout(layout)
+        self.bodies = int(bodies)
+        self.modality_options = _layout.ModalityOptions.from_json(modality_options)
+        self.num_class = int(num_class if num_class is not None else _layout.NUM_CLASSES[dataset])
+
+    def _create(self, where: Path, nbytes: int = 0) -> h5py.File:
+        try:
+            check_free_space(where, nbytes)
+            f = h5py.File(where, "w")
+        except OSError as e:
+            raise CacheWriteError(f"{where}: cannot create the file ({e})") from None
+        f.attrs["format"] = FORMAT
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        f.attrs["dataset"] = self.dataset
+        f.attrs["t_frames"] = self.t
+        f.attrs["options"] = json.dumps(self.options, sort_keys=True)
+        f.attrs["source_dir"] = self.source_dir
+        f.attrs["layout"] = self.layout.name
+        f.attrs["modality_options"] = json.dumps(self.modality_options.to_json(), sort_keys=True)
+        f.attrs["num_class"] = self.num_class
         shape = self.sample_shape
-        grp = self._f.create_group("modalities")
+        grp = f.create_group("modalities")
         for m in self.modalities:
             ds = grp.create_dataset(
                 m, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32, chunks=(1, *shape)
             )
             ds.attrs["options"] = json.dumps(self.options, sort_keys=True)
-        meta = self._f.create_group("meta")
-        for k, dt in META_FIELDS.items():
-            meta.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
-        self.rows = 0
-        self._f.attrs["progress"] = json.dumps({"rows": 0, "state": None})
-        self._f.flush()
+        for group, fields in (("meta", META_FIELDS), ("resume", RESUME_FIELDS)):
+            g = f.create_group(group)
+            for k, dt in fields.items():
+                g.create_dataset(k, shape=(0,), maxshape=(None,), dtype=dt, chunks=(4096,))
+        return f
+
+    @property
+    def _row_bytes(self) -> int:
+        return len(self.modalities) * 4 * int(np.prod(self.sample_shape)) + 256
 
     # -- resuming ----------------------------------------------------------------------------
 
     @classmethod
     def resume(
         cls, path: str | os.PathLike, *, dataset: str, t: int, options: Mapping[str, Any],
-        modalities: Iterable[str], block: int = 256, **kwargs: Any,
-    ) -> tuple[CacheWriter, Any] | None:  # fmt: skip
-        """Reopen ``OUT.partial`` left by a killed run.
+        modalities: Iterable[str], block: int = 256, source_dir: str = "",
+        keep: Callable[[dict[str, Any]], bool] | None = None, **schema: Any,
+    ) -> tuple[CacheWriter, Resumed] | None:  # fmt: skip
+        """Reopen ``OUT.partial`` left by a killed run, verified.
 
-        Returns ``(writer, state)`` with the caller's last recorded progress state, or ``None``
-        when there is no usable partial file (absent, unreadable, or written with other
-        options, in which case a clean run is needed).
+        Returns ``None`` when there is no partial file. Otherwise the partial file is
+        checked: a file that cannot be read starts a clean run (``Resumed.note`` says so);
+        rows whose CRC does not match (a kill during a write) and rows after them are rolled
+        back; rows past the recorded progress are dropped; rows whose resume record
+        ``keep(record)`` rejects (e.g. their source file changed) are removed. The kept rows
+        are copied into a fresh partial file before anything is appended.
+
+        ``schema``: ``layout``, ``bodies``, ``modality_options``, ``num_class`` as for a new
+        writer.
+
+        Raises:
+            ResumeRefused: the partial file was made from another ``source_dir``, for another
+                data set or layout, or with other options or modalities (the message names
+                which).
+            OutputBusyError: another process is writing ``path``.
         """
+        path = Path(path)
         partial = partial_path(path)
         if not partial.exists():
             return None
+        kw = dict(dataset=dataset, t=t, options=options, modalities=modalities, block=block,
+                  source_dir=source_dir, **schema)  # fmt: skip
+        lock = OutputLock(path).acquire()
         try:
-            f = h5py.File(partial, "r+")
-        except OSError:
-            return None
-        try:
-            ok = (
-                f.attrs.get("format") == FORMAT
-                and int(f.attrs.get("schema_version", -1)) == SCHEMA_VERSION
-                and f.attrs.get("dataset") == dataset
-                and int(f.attrs.get("t_frames", -1)) == int(t)
-                and json.loads(f.attrs["options"]) == json.loads(json.dumps(dict(options)))
-                and set(f["modalities"].keys()) == set(modalities)
-                and "progress" in f.attrs
-                and f.attrs.get("layout", layout.DEFAULT_LAYOUT)
-                == kwargs.get("layout", layout.DEFAULT_LAYOUT)
-            )
-        except (KeyError, ValueError, TypeError):
-            ok = False
-        if not ok:
-            f.close()
-            return None
-        writer = cls(
-            path, dataset=dataset, t=t, options=options, modalities=modalities, block=block,
-            _file=f, **kwargs,
+            try:
+                f = h5py.File(partial, "r+")
+            except OSError as e:
+                note = f"{partial} cannot be read ({e}); starting a clean conversion"
+                return cls(path, **kw, _lock=lock), Resumed(None, [], note)
+            try:
+                writer = cls.__new__(cls)
+                writer._init_from(path, f, lock, **kw)
+                return writer, writer._verify_and_repair(keep)
+            except (ResumeRefused, CacheWriteError):
+                f.close()  # refused, or no room to repair: the partial file stays as it is
+                raise
+            except (KeyError, ValueError, TypeError, OSError, RuntimeError) as e:
+                with contextlib.suppress(Exception):
+                    f.close()
+                note = f"{partial} is damaged ({e}); starting a clean conversion"
+                return cls(path, **kw, _lock=lock), Resumed(None, [], note)
+        except BaseException:
+            lock.release()
+            raise
+
+    def _init_from(
+        self, path, f, lock, *, dataset, t, options, modalities, block, source_dir, **schema
+    ):
+        self._set_schema(
+            dataset, schema.get("layout", _layout.DEFAULT_LAYOUT), schema.get("bodies", _layout.M),
+            schema.get("modality_options"), schema.get("num_class"),
         )  # fmt: skip
-        return writer, json.loads(f.attrs["progress"])["state"]
+        self.path, self.partial = Path(path), partial_path(path)
+        self.dataset, self.t, self.options = dataset, int(t), dict(options)
+        self.modalities, self.block, self.source_dir = tuple(modalities), max(1, block), source_dir
+        self._buf_arrays = {m: [] for m in self.modalities}
+        self._buf_meta = {k: [] for k in META_FIELDS}
+        self._buf_resume = {k: [] for k in RESUME_FIELDS}
+        self._f, self._lock = f, lock
+        if f.attrs.get("format") != FORMAT or _int_attr(f, "schema_version") != SCHEMA_VERSION:
+            raise ValueError("not a partial skelmod cache of this schema version")
+        recorded_dir = _str_attr(f, "source_dir")
+        if recorded_dir != self.source_dir:
+            raise ResumeRefused(
+                f"{self.partial} was started from {recorded_dir or 'another source'}, not "
+                f"{self.source_dir}; resume with the same input directory, or run without "
+                "--resume to start over"
+            )
+        theirs = {
+            "dataset": _str_attr(f, "dataset"),
+            "layout": _str_attr(f, "layout"),
+            "frames": _int_attr(f, "t_frames"),
+            "options": json.loads(f.attrs["options"]),
+            "modalities": sorted(f["modalities"].keys()),
+        }
+        ours = {
+            "dataset": self.dataset,
+            "layout": self.layout.name,
+            "frames": self.t,
+            "options": json.loads(json.dumps(self.options)),
+            "modalities": sorted(self.modalities),
+        }
+        differ = [k for k in ours if theirs[k] != ours[k]]
+        if differ:
+            detail = "; ".join(f"{k}: {theirs[k]} there, {ours[k]} now" for k in differ)
+            raise ResumeRefused(
+                f"{self.partial} was written with other settings ({detail}); resume with the "
+                "same options, or run without --resume to start over"
+            )
+
+    def _verify_and_repair(self, keep: Callable[[dict[str, Any]], bool] | None) -> Resumed:
+        """Check every row the progress claims against its CRC, then copy the good prefix
+        into a fresh partial file.
+
+        The copy is what makes a resumed file trustworthy: a kill during an HDF5 write can
+        leave the file's own bookkeeping (chunk index, free space) half updated even where
+        the rows read back fine, and appending to such a file could damage them later.
+        """
+        f = self._f
+        progress = json.loads(f.attrs["progress"])
+        claimed, state = int(progress["rows"]), progress["state"]
+        datasets = [f["modalities"][m] for m in self.modalities]
+        metas = [f["meta"][k] for k in META_FIELDS]
+        resumes = {k: f["resume"][k] for k in RESUME_FIELDS}
+        shortest = min(d.shape[0] for d in (*datasets, *metas, *resumes.values()))
+        if shortest < claimed:
+            raise ValueError(f"progress claims {claimed} rows, a dataset holds {shortest}")
+        good, step, note = 0, 64, None
+        try:
+            crcs = resumes["crc"][:claimed]
+            meta = [m.asstr()[:claimed] if m.dtype.kind == "O" else m[:claimed] for m in metas]
+            for lo in range(0, claimed, step):
+                hi = min(claimed, lo + step)
+                block = [d[lo:hi] for d in datasets]
+                for i in range(hi - lo):
+                    if _row_crc((b[i] for b in block), [m[lo + i] for m in meta]) != crcs[lo + i]:
+                        raise ValueError(f"row {lo + i} does not match its CRC")
+                    good += 1
+        except (ValueError, OSError, RuntimeError, KeyError) as e:
+            note = f"{self.partial}: {e}; rolled back from {claimed} to {good} samples"
+        records = _records(resumes, good)
+        kept = [i for i, r in enumerate(records) if keep is None or keep(r)]
+        self._rewrite(np.asarray(kept, dtype=np.int64))
+        return Resumed(state if good == claimed else None, [records[i] for i in kept], note)
 
     # -- writing -----------------------------------------------------------------------------
 
-    def append(self, arrays: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
-        """Queue one sample: ``arrays[m]`` ``(3, T, V, M)`` per modality, and its metadata."""
+    def append(
+        self,
+        arrays: Mapping[str, np.ndarray],
+        meta: Mapping[str, Any],
+        source: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Queue one sample: ``arrays[m]`` ``(3, T, V, M)`` per modality, its metadata, and
+        optionally its resume record (``source``, ``size``, ``mtime_ns``, ``extra``).
+
+        Raises:
+            SampleError: the sample fails :func:`check_sample` (named in the message).
+        """
         shape = self.sample_shape
         for m in self.modalities:
             a = arrays[m]
             if a.shape != shape:
                 raise ValueError(f"modality {m!r}: expected shape {shape}, got {a.shape}")
+        try:
+            check_sample({m: arrays[m] for m in self.modalities}, meta["label"], self.num_class)
+        except SampleError as e:
+            raise SampleError(f"{meta['name']}: {e}") from None
+        rows = [np.asarray(arrays[m], dtype=np.float32) for m in self.modalities]
+        for m, a in zip(self.modalities, rows, strict=True):
             self._buf_arrays[m].append(a)
         for k in META_FIELDS:
             self._buf_meta[k].append(meta[k])
+        source = dict(source or {})
+        record = {
+            "source": str(source.get("source", "")),
+            "size": int(source.get("size", -1)),
+            "mtime_ns": int(source.get("mtime_ns", -1)),
+            "crc": _row_crc(rows, [meta[k] for k in META_FIELDS]),
+            "extra": str(source.get("extra", "")),
+        }
+        for k in RESUME_FIELDS:
+            self._buf_resume[k].append(record[k])
 
     @property
     def sample_shape(self) -> tuple[int, int, int, int]:
@@ -252,48 +595,178 @@ class CacheWriter:
         return len(self._buf_meta["name"])
 
     def flush(self, state: Any = None) -> None:
-        """Write the buffered samples and record ``state`` as the resume point."""
+        """Write the buffered samples, then record ``state`` as the resume point.
+
+        Raises:
+            CacheWriteError: the file system is full or the write failed; the partial file
+                keeps its previous resume point.
+        """
         n = self.pending
-        if n:
-            lo, hi = self.rows, self.rows + n
-            for m in self.modalities:
-                ds = self._f["modalities"][m]
-                ds.resize(hi, axis=0)
-                ds[lo:hi] = np.stack(self._buf_arrays[m]).astype(np.float32, copy=False)
-                self._buf_arrays[m].clear()
-            for k in META_FIELDS:
-                ds = self._f["meta"][k]
-                ds.resize(hi, axis=0)
-                ds[lo:hi] = self._buf_meta[k]
-                self._buf_meta[k].clear()
-            self.rows = hi
-        self._f.attrs["progress"] = json.dumps({"rows": self.rows, "state": state})
-        self._f.flush()
+        try:
+            check_free_space(self.partial, n * self._row_bytes)
+        except OSError as e:
+            raise self._write_error(e) from None
+        try:
+            if n:
+                lo, hi = self.rows, self.rows + n
+                for m in self.modalities:
+                    _put(self._f["modalities"][m], lo, hi, np.stack(self._buf_arrays[m]))
+                    self._buf_arrays[m].clear()
+                for group, buf in (("meta", self._buf_meta), ("resume", self._buf_resume)):
+                    for k, values in buf.items():
+                        _put(self._f[group][k], lo, hi, values)
+                        values.clear()
+                self._f.flush()  # rows first: the progress below never runs ahead of them
+                self.rows = hi
+            self._f.attrs["progress"] = json.dumps({"rows": self.rows, "state": state})
+            self._f.flush()
+        except (OSError, RuntimeError) as e:
+            global _hdf5_failed
+            _hdf5_failed = True
+            raise self._write_error(e) from None
+
+    def _write_error(self, e: Exception) -> CacheWriteError:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+        return CacheWriteError(
+            f"{self.partial}: cannot write ({why}); it keeps the {self.rows} samples written "
+            "before, and a rerun with --resume continues from there"
+        )
 
     def maybe_flush(self, state: Any = None) -> None:
         if self.pending >= self.block:
             self.flush(state)
 
-    def commit(self, extra_attrs: Mapping[str, Any] | None = None) -> Path:
-        """Write what is left, finalise attributes and rename the partial file onto ``OUT``."""
+    def commit(self, extra_attrs: Mapping[str, Any] | None = None, *, sort: bool = False) -> Path:
+        """Write what is left, finalise attributes and rename the partial file onto ``OUT``.
+
+        ``sort``: order the rows by sample name first (a resumed run appends the samples it
+        converts after the ones kept; sorting makes the result the same as a clean run's).
+        """
         self.flush(None)
-        del self._f.attrs["progress"]
-        for k, v in (extra_attrs or {}).items():
-            self._f.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
-        self._f.close()
-        os.replace(self.partial, self.path)
+        if sort:
+            names = self._f["meta"]["name"].asstr()[:]
+            order = np.argsort(names, kind="stable")
+            if (order != np.arange(len(order))).any():
+                self._rewrite(order)
+        try:
+            del self._f["resume"]
+            del self._f.attrs["progress"]
+            del self._f.attrs["source_dir"]
+            for k, v in (extra_attrs or {}).items():
+                self._f.attrs[k] = v if isinstance(v, (str, int, float)) else json.dumps(v)
+            self._f.close()
+            os.replace(self.partial, self.path)
+        except OSError as e:
+            raise CacheWriteError(f"{self.path}: cannot finish the cache ({e})") from None
+        finally:
+            self.close()
         return self.path
 
     def close(self) -> None:
-        """Close without committing; the partial file stays for ``--resume``."""
-        if self._f.id.valid:
-            self._f.close()
+        """Close without committing (the partial file stays for ``--resume``); release the lock."""
+        if self._f is not None and self._f.id.valid:
+            try:
+                self._f.close()
+            except (OSError, RuntimeError):
+                if not _hdf5_failed:
+                    raise  # after a failed write HDF5 cannot close cleanly; that was reported
+        if self._lock is not None:
+            self._lock.release()
 
-    def _trim(self, rows: int) -> None:
-        for m in self.modalities:
-            self._f["modalities"][m].resize(rows, axis=0)
-        for k in META_FIELDS:
-            self._f["meta"][k].resize(rows, axis=0)
+    def abort(self) -> None:
+        """Close and remove the partial file (nothing worth resuming)."""
+        if self._f is not None and self._f.id.valid:
+            self._f.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.partial)
+        self.close()
+
+    def _rewrite(self, order: np.ndarray) -> None:
+        """Replace the partial file by one holding only rows ``order`` (in that order).
+
+        Used to roll back damaged rows, drop samples whose source vanished or changed, and
+        sort on commit. The copy is built beside the partial file and renamed over it, so the
+        partial file stays valid if this is killed too.
+        """
+        order = np.asarray(order, dtype=np.int64)
+        src = self._f
+        tmp = self.partial.with_name(self.partial.name + ".rewrite")
+        dst = self._create(tmp, len(order) * self._row_bytes)
+        try:
+            dst.attrs["options"] = src.attrs["options"]
+            for k in ("modalities", "meta", "resume"):
+                for name, ds in src[k].items():
+                    out = dst[k][name]
+                    out.resize(len(order), axis=0)
+                    step = 64 if k == "modalities" else 1 << 16
+                    for lo in range(0, len(order), step):
+                        idx = order[lo : lo + step]
+                        uniq, inverse = np.unique(idx, return_inverse=True)
+                        out[lo : lo + len(idx)] = ds[uniq][inverse]
+            dst.attrs["progress"] = json.dumps({"rows": len(order), "state": None})
+            dst.close()
+        except BaseException:
+            dst.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(tmp)
+            raise
+        src.close()
+        os.replace(tmp, self.partial)
+        self._f = h5py.File(self.partial, "r+")
+        self.rows = len(order)
+
+
+def _put(ds: h5py.Dataset, lo: int, hi: int, values) -> None:
+    ds.resize(hi, axis=0)
+    ds[lo:hi] = values
+
+
+def _records(resumes: Mapping[str, h5py.Dataset], rows: int) -> list[dict[str, Any]]:
+    cols = {
+        k: (ds.asstr()[:rows] if ds.dtype.kind == "O" else ds[:rows]) for k, ds in resumes.items()
+    }
+    return [{k: cols[k][i] for k in cols} for i in range(rows)]
+
+
+def _mkdir_parent(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CacheWriteError(f"{path}: cannot create its folder ({e.strerror or e})") from None
+
+
+def _int_attr(f: h5py.File, name: str) -> int:
+    v = f.attrs.get(name)
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+        raise CacheError(f"root attribute {name!r} is {_show(v)}, expected an integer")
+    return int(v)
+
+
+def _show(value: Any) -> str:
+    """``repr`` of an attribute value as the user wrote it (numpy scalars as Python ones)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def _json_attr(attrs, what: str, default: str | None = None) -> Any:
+    text = attrs.get("options", default)
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        value = json.loads(text) if isinstance(text, str) else None
+    except json.JSONDecodeError as e:
+        raise CacheError(f"{what} is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise CacheError(f"{what} is {text!r}, expected a JSON object")
+    return value
+
+
+def _str_attr(f: h5py.File, name: str) -> str:
+    v = f.attrs.get(name)
+    if isinstance(v, bytes):
+        v = v.decode("utf-8", "replace")
+    if not isinstance(v, str):
+        raise CacheError(f"root attribute {name!r} is {_show(v)}, expected a string")
+    return v
 
 
 def write_cache(
@@ -345,62 +818,98 @@ class CacheReader:
         except OSError as e:
             raise CacheError(f"{self.path}: not an HDF5 file ({e})") from None
         with f:
-            if f.attrs.get("format") != FORMAT:
+            try:
+                self._load(f)
+            except CacheError as e:
+                raise CacheError(f"{self.path}: {e}") from None
+            except (KeyError, ValueError, TypeError, OSError, RuntimeError) as e:
                 raise CacheError(
-                    f"{self.path}: not a skelmod cache (root attribute 'format' is "
-                    f"{f.attrs.get('format')!r}, expected {FORMAT!r}); create one with "
-                    "`skelmod convert`"
-                )
-            version = int(f.attrs.get("schema_version", -1))
-            if version != SCHEMA_VERSION:
-                raise CacheError(
-                    f"{self.path}: cache schema version {version}, this skelmod reads version "
-                    f"{SCHEMA_VERSION}; re-create it with `skelmod convert`"
-                )
-            missing = [g for g in ("modalities", "meta") if g not in f] + [
-                f"meta/{k}" for k in META_FIELDS if "meta" in f and k not in f["meta"]
-            ]
-            if "modalities" in f and "joint" not in f["modalities"]:
-                missing.append("modalities/joint")
-            if missing:
-                raise CacheError(f"{self.path}: incomplete cache, missing {', '.join(missing)}")
-            self.dataset = str(f.attrs["dataset"])
-            self.t = int(f.attrs["t_frames"])
-            self.options = json.loads(f.attrs["options"])
-            self.modalities = tuple(layout_order(f["modalities"].keys()))
-            mods = f["modalities"]
-            self.modality_options = {
-                m: json.loads(mods[m].attrs.get("options", "{}")) for m in self.modalities
-            }
-            self._read_layout(f)
-            self.meta = {
-                k: (f["meta"][k].asstr()[:] if k == "name" else f["meta"][k][:])
-                for k in META_FIELDS
-            }
-            self.n = len(self.meta["name"])
-            labels = self.meta["label"]
-            if labels.size and (labels.min() < 0 or labels.max() >= self.num_class):
-                raise CacheError(
-                    f"{self.path}: meta/label must lie in 0 .. {self.num_class - 1} (num_class "
-                    f"{self.num_class}), found {labels.min()} .. {labels.max()}"
-                )
-            if mods["joint"].ndim != 5:
-                raise CacheError(
-                    f"{self.path}: modalities/joint has shape {mods['joint'].shape}, expected "
-                    "(N, 3, T, V, M)"
-                )
-            self.bodies = int(mods["joint"].shape[-1])
-            for m in self.modalities:
-                if f["modalities"][m].shape != (self.n, *self.sample_shape):
-                    raise CacheError(
-                        f"{self.path}: modalities/{m} has shape {f['modalities'][m].shape}, "
-                        f"expected {(self.n, *self.sample_shape)}"
-                    )
-            self._splits = self._read_splits(f)
+                    f"{self.path}: unreadable cache ({type(e).__name__}: {e})"
+                ) from None
         if self._splits is None:
             self.split_names = layout.split_names(self.dataset)
         else:
             self.split_names = tuple(f"{b}-{p}" for b in self._splits for p in ("train", "val"))
+
+    def _load(self, f: h5py.File) -> None:
+        """Read and check the header and metadata; errors name the attribute or dataset."""
+        fmt = f.attrs.get("format")
+        if (fmt.decode("utf-8", "replace") if isinstance(fmt, bytes) else fmt) != FORMAT:
+            raise CacheError(
+                f"not a skelmod cache (root attribute 'format' is {fmt!r}, expected "
+                f"{FORMAT!r}); create one with `skelmod convert`"
+            )
+        if "progress" in f.attrs:
+            raise CacheError(
+                "an unfinished conversion, not a cache; finish it with `skelmod convert "
+                "--resume` (same folder, options and -o without .partial)"
+            )
+        version = _int_attr(f, "schema_version")
+        if version != SCHEMA_VERSION:
+            raise CacheError(
+                f"cache schema version {version}, this skelmod reads version "
+                f"{SCHEMA_VERSION}; re-create it with `skelmod convert`"
+            )
+        missing = [g for g in ("modalities", "meta") if g not in f] + [
+            f"meta/{k}" for k in META_FIELDS if "meta" in f and k not in f["meta"]
+        ]
+        if "modalities" in f and "joint" not in f["modalities"]:
+            missing.append("modalities/joint")
+        if missing:
+            raise CacheError(f"incomplete cache, missing {', '.join(missing)}")
+        self.dataset = _str_attr(f, "dataset")
+        if self.dataset not in (*layout.BENCHMARKS, CUSTOM_DATASET):
+            raise CacheError(
+                f"root attribute 'dataset' is {self.dataset!r}, expected one of "
+                f"{', '.join((*layout.BENCHMARKS, CUSTOM_DATASET))}"
+            )
+        self.t = _int_attr(f, "t_frames")
+        if self.t < 2:
+            raise CacheError(f"root attribute 't_frames' is {self.t}, expected at least 2")
+        self.options = _json_attr(f.attrs, "root attribute 'options'")
+        self.modalities = tuple(layout_order(f["modalities"].keys()))
+        mods = f["modalities"]
+        self.modality_options = {
+            m: _json_attr(mods[m].attrs, f"modalities/{m} attribute 'options'", "{}")
+            for m in self.modalities
+        }
+        self._read_layout(f)
+        self.meta = {}
+        for k in META_FIELDS:
+            ds = f["meta"][k]
+            want = "string" if k == "name" else "integer"
+            if (
+                ds.ndim != 1
+                or (ds.dtype.kind == "O") != (k == "name")
+                or (k != "name" and ds.dtype.kind not in "iu")
+            ):
+                raise CacheError(f"meta/{k} is {ds.dtype} of shape {ds.shape}, expected 1-D {want}")
+            self.meta[k] = ds.asstr()[:] if k == "name" else ds[:]
+        lengths = {k: len(v) for k, v in self.meta.items()}
+        if len(set(lengths.values())) > 1:
+            detail = ", ".join(f"meta/{k} {n}" for k, n in lengths.items())
+            raise CacheError(f"metadata arrays differ in length ({detail})")
+        self.n = lengths["name"]
+        if self.n == 0:
+            raise CacheError("the cache holds no samples")
+        labels = self.meta["label"]
+        if labels.min() < 0 or labels.max() >= self.num_class:
+            raise CacheError(
+                f"meta/label must lie in 0 .. {self.num_class - 1} (num_class {self.num_class}), "
+                f"found {labels.min()} .. {labels.max()}"
+            )
+        if mods["joint"].ndim != 5:
+            raise CacheError(
+                f"modalities/joint has shape {mods['joint'].shape}, expected (N, 3, T, V, M)"
+            )
+        self.bodies = int(mods["joint"].shape[-1])
+        for m in self.modalities:
+            if mods[m].shape != (self.n, *self.sample_shape):
+                raise CacheError(
+                    f"modalities/{m} has shape {mods[m].shape}, expected "
+                    f"{(self.n, *self.sample_shape)}"
+                )
+        self._splits = self._read_splits(f)
 
     def _read_layout(self, f: h5py.File) -> None:
         """Layout, modality options and class count; old caches: ntu25, options, dataset's."""
@@ -408,21 +917,18 @@ class CacheReader:
         try:
             self.layout = layout.get_layout(str(name))
         except layout.LayoutError as e:
-            raise CacheError(f"{self.path}: root attribute 'layout': {e}") from None
+            raise CacheError(f"root attribute 'layout': {e}") from None
         try:
             raw = f.attrs.get("modality_options")
             self.feature_options = layout.ModalityOptions.from_json(
                 json.loads(raw) if raw is not None else self.options
             )
         except (layout.LayoutError, ValueError, TypeError) as e:
-            raise CacheError(f"{self.path}: root attribute 'modality_options': {e}") from None
-        if self.dataset not in layout.BENCHMARKS and self.dataset != CUSTOM_DATASET:
-            raise CacheError(f"{self.path}: unknown dataset {self.dataset!r}")
+            raise CacheError(f"root attribute 'modality_options': {e}") from None
         num_class = f.attrs.get("num_class", layout.NUM_CLASSES.get(self.dataset))
         if not isinstance(num_class, (int, np.integer)) or num_class < 1:
             raise CacheError(
-                f"{self.path}: root attribute 'num_class' must be a positive integer, found "
-                f"{num_class!r}"
+                f"root attribute 'num_class' must be a positive integer, found {_show(num_class)}"
             )
         self.num_class = int(num_class)
 
@@ -435,8 +941,8 @@ class CacheReader:
             mask = grp[name][:]
             if mask.dtype != bool or mask.shape != (self.n,):
                 raise CacheError(
-                    f"{self.path}: splits/{name} must be a bool ({self.n},) mask, found "
-                    f"{mask.dtype} {mask.shape}"
+                    f"splits/{name} must be a bool ({self.n},) mask, found {mask.dtype} "
+                    f"{mask.shape}"
                 )
             splits[name] = mask
         return splits

@@ -7,17 +7,28 @@ worker process: read (§1.1 / :func:`skelmod.nucla.read_nucla`), select bodies (
 (§4). The main process streams the results, in
 sorted file order, into a :class:`~skelmod.cache.CacheWriter`, so memory stays flat and the
 cache is only renamed into place when complete. A file that fails is recorded with its
-reason and never stops the others.
+reason and never stops the others; so is a file whose worker process dies (it is retried
+once, alone, before it is reported).
+
+``--resume`` is verified: every converted sample carries its source file's name, size and
+mtime, so a resumed run keeps exactly the samples whose file is unchanged, removes the others
+and converts the rest (see :meth:`skelmod.cache.CacheWriter.resume`).
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import multiprocessing as mp
 import os
 import shutil
+import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +37,9 @@ import numpy as np
 
 from . import layout
 from .bodies import BODY_RULES, select_bodies
-from .cache import CacheWriter
+from .cache import CacheError, CacheWriter, SampleError, check_sample, is_cache
 from .modalities import compute_modalities
-from .names import detect_dataset, parse_sample_name, read_missing_list
+from .names import check_sample_ids, detect_dataset, parse_sample_name, read_missing_list
 from .normalize import YAW_MODES, normalize_sample
 from .ntu import read_skeleton
 from .nucla import read_nucla
@@ -40,10 +51,22 @@ SOURCES = {
     "ntu120": (SUFFIX, "ntu25", layout.M),
     "nucla": (".json", "kinect-v1-20", 1),
 }
+#: Largest ``--frames``: the cache holds ``600 * T`` bytes per sample and modality.
+MAX_TARGET_FRAMES = 1000
 
 
 class ConvertError(ValueError):
-    """The conversion as a whole cannot run (bad arguments, no input, nothing converted)."""
+    """The conversion as a whole cannot run (bad arguments, no input, nothing converted,
+    a refused resume, a failed write). ``report``, when set, is what the run did before."""
+
+    def __init__(self, message: str, report: ConvertReport | None = None):
+        super().__init__(message)
+        self.report = report
+
+
+class OutputError(ConvertError):
+    """``-o`` names something convert must not write: a directory, an input file, a file that
+    is not a cache, or an existing cache without ``overwrite`` (a usage error)."""
 
 
 def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
@@ -69,8 +92,10 @@ class ConvertOptions:
     bones: str = "6v"
 
     def __post_init__(self):
-        if self.frames < 2:
-            raise ConvertError(f"--frames must be at least 2, got {self.frames}")
+        if not 2 <= self.frames <= MAX_TARGET_FRAMES:
+            raise ConvertError(
+                f"--frames must be between 2 and {MAX_TARGET_FRAMES}, got {self.frames}"
+            )
         _check_choice("--bodies", self.bodies, BODY_RULES)
         _check_choice("--yaw", self.yaw, YAW_MODES)
         try:
@@ -117,6 +142,9 @@ class ConvertReport:
     bodies_kept: int = 0
     denoise_fallbacks: int = 0
     resumed_from: int = 0
+    removed: list[tuple[str, str]] = field(default_factory=list)
+    resume_note: str | None = None
+    subfolders: list[str] = field(default_factory=list)
     seconds: float = 0.0
     unit: str = "files"  #: what was converted ("sequences" for skelmod import)
 
@@ -143,30 +171,147 @@ class ConvertReport:
                 f"denoise dropped every body in {self.denoise_fallbacks} samples; "
                 "the longest body was kept in each"
             )
+        if self.subfolders:
+            shown = ", ".join(self.subfolders[:5]) + (", ..." if len(self.subfolders) > 5 else "")
+            lines.append(
+                f"notice: {len(self.subfolders)} subfolders not searched ({shown}); convert "
+                "each folder on its own"
+            )
+        if self.resume_note:
+            lines.append(f"resume: {self.resume_note}")
         if self.resumed_from:
-            lines.append(f"resumed after {self.resumed_from} files already done")
+            lines.append(f"resumed: kept {self.resumed_from} samples converted before")
+        if self.removed:
+            lines.append(f"removed from the partial cache: {len(self.removed)}")
+            lines += [f"  {name}: {reason}" for name, reason in self.removed]
         return "\n".join(lines)
+
+
+@dataclass
+class Inputs:
+    """What a raw folder holds: ``files`` (sorted regular raw files, e.g. ``*.skeleton``, with
+    their ``os.stat`` in ``stats`` by file name), ``skipped`` (names on the missing list),
+    ``rejected`` (entries with the raw suffix that are not readable regular files, with the
+    reason) and ``subfolders`` (not searched, reported in a notice)."""
+
+    files: list[Path] = field(default_factory=list)
+    stats: dict[str, os.stat_result] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    subfolders: list[str] = field(default_factory=list)
+
+
+def _entry_problem(path: Path) -> tuple[str | None, os.stat_result | None]:
+    """Why ``path`` is not a readable regular file (``None`` if it is), and its stat."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return ("a broken symbolic link" if path.is_symlink() else "vanished while listing"), None
+    except OSError as e:
+        return f"cannot be examined ({e.strerror})", None
+    if stat.S_ISDIR(st.st_mode):
+        return "a directory, not a file", None
+    if stat.S_ISFIFO(st.st_mode):
+        return "a FIFO (named pipe), not a regular file", None
+    if not stat.S_ISREG(st.st_mode):
+        return "a device or socket, not a regular file", None
+    if not os.access(path, os.R_OK):
+        return "not readable (permission denied)", None
+    return None, st
+
+
+def scan_inputs(
+    raw_dir: str | os.PathLike, missing: Iterable[str] = (), suffix: str = SUFFIX
+) -> Inputs:
+    """Everything ``raw_dir`` holds that a conversion must convert, skip or report: entries
+    named ``*suffix`` and subfolders."""
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise ConvertError(f"{raw_dir}: not a directory")
+    try:
+        entries = sorted(os.scandir(raw_dir), key=lambda e: e.name)
+    except OSError as e:
+        raise ConvertError(f"{raw_dir}: cannot list the folder ({e.strerror})") from None
+    missing = set(missing)
+    found = Inputs()
+    for entry in entries:
+        path = Path(entry.path)
+        if not entry.name.endswith(suffix):
+            if path.is_dir():
+                found.subfolders.append(entry.name)
+            continue
+        stem = entry.name[: -len(suffix)]
+        if stem in missing:
+            found.skipped.append(stem)
+            continue
+        problem, st = _entry_problem(path)
+        if problem is not None:
+            found.rejected.append((stem, f"{path}: {problem}"))
+        else:
+            found.files.append(path)
+            found.stats[entry.name] = st
+    return found
 
 
 def list_inputs(
     raw_dir: str | os.PathLike, missing: Iterable[str] = (), suffix: str = SUFFIX
 ) -> tuple[list[Path], list[str]]:
     """Sorted ``suffix`` files of ``raw_dir`` and the names skipped by the missing list."""
-    raw_dir = Path(raw_dir)
-    if not raw_dir.is_dir():
-        raise ConvertError(f"{raw_dir}: not a directory")
-    missing = set(missing)
-    files, skipped = [], []
-    for p in sorted(raw_dir.iterdir()):
-        if p.suffix != suffix or not p.is_file():
-            continue
-        (skipped.append(p.stem) if p.stem in missing else files.append(p))
-    return files, skipped
+    found = scan_inputs(raw_dir, missing, suffix)
+    return found.files, found.skipped
 
 
-def _read_ntu(path: Path, options: ConvertOptions):
-    """NTU file -> selected bodies ``(3, F, 25, 2)``, metadata, dropped bodies, fallbacks."""
+def check_output(out: str | os.PathLike, inputs: Iterable[Path], overwrite: bool = False) -> Path:
+    """Refuse an ``out`` that is a directory (or ends in a slash), one of ``inputs``, an
+    existing file that is not a skelmod cache, or an existing cache unless ``overwrite``.
+
+    Raises:
+        OutputError: naming ``out`` and what to do instead.
+    """
+    text = os.fspath(out)
+    path = Path(text)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise OutputError(
+            f"{text}: is a directory; -o takes the cache file to write, e.g. {path / 'cache.h5'}"
+        )
+    if not path.exists():
+        return path
+    for p in inputs:
+        if os.path.samefile(path, p):
+            raise OutputError(f"{path}: is one of the input files; choose another -o")
+    if not is_cache(path):
+        raise OutputError(
+            f"{path}: exists and is not a skelmod cache; refusing to overwrite it (choose "
+            "another -o, or remove the file)"
+        )
+    if not overwrite:
+        raise OutputError(f"{path}: a cache already exists; pass --overwrite to replace it")
+    return path
+
+
+def _read_missing(path: str | os.PathLike) -> frozenset[str]:
+    try:
+        return read_missing_list(path)
+    except UnicodeDecodeError as e:
+        raise ConvertError(
+            f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})"
+        ) from None
+    except OSError as e:
+        raise ConvertError(f"{path}: cannot read the missing-sample list ({e.strerror})") from None
+    except ValueError as e:
+        raise ConvertError(str(e)) from None
+
+
+def _read_ntu(path: Path, options: ConvertOptions, dataset: str | None):
+    """NTU file -> selected bodies ``(3, F, 25, 2)``, metadata, dropped bodies, fallbacks.
+
+    The ids of the name must lie in ``dataset``'s ranges (when given, §1.2)."""
     sid = parse_sample_name(path.name)
+    if dataset is not None:
+        try:
+            check_sample_ids(sid, dataset)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
     raw = read_skeleton(path)
     d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
     meta = {
@@ -184,7 +329,7 @@ def _read_ntu(path: Path, options: ConvertOptions):
     return d, meta, dict(stats.dropped), stats.fallbacks
 
 
-def _read_nucla(path: Path, options: ConvertOptions):
+def _read_nucla(path: Path, options: ConvertOptions, dataset: str | None):
     """N-UCLA file -> its one body ``(3, T, 20, 1)`` as it is, metadata, nothing dropped."""
     sample = read_nucla(path)
     return sample.joints, sample.meta(), {}, 0
@@ -197,16 +342,25 @@ _READERS = {
 }
 
 
-def convert_file(path: str | os.PathLike, options: ConvertOptions) -> dict[str, Any]:
+def convert_file(
+    path: str | os.PathLike, options: ConvertOptions, dataset: str | None = None
+) -> dict[str, Any]:
     """Convert one raw file: ``{"arrays": {modality: (3,T,V,M) float32}, "meta": {...},
     "dropped": {rule: count}}``. The suffix selects the reader (:data:`SOURCES`: ``.skeleton``
-    NTU, ``.json`` N-UCLA). Raises ``ValueError`` subclasses that name the problem."""
+    NTU, ``.json`` N-UCLA). Raises ``ValueError`` subclasses that name the problem: among them
+    NTU ids outside ``dataset``'s ranges (when given) and, for every dataset, samples that fail
+    :func:`skelmod.cache.check_sample` (non-finite values, absurd coordinates, a label that is
+    not one of ``dataset``'s classes)."""
     path = Path(path)
     if path.suffix not in _READERS:
         raise ConvertError(f"{path}: no reader for {path.suffix!r} files")
     read, layout_name = _READERS[path.suffix]
-    d, meta, dropped, fallbacks = read(path, options)
-    arrays, length = process_sample(d, meta["frame_count"], options, layout_name)
+    d, meta, dropped, fallbacks = read(path, options, dataset)
+    try:
+        check_sample({}, meta["label"], layout.NUM_CLASSES.get(dataset or ""))
+        arrays, length = process_sample(d, meta["frame_count"], options, layout_name)
+    except SampleError as e:
+        raise ValueError(f"{path}: {e}") from None
     return {
         "arrays": arrays,
         "meta": {**meta, "valid_length": length},
@@ -219,27 +373,47 @@ def process_sample(
     d: np.ndarray, frame_count: int, options: ConvertOptions, layout_name: str
 ) -> tuple[dict[str, np.ndarray], int]:
     """Selected bodies ``(3, F, V, M)`` -> ``({modality: (3, T, V, M) float32}, L)``: the
-    normalisation of §2 and the modalities of §4 in the joint layout ``layout_name``."""
-    x, length = normalize_sample(
-        d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
-    )
-    arrays = compute_modalities(
-        x,
-        frame_count,
-        t_target=options.frames,
-        modalities=list(options.modalities),
-        unit_axis=options.unit_axis,
-        bones=options.bones,
-        layout=layout_name,
-    )
+    normalisation of §2 and the modalities of §4 in the joint layout ``layout_name``.
+
+    Raises :class:`~skelmod.cache.SampleError` (a ``ValueError``) when the result is not finite
+    in float32 or a joint coordinate exceeds :data:`skelmod.cache.MAX_COORDINATE_M`, whatever
+    the data set: a cache never holds NaN or inf."""
+    # Absurd coordinates overflow float32 on the way; check_sample rejects the result with a
+    # message, so numpy's warnings would only be noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        x, length = normalize_sample(
+            d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
+        )
+        arrays = compute_modalities(
+            x,
+            frame_count,
+            t_target=options.frames,
+            modalities=list(options.modalities),
+            unit_axis=options.unit_axis,
+            bones=options.bones,
+            layout=layout_name,
+        )
+    check_sample(arrays)
     return {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}, length
 
 
-def _work(args: tuple[str, ConvertOptions]) -> tuple[str, dict[str, Any] | None, str | None]:
-    path, options = args
+Result = tuple[str, dict[str, Any] | None, str | None]
+
+#: Per input file (index into the run's list): the pid of the worker converting it, 0 before,
+#: -1 after. Set in each worker by :func:`_init_worker`; tells which files a dead worker held.
+_BUSY: Any = None
+
+
+def _init_worker(busy) -> None:
+    global _BUSY
+    _BUSY = busy
+
+
+def _work(args: tuple[str, ConvertOptions, str | None]) -> Result:
+    path, options, dataset = args
     name = Path(path).stem
     try:
-        return name, convert_file(path, options), None
+        return name, convert_file(path, options, dataset), None
     except (ValueError, OSError) as e:  # format, name and empty-sequence errors are ValueErrors
         return name, None, str(e)
     except Exception as e:  # noqa: BLE001 - one odd file must never stop the others
@@ -247,15 +421,19 @@ def _work(args: tuple[str, ConvertOptions]) -> tuple[str, dict[str, Any] | None,
 
 
 def _work_block(
-    args: tuple[list[str], ConvertOptions, str],
-) -> list[tuple[str, dict[str, Any] | None, str | None]]:
-    """Convert a block of files in a worker; the arrays go to the ``.npy`` shard ``args[2]``.
+    args: tuple[list[int], list[str], ConvertOptions, str | None, str],
+) -> list[Result]:
+    """Convert a block of files in a worker; the arrays go to the ``.npy`` shard ``args[4]``.
 
     Only names, metadata and errors travel back through the pipe: on some machines a pipe
     costs as much per sample as converting it, which stopped workers from scaling.
     """
-    paths, options, shard = args
-    results = [_work((p, options)) for p in paths]
+    indices, paths, options, dataset, shard = args
+    results = []
+    for i, p in zip(indices, paths, strict=True):
+        _BUSY[i] = os.getpid()
+        results.append(_work((p, options, dataset)))
+        _BUSY[i] = -1
     converted = [r for _, r, _ in results if r is not None]
     if converted:
         stacked = np.stack(
@@ -267,31 +445,127 @@ def _work_block(
     return results
 
 
-def _pool_results(todo: list[str], options: ConvertOptions, workers: int, shard_dir: Path):
-    """``(name, result, error)`` per file, in order, converted by a pool of processes."""
+def _died(path: str, why: str) -> Result:
+    return Path(path).stem, None, f"{path}: worker died while converting it ({why})"
+
+
+def _pool_results(
+    todo: list[str], options: ConvertOptions, dataset: str, workers: int, shard_dir: Path
+) -> Iterator[Result]:
+    """``(name, result, error)`` per file, in order, converted by a pool of processes.
+
+    A worker that dies (OOM killer, a signal) breaks the pool. The files it was converting
+    are then retried once, each alone in a fresh worker, and reported as failed if that
+    worker dies too; the other unfinished files go to a fresh pool. The run never hangs.
+    """
+    ctx = _pool_context()
+    busy = ctx.Array("q", len(todo), lock=False)
     block = max(1, min(16, len(todo) // (4 * workers)))
-    jobs = [
-        (todo[i : i + block], options, str(shard_dir / f"{i}.npy"))
-        for i in range(0, len(todo), block)
-    ]
-    with _pool_context().Pool(workers) as pool:
-        for (_, _, shard), results in zip(jobs, pool.imap(_work_block, jobs), strict=True):
-            arrays = np.load(shard) if any(r is not None for _, r, _ in results) else None
-            k = 0
-            for name, result, error in results:
-                if result is not None:
-                    result["arrays"] = dict(zip(options.modalities, arrays[k], strict=True))
-                    k += 1
-                yield name, result, error
-            if arrays is not None:
-                os.remove(shard)
+    shards = itertools.count()
+    # Units of work in file order: (indices, alone). "alone" units hold one suspect file.
+    queue: deque[tuple[list[int], bool]] = deque(
+        (list(range(i, min(i + block, len(todo)))), False) for i in range(0, len(todo), block)
+    )
+    fruitless = 0
+    while queue:
+        alone = queue[0][1]
+        batch = [queue.popleft()[0]] if alone else []
+        while not alone and queue and not queue[0][1]:
+            batch.append(queue.popleft()[0])
+        done = 0
+        jobs = []
+        for idx in batch:
+            for i in idx:
+                busy[i] = 0
+            jobs.append((idx, [todo[i] for i in idx], options, dataset,
+                         str(shard_dir / f"{next(shards)}.npy")))  # fmt: skip
+        pool = ProcessPoolExecutor(
+            1 if alone else workers, mp_context=ctx, initializer=_init_worker, initargs=(busy,)
+        )
+        try:
+            window = 2 * workers
+            futures = deque(pool.submit(_work_block, j) for j in jobs[:window])
+            for k, job in enumerate(jobs):
+                results = futures.popleft().result()
+                if k + window < len(jobs):
+                    futures.append(pool.submit(_work_block, jobs[k + window]))
+                yield from _unpack(results, job[4], options)
+                done += 1
+        except BrokenProcessPool:
+            rest = [i for idx in batch[done:] for i in idx]
+            if alone:
+                yield _died(todo[rest[0]], "again when retried alone; out of memory? killed?")
+                continue
+            suspects = {i for i in rest if busy[i] > 0}
+            fruitless = 0 if suspects else fruitless + 1
+            if fruitless >= 3:  # workers die before converting anything: give up on the rest
+                for i in rest + [i for idx, _ in queue for i in idx]:
+                    yield _died(todo[i], "workers kept dying before converting anything")
+                return
+            queue.extendleft(reversed(_requeue(rest, suspects, block)))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _requeue(rest: list[int], suspects: set[int], block: int) -> list[tuple[list[int], bool]]:
+    """Units for the files left after a pool broke, in order; suspects alone."""
+    units: list[tuple[list[int], bool]] = []
+    for i in rest:
+        if i in suspects:
+            units.append(([i], True))
+        elif units and not units[-1][1] and len(units[-1][0]) < block:
+            units[-1][0].append(i)
+        else:
+            units.append(([i], False))
+    return units
+
+
+def _unpack(results: list[Result], shard: str, options: ConvertOptions) -> Iterator[Result]:
+    arrays = np.load(shard) if any(r is not None for _, r, _ in results) else None
+    k = 0
+    for name, result, error in results:
+        if result is not None:
+            result["arrays"] = dict(zip(options.modalities, arrays[k], strict=True))
+            k += 1
+        yield name, result, error
+    if arrays is not None:
+        os.remove(shard)
 
 
 def _pool_context() -> mp.context.BaseContext:
     # forkserver: workers fork from a clean server, never from a parent that may already run
     # numba/OpenMP threads (fork after threads can deadlock).
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    # The server imports skelmod once; each worker forked from it starts at once (a pool is
+    # started again after a worker dies).
+    if "forkserver" not in mp.get_all_start_methods():
+        return mp.get_context("spawn")
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def _extra(result: dict[str, Any]) -> str:
+    """What the report sums over samples, kept per row so a resumed run can recount it."""
+    meta = result["meta"]
+    return json.dumps(
+        {
+            "seen": int(meta["bodies_seen"]),
+            "kept": int(meta["bodies_kept"]),
+            "dropped": {k: int(v) for k, v in result["dropped"].items()},
+            "fallbacks": int(result["fallbacks"]),
+        },
+        sort_keys=True,
+    )
+
+
+def _count(report: ConvertReport, extra: str) -> None:
+    e = json.loads(extra)
+    report.converted += 1
+    report.bodies_seen += e["seen"]
+    report.bodies_kept += e["kept"]
+    report.denoise_fallbacks += e["fallbacks"]
+    for rule, k in e["dropped"].items():
+        report.bodies_dropped[rule] = report.bodies_dropped.get(rule, 0) + k
 
 
 def convert(
@@ -303,29 +577,35 @@ def convert(
     missing_list: str | os.PathLike | None = None,
     workers: int | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     block: int = 256,
 ) -> ConvertReport:
-    """Convert every ``.skeleton`` file of ``raw_dir`` into the cache ``out``.
+    """Convert every raw file of ``raw_dir`` (:data:`SOURCES`) into the cache ``out``.
 
     Args:
-        dataset: "ntu60", "ntu120", "nucla" or "auto" (NTU from the sample names; a folder
-            of ``.json`` files and no ``.skeleton`` is N-UCLA).
+        dataset: "ntu60", "ntu120", "nucla" or "auto" (NTU from the sample names in range; a
+            folder of ``.json`` files and no ``.skeleton`` is N-UCLA).
         missing_list: an official missing-sample list; those files are skipped.
         workers: processes (default: all cores); 1 runs in this process.
-        resume: continue the partial file of a killed run with the same options (a clean
-            run when there is none).
+        resume: continue the partial file of a killed run from the same folder with the same
+            options: samples whose file is unchanged are kept, the others removed and
+            reported, the rest converted (a clean run when there is no partial file).
+        overwrite: replace an existing cache at ``out`` (never anything else).
         progress: called as ``progress(done, total)`` after each file.
+        block: samples per write of the cache (each write is a resume point).
 
     Returns:
         The :class:`ConvertReport`; ``report.ok`` is False when some files were rejected.
 
     Raises:
-        ConvertError: bad arguments, no input files, or no file converted.
+        OutputError: ``out`` is a directory, an input, not a cache, or a cache and not
+            ``overwrite``. ConvertError: bad arguments, no input files, no file converted,
+            a refused resume, another process writing ``out``, or a failed write.
     """
     options = options or ConvertOptions()
     start = time.perf_counter()
-    missing = read_missing_list(missing_list) if missing_list else frozenset()
+    missing = _read_missing(missing_list) if missing_list else frozenset()
     if dataset not in (*SOURCES, "auto"):
         raise ConvertError(
             f"--dataset must be one of {', '.join(SOURCES)} or auto, got {dataset!r}"
@@ -334,9 +614,11 @@ def convert(
         if list_inputs(raw_dir, (), SOURCES["nucla"][0])[0]:
             dataset = "nucla"
     suffix, layout_name, bodies = SOURCES.get(dataset, SOURCES["ntu60"])
-    files, skipped = list_inputs(raw_dir, missing, suffix)
-    if not files:
+    inputs = scan_inputs(raw_dir, missing, suffix)
+    files = inputs.files
+    if not files and not inputs.rejected:
         raise ConvertError(f"{raw_dir}: no {suffix} files to convert")
+    check_output(out, files, overwrite)
     if dataset == "auto":
         ids = []
         for p in files:
@@ -346,64 +628,87 @@ def convert(
                 pass  # reported per file below
         dataset = detect_dataset(ids)
 
-    report = ConvertReport(out=None, dataset=dataset, total=len(files), skipped_missing=skipped)
+    report = ConvertReport(
+        out=None, dataset=dataset, total=len(files) + len(inputs.rejected),
+        skipped_missing=inputs.skipped, rejected=list(inputs.rejected),
+        subfolders=inputs.subfolders,
+    )  # fmt: skip
     writer_args = dict(
         dataset=dataset, t=options.frames, options=options.to_json(),
-        modalities=options.modalities, block=block, layout=layout_name, bodies=bodies,
-        modality_options=options.modality_options.to_json(),
+        modalities=options.modalities, block=block, source_dir=str(Path(raw_dir).resolve()),
+        layout=layout_name, bodies=bodies, modality_options=options.modality_options.to_json(),
     )  # fmt: skip
-    resumed = CacheWriter.resume(out, **writer_args) if resume else None
-    if resumed is not None:
-        writer, state = resumed
-        if state is not None:
-            report.resumed_from = state["files_done"]
-            report.rejected = [tuple(r) for r in state["rejected"]]
-            report.bodies_dropped = state["bodies_dropped"]
-            report.bodies_seen, report.bodies_kept = state["bodies_seen"], state["bodies_kept"]
-            report.denoise_fallbacks = state["denoise_fallbacks"]
-        report.converted = writer.rows
-    else:
-        writer = CacheWriter(out, **writer_args)
 
-    def state(done: int) -> dict[str, Any]:
-        return {
-            "files_done": done,
-            "rejected": report.rejected,
-            "bodies_dropped": report.bodies_dropped,
-            "bodies_seen": report.bodies_seen,
-            "bodies_kept": report.bodies_kept,
-            "denoise_fallbacks": report.denoise_fallbacks,
-        }
+    def unchanged(record: dict[str, Any]) -> bool:
+        st = inputs.stats.get(record["source"])
+        if st is None:
+            report.removed.append((Path(record["source"]).stem, "its file is gone"))
+            return False
+        if (st.st_size, st.st_mtime_ns) != (record["size"], record["mtime_ns"]):
+            report.removed.append((Path(record["source"]).stem, "its file changed"))
+            return False
+        return True
 
-    todo = [str(p) for p in files[report.resumed_from :]]
+    try:
+        resumed = CacheWriter.resume(out, **writer_args, keep=unchanged) if resume else None
+        if resumed is not None:
+            writer, found = resumed
+            report.resume_note = found.note
+            for record in found.sources:
+                _count(report, record["extra"])
+            report.resumed_from = report.converted
+        else:
+            writer = CacheWriter(out, **writer_args)
+    except CacheError as e:
+        raise ConvertError(str(e)) from None
+    kept = {r["source"] for r in resumed[1].sources} if resumed is not None else set()
+    todo = [str(p) for p in files if p.name not in kept]
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
-    done = report.resumed_from
+    done = len(inputs.rejected) + report.resumed_from
     shard_dir, results = None, None
+    for stale in writer.path.parent.glob(f".{writer.path.name}.shards-*"):
+        shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; we hold the lock
     try:
         if workers == 1:
-            results = (_work((p, options)) for p in todo)
+            results = (_work((p, options, dataset)) for p in todo)
         else:
-            for stale in writer.path.parent.glob(f".{writer.path.name}.shards-*"):
-                shutil.rmtree(stale, ignore_errors=True)  # left by a killed run
             shard_dir = Path(
                 tempfile.mkdtemp(prefix=f".{writer.path.name}.shards-", dir=writer.path.parent)
             )
-            results = _pool_results(todo, options, workers, shard_dir)
-        for name, result, error in results:
+            results = _pool_results(todo, options, dataset, workers, shard_dir)
+        for path, (name, result, error) in zip(todo, results, strict=True):
             done += 1
             if error is not None:
                 report.rejected.append((name, error))
             else:
-                writer.append(result["arrays"], result["meta"])
-                report.converted += 1
-                report.bodies_seen += int(result["meta"]["bodies_seen"])
-                report.bodies_kept += int(result["meta"]["bodies_kept"])
-                report.denoise_fallbacks += int(result["fallbacks"])
-                for rule, k in result["dropped"].items():
-                    report.bodies_dropped[rule] = report.bodies_dropped.get(rule, 0) + int(k)
-            writer.maybe_flush(state(done))
+                st = inputs.stats[Path(path).name]
+                extra = _extra(result)
+                source = {"source": Path(path).name, "size": st.st_size,
+                          "mtime_ns": st.st_mtime_ns, "extra": extra}  # fmt: skip
+                writer.append(result["arrays"], result["meta"], source)
+                _count(report, extra)
+            writer.maybe_flush()
             if progress is not None:
                 progress(done, report.total)
+        if report.converted == 0:
+            writer.abort()
+            shown = "; ".join(f"{n}: {r}" for n, r in report.rejected[:3])
+            raise ConvertError(
+                f"{raw_dir}: none of the {report.total} files converted (first: {shown})",
+                report,
+            )
+        report.bodies_dropped = dict(sorted(report.bodies_dropped.items()))
+        report.seconds = time.perf_counter() - start
+        summary = {
+            "converted": report.converted,
+            "skipped_missing": len(report.skipped_missing),
+            "rejected": report.rejected,
+            "bodies_dropped": report.bodies_dropped,
+        }
+        report.out = writer.commit({"summary": summary}, sort=True)
+    except CacheError as e:
+        writer.close()
+        raise ConvertError(str(e), report) from None
     except BaseException:
         # The partial file keeps the last consistent resume point written by maybe_flush.
         writer.close()
@@ -413,22 +718,4 @@ def convert(
             results.close()  # stops the pool, if any
         if shard_dir is not None:
             shutil.rmtree(shard_dir, ignore_errors=True)
-    if report.converted == 0:
-        writer.close()
-        os.remove(writer.partial)
-        raise ConvertError(
-            f"{raw_dir}: none of the {report.total} files converted:\n"
-            + "\n".join(f"  {n}: {r}" for n, r in report.rejected[:20])
-        )
-    report.seconds = time.perf_counter() - start
-    report.out = writer.commit(
-        {
-            "summary": {
-                "converted": report.converted,
-                "skipped_missing": len(report.skipped_missing),
-                "rejected": report.rejected,
-                "bodies_dropped": report.bodies_dropped,
-            }
-        }
-    )
     return report

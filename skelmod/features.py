@@ -7,7 +7,8 @@ The modalities are computed in the cache's joint layout.
 
 The new cache is built beside the old one (``OUT.partial``: metadata and the kept modalities
 copied chunk by chunk, the requested ones computed from ``modalities/joint`` in blocks) and
-renamed over it only when complete, so a killed run leaves the old cache intact.
+renamed over it only when complete, so a killed run leaves the old cache intact. The cache's
+lock (``OUT.lock``, shared with ``convert``) is held throughout: one writer per cache.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import h5py
 import numpy as np
 
 from . import layout
-from .cache import CacheReader, layout_order, partial_path
+from .cache import (
+    CacheReader,
+    CacheWriteError,
+    OutputLock,
+    check_free_space,
+    layout_order,
+    partial_path,
+)
 from .modalities import compute_modalities
 
 
@@ -43,8 +51,15 @@ def add_features(
     ``modality_options`` and appended to the root ``options["features"]`` history.
 
     Raises:
-        CacheError: ``path`` is not a cache. ValueError: unknown modality names or options.
+        CacheError: ``path`` is not a cache (or another process is writing it, or the new
+        file cannot be written: :class:`~skelmod.cache.OutputBusyError`,
+        :class:`~skelmod.cache.CacheWriteError`). ValueError: unknown modality names or options.
     """
+    with OutputLock(path):
+        return _add_features(Path(path), modalities, unit_axis, bones, block, progress)
+
+
+def _add_features(path, modalities, unit_axis, bones, block, progress) -> Path:
     reader = CacheReader(path)  # validates
     old = reader.feature_options
     new = layout.ModalityOptions(
@@ -59,6 +74,7 @@ def add_features(
     partial = partial_path(path)
     n, shape = reader.n, reader.sample_shape
     try:
+        check_free_space(partial, os.path.getsize(path) + n * len(wanted) * 4 * int(np.prod(shape)))
         with h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
             for k, v in src.attrs.items():
                 dst.attrs[k] = v
@@ -84,6 +100,12 @@ def add_features(
                     layout=reader.layout,
                 )
                 for m in wanted:
+                    bad = ~np.isfinite(out[m]).reshape(hi - lo, -1).all(axis=1)
+                    if bad.any():  # a cache never holds NaN or inf (decisions.md 4 and 6)
+                        raise ValueError(
+                            f"{path}: {m} of sample {lo + int(np.argmax(bad))} is not finite; "
+                            "the cache is unchanged"
+                        )
                     grp[m][lo:hi] = out[m]
                 if progress is not None:
                     progress(hi, n)
@@ -93,8 +115,13 @@ def add_features(
             dst.attrs["options"] = json.dumps(options, sort_keys=True)
             dst.attrs["modality_options"] = json.dumps(new.to_json(), sort_keys=True)
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as e:
         if partial.exists():
             partial.unlink()
+        if isinstance(e, OSError):
+            raise CacheWriteError(
+                f"{path}: cannot write the new modalities ({e.strerror or e}); the cache is "
+                "unchanged"
+            ) from None
         raise
-    return Path(path)
+    return path

@@ -14,13 +14,32 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .layout import NUM_ACTIONS, NUM_SETUPS
-
-__all__ = ["SampleId", "detect_dataset", "parse_sample_name", "read_missing_list"]
+__all__ = [
+    "ID_RANGES",
+    "SampleId",
+    "check_sample_ids",
+    "detect_dataset",
+    "parse_sample_name",
+    "read_missing_list",
+]
 
 SAMPLE_PATTERN = "SsssCcccPpppRrrrAaaa"
 _NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 _SUFFIX = ".skeleton"
+
+#: Inclusive 1-based id ranges of each data set (§1.2): NTU-120 adds setups 18-32, subjects
+#: 41-106 and actions 61-120 to NTU-60's.
+ID_RANGES: dict[str, dict[str, tuple[int, int]]] = {
+    "ntu60": {
+        "setup": (1, 17), "camera": (1, 3), "subject": (1, 40), "replication": (1, 2),
+        "action": (1, 60),
+    },
+    "ntu120": {
+        "setup": (1, 32), "camera": (1, 3), "subject": (1, 106), "replication": (1, 2),
+        "action": (1, 120),
+    },
+}  # fmt: skip
+_LETTER = {"setup": "S", "camera": "C", "subject": "P", "replication": "R", "action": "A"}
 
 
 @dataclass(frozen=True, order=True)
@@ -93,9 +112,28 @@ def read_missing_list(path: str | os.PathLike) -> frozenset[str]:
     return frozenset(names)
 
 
+def _out_of_range(sid: SampleId, dataset: str) -> str | None:
+    for key, (lo, hi) in ID_RANGES[dataset].items():
+        value = getattr(sid, key)
+        if not lo <= value <= hi:
+            return f"{_LETTER[key]}{value:03d} is outside {dataset}'s {key}s {lo} to {hi}"
+    return None
+
+
+def check_sample_ids(sid: SampleId, dataset: str) -> None:
+    """Raise ``ValueError`` naming the first id of ``sid`` outside ``dataset``'s ranges."""
+    problem = _out_of_range(sid, dataset)
+    if problem is not None:
+        raise ValueError(f"{sid.name}: {problem} (§1.2)")
+
+
 def detect_dataset(ids: Iterable[SampleId]) -> str:
-    """``"ntu120"`` if any sample has a setup above 17 or an action above 60, else ``"ntu60"``."""
+    """``"ntu120"`` if a sample lies in NTU-120's ranges but outside NTU-60's, else ``"ntu60"``.
+
+    Names outside both are ignored here (they are rejected one by one), so one bad name never
+    switches the data set.
+    """
     for s in ids:
-        if s.setup > NUM_SETUPS["ntu60"] or s.action > NUM_ACTIONS["ntu60"]:
+        if _out_of_range(s, "ntu120") is None and _out_of_range(s, "ntu60") is not None:
             return "ntu120"
     return "ntu60"

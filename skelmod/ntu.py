@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,12 @@ JOINT_FIELDS = (
     "orientationW", "orientationX", "orientationY", "orientationZ", "trackingState",
 )  # fmt: skip
 MAX_BODIES_PER_FRAME = tk.MAX_BODIES_PER_FRAME
+#: Most frames a file may announce: about 5.5 minutes at 30 fps, 33 times the longest NTU
+#: sequence (300). Together with :data:`MAX_BODIES_PER_FRAME` and :data:`MAX_FILE_BYTES` it
+#: bounds a parser's memory whatever a file claims (``benchmarks/bench_memory.py``).
+MAX_FRAMES = 10_000
+#: Largest file read, in bytes: 10,000 frames of 6 bodies take about 150 MB of real records.
+MAX_FILE_BYTES = 256 << 20
 
 
 class SkeletonFormatError(ValueError):
@@ -179,7 +186,22 @@ def _error(path: str, data: bytes, st: np.ndarray) -> SkeletonFormatError:
     return SkeletonFormatError(path, line, exp, found)
 
 
-def parse_skeleton(data: bytes, name: str = "<bytes>") -> RawSkeleton:
+def _check_header(data: bytes, name: str, max_frames: int) -> None:
+    """Reject a header announcing more than ``max_frames`` frames before anything is parsed."""
+    head = data[:64]
+    m = re.match(rb"[ \t]*(\d{1,18})", head)
+    if m is None or not (head[m.end() : m.end() + 1].isspace() or m.end() == len(data)):
+        return  # not a plain count: the parser reports it
+    frames = int(m.group(1))
+    if frames > max_frames:
+        raise SkeletonFormatError(
+            name, 1, f"at most {max_frames} frames (the frame limit)", f"{frames} frames"
+        )
+
+
+def parse_skeleton(
+    data: bytes, name: str = "<bytes>", *, max_frames: int | None = MAX_FRAMES
+) -> RawSkeleton:
     """Parse the bytes of one ``.skeleton`` file (§1.1) into a :class:`RawSkeleton`.
 
     ``name`` is used in error messages and, reduced to its stem, as ``RawSkeleton.name``.
@@ -188,11 +210,14 @@ def parse_skeleton(data: bytes, name: str = "<bytes>") -> RawSkeleton:
     Values are parsed exactly as Python's ``float`` parses them; non-finite ones are
     rejected. Raises :class:`SkeletonFormatError` for anything else (empty file,
     0 frames, truncation, extra content after the last frame, wrong value counts,
-    non-numeric tokens, negative counts, more than 6 bodies, ``numJoint != 25``).
+    non-numeric tokens, negative counts, more than 6 bodies, ``numJoint != 25``) and for a
+    header announcing more than ``max_frames`` frames (``None``: no limit).
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"parse_skeleton needs bytes, got {type(data).__name__}")
     data = bytes(data)
+    if max_frames is not None:
+        _check_header(data, name, max_frames)
     buf = np.frombuffer(data, dtype=np.uint8)
     st, bodies_per_frame, body_frame, body_ids, body_info, joints, fixups = tk.parse_kernel(buf)
     if st[tk.S_CODE] != tk.E_OK:
@@ -217,11 +242,28 @@ def parse_skeleton(data: bytes, name: str = "<bytes>") -> RawSkeleton:
     )
 
 
-def read_skeleton(path: str | os.PathLike) -> RawSkeleton:
+def read_skeleton(
+    path: str | os.PathLike,
+    *,
+    max_frames: int | None = MAX_FRAMES,
+    max_bytes: int | None = MAX_FILE_BYTES,
+) -> RawSkeleton:
     """Read and parse one ``.skeleton`` file (§1.1); see :func:`parse_skeleton`.
 
-    ``RawSkeleton.name`` is the file stem. Raises :class:`SkeletonFormatError` for a
-    malformed file (empty and binary files included); ``OSError`` passes through.
+    ``RawSkeleton.name`` is the file stem. The header and the size are checked against the
+    limits before the file is read whole (``None``: no limit). Raises
+    :class:`SkeletonFormatError` for a malformed file (empty and binary files included) or
+    one beyond the limits; ``OSError`` passes through.
     """
     path = Path(path)
-    return parse_skeleton(path.read_bytes(), str(path))
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if max_bytes is not None and size > max_bytes:
+            raise SkeletonFormatError(
+                str(path), 0, f"at most {max_bytes} bytes (the file size limit)", f"{size} bytes"
+            )
+        if max_frames is not None:
+            _check_header(f.read(64), str(path), max_frames)
+            f.seek(0)
+        data = f.read()
+    return parse_skeleton(data, str(path), max_frames=max_frames)
