@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 partial failure (some files rejected) or a failed run, 
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import numpy as np
 
 from skelmod import layout
 from skelmod.bodies import BODY_RULES
-from skelmod.cache import CacheError, CacheReader
+from skelmod.cache import CacheError, CacheReader, hdf5_write_failed
+from skelmod.convert import MAX_TARGET_FRAMES
 from skelmod.normalize import YAW_MODES
 
 
@@ -44,6 +46,16 @@ class Progress:
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
             self.bar.__exit__(*exc)
+
+
+def _fail(message: str) -> None:
+    """Exit 1 with ``Error: message``; at once if HDF5 failed a write (it would crash at exit)."""
+    if hdf5_write_failed():
+        click.echo(f"Error: {message}", err=True)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    raise click.ClickException(message)
 
 
 def _modalities_option(default: str):
@@ -92,9 +104,10 @@ def main() -> None:
     "-o",
     "--out",
     required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Cache file to write (atomically).",
+    type=click.Path(dir_okay=False),
+    help="Cache file to write (atomically); never an input, a directory or a non-cache file.",
 )
+@click.option("--overwrite", is_flag=True, help="Replace an existing cache at -o.")
 @click.option(
     "--dataset",
     type=click.Choice([*layout.BENCHMARKS, "auto"]),
@@ -116,7 +129,7 @@ def main() -> None:
 )
 @click.option(
     "--frames",
-    type=click.IntRange(min=2),
+    type=click.IntRange(min=2, max=MAX_TARGET_FRAMES),
     default=layout.T_TARGET,
     show_default=True,
     help="Frames per sample after the linear resize (§2.5).",
@@ -138,11 +151,17 @@ def main() -> None:
 @click.option("--no-centre", is_flag=True, help="Do not centre each body on its joint 21.")
 @_modalities_option("joint")
 @_feature_options()
-@click.option("--resume", is_flag=True, help="Continue a killed conversion with the same options.")
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue a killed conversion from the same folder with the same options: keeps the "
+    "samples whose file is unchanged, converts the rest.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def convert(
     raw_dir,
     out,
+    overwrite,
     dataset,
     missing_list,
     workers,
@@ -162,9 +181,15 @@ def convert(
     NTU_RGBD_samples_with_missing_skeletons.txt --modalities all
 
     Exit code 0 when every file converted, 1 when some were rejected (each is named with its
-    reason in the summary), 2 for usage errors.
+    reason in the summary) or the run failed, 2 for usage errors.
     """
-    from skelmod.convert import ConvertError, ConvertOptions, convert, parse_modalities
+    from skelmod.convert import (
+        ConvertError,
+        ConvertOptions,
+        OutputError,
+        convert,
+        parse_modalities,
+    )
 
     try:
         options = ConvertOptions(
@@ -188,10 +213,15 @@ def convert(
                 missing_list=missing_list,
                 workers=workers,
                 resume=resume,
+                overwrite=overwrite,
                 progress=progress,
             )
+    except OutputError as e:
+        raise click.BadParameter(str(e), param_hint="'-o' / '--out'") from None
     except ConvertError as e:
-        raise click.ClickException(str(e)) from None
+        if e.report is not None:
+            click.echo(e.report.summary())
+        _fail(str(e))
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)
 
@@ -347,7 +377,7 @@ def features(cache, modalities, unit_axis, bones):
         with Progress("computing") as progress:
             add_features(cache, names, unit_axis=unit_axis, bones=bones, progress=progress)
     except (CacheError, ValueError) as e:
-        raise click.ClickException(str(e)) from None
+        _fail(str(e))
     click.echo(f"{cache}: modalities now {', '.join(CacheReader(cache).modalities)}")
 
 
@@ -380,6 +410,9 @@ def synth(out_dir, classes, per_class, seed):
             paths = generate(out_dir, classes, per_class, seed, progress=progress)
     except ValueError as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:
+        where = e.filename or out_dir
+        raise click.ClickException(f"{where}: cannot write ({e.strerror})") from None
     click.echo(f"wrote {len(paths)} files to {out_dir}")
 
 

@@ -15,6 +15,7 @@ from skelmod.cache import (
     CacheError,
     CacheReader,
     CacheWriter,
+    ResumeRefused,
     open_cache,
     partial_path,
     write_cache,
@@ -164,10 +165,11 @@ def test_partial_file_is_not_a_cache_and_resumes(tmp_path):
     w.close()  # "killed" after 6 flushed rows; sample 7 was only buffered
     assert not out.exists() and partial_path(out).exists()
 
-    assert CacheWriter.resume(out, **{**kw, "options": {"a": 2}}) is None
-    w, state = CacheWriter.resume(out, **kw)
-    assert state == {"done": 6} and w.rows == 6
-    for i in range(state["done"], 10):
+    with pytest.raises(ResumeRefused, match=r"other settings \(options: \{'a': 1\} there"):
+        CacheWriter.resume(out, **{**kw, "options": {"a": 2}})
+    w, resumed = CacheWriter.resume(out, **kw)
+    assert resumed.state == {"done": 6} and w.rows == 6 and resumed.note is None
+    for i in range(resumed.state["done"], 10):
         w.append({m: a[i] for m, a in arrays.items()}, {k: v[i] for k, v in meta.items()})
         w.maybe_flush(state={"done": i + 1})
     w.commit()
