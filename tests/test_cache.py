@@ -78,6 +78,7 @@ def test_round_trip_and_splits(tmp_path):
 
 def test_layout_options_and_class_count_are_recorded(tmp_path):
     arrays, meta = _fake()
+    meta["label"] = meta["label"] % 7  # labels are always below the class count
     path = write_cache(
         tmp_path / "c.h5", arrays, meta, "ntu60", modality_options={"bones": "3v"}, num_class=64
     )

@@ -175,6 +175,7 @@ def test_resume_rolls_back_a_damaged_row_and_restarts_an_unreadable_file(killed_
 
 # -- one writer per output ------------------------------------------------------------------
 
+
 def _holder(script: str, ready: Path) -> subprocess.Popen:
     """A process that takes the output's lock, writes ``ready`` and blocks until killed."""
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], cwd=REPO)
@@ -410,7 +411,7 @@ def test_the_writer_itself_refuses_non_finite_values_and_bad_labels(tmp_path):
     x[1, 2, 3, 0] = np.nan
     with pytest.raises(SampleError, match="A001: modality 'joint' holds a value that is not fin"):
         w.append({"joint": x}, meta)
-    with pytest.raises(SampleError, match="label 60 is not a class of ntu60"):
+    with pytest.raises(SampleError, match="A001: label 60 is not one of the 60 classes"):
         w.append({"joint": np.zeros_like(x)}, {**meta, "label": 60})
     w.abort()
     assert not any(tmp_path.iterdir())
