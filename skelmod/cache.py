@@ -328,20 +328,8 @@ class CacheWriter:
         num_class: int | None = None,
         _lock: OutputLock | None = None,
     ):
-        self._set_schema(dataset, layout, bodies, modality_options, num_class)
-        self.path = Path(path)
-        self.partial = partial_path(self.path)
-        self.dataset = dataset
-        self.t = int(t)
-        self.options = dict(options)
-        self.modalities = tuple(modalities)
-        if "joint" not in self.modalities:
-            raise ValueError("a cache always stores the 'joint' modality")
-        self.block = max(1, int(block))
-        self.source_dir = str(source_dir)
-        self._buf_arrays: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
-        self._buf_meta: dict[str, list[Any]] = {k: [] for k in META_FIELDS}
-        self._buf_resume: dict[str, list[Any]] = {k: [] for k in RESUME_FIELDS}
+        self._setup(path, dataset, t, options, modalities, block, source_dir, layout, bodies,
+                    modality_options, num_class)  # fmt: skip
         self._f: h5py.File | None = None
         self._lock = _lock
         if self._lock is None:
@@ -356,7 +344,10 @@ class CacheWriter:
         self._f.attrs["progress"] = json.dumps({"rows": 0, "state": None})
         self._f.flush()
 
-    def _set_schema(self, dataset, layout, bodies, modality_options, num_class) -> None:
+    def _setup(self, path, dataset, t, options, modalities, block, source_dir,
+               layout=_layout.DEFAULT_LAYOUT, bodies=_layout.M, modality_options=None,
+               num_class=None) -> None:  # fmt: skip
+        """Check and store the arguments; empty buffers (shared by ``__init__`` and resume)."""
         datasets = [*_layout.BENCHMARKS, CUSTOM_DATASET]
         if dataset not in datasets:
             raise ValueError(f"dataset must be one of {', '.join(datasets)}, got {dataset!r}")
@@ -364,6 +355,19 @@ class CacheWriter:
         self.bodies = int(bodies)
         self.modality_options = _layout.ModalityOptions.from_json(modality_options)
         self.num_class = int(num_class if num_class is not None else _layout.NUM_CLASSES[dataset])
+        self.path = Path(path)
+        self.partial = partial_path(self.path)
+        self.dataset = dataset
+        self.t = int(t)
+        self.options = dict(options)
+        self.modalities = tuple(modalities)
+        if "joint" not in self.modalities:
+            raise ValueError("a cache always stores the 'joint' modality")
+        self.block = max(1, int(block))
+        self.source_dir = str(source_dir)
+        self._buf_arrays: dict[str, list[np.ndarray]] = {m: [] for m in self.modalities}
+        self._buf_meta: dict[str, list[Any]] = {k: [] for k in META_FIELDS}
+        self._buf_resume: dict[str, list[Any]] = {k: [] for k in RESUME_FIELDS}
 
     def _create(self, where: Path, nbytes: int = 0) -> h5py.File:
         try:
@@ -452,19 +456,9 @@ class CacheWriter:
             lock.release()
             raise
 
-    def _init_from(
-        self, path, f, lock, *, dataset, t, options, modalities, block, source_dir, **schema
-    ):
-        self._set_schema(
-            dataset, schema.get("layout", _layout.DEFAULT_LAYOUT), schema.get("bodies", _layout.M),
-            schema.get("modality_options"), schema.get("num_class"),
-        )  # fmt: skip
-        self.path, self.partial = Path(path), partial_path(path)
-        self.dataset, self.t, self.options = dataset, int(t), dict(options)
-        self.modalities, self.block, self.source_dir = tuple(modalities), max(1, block), source_dir
-        self._buf_arrays = {m: [] for m in self.modalities}
-        self._buf_meta = {k: [] for k in META_FIELDS}
-        self._buf_resume = {k: [] for k in RESUME_FIELDS}
+    def _init_from(self, path, f, lock, **kw) -> None:
+        """Adopt the open partial file ``f``; refuse one made from other inputs or options."""
+        self._setup(path, **kw)
         self._f, self._lock = f, lock
         if f.attrs.get("format") != FORMAT or _int_attr(f, "schema_version") != SCHEMA_VERSION:
             raise ValueError("not a partial skelmod cache of this schema version")
