@@ -433,3 +433,24 @@ def test_entries_that_are_not_regular_files_are_rejected_and_subfolders_noticed(
     assert "a broken symbolic link" in reasons["S001C001P001R001A012"]
     assert report.converted == 2 and report.total == 5 and not report.ok
     assert "notice: 1 subfolders not searched (more)" in report.summary()
+
+
+def test_import_rejects_absurd_coordinates_by_name_too(tmp_path):
+    """The finite/physical check lives in the per-sample pipeline every source shares."""
+    from skelmod.importer import import_arrays
+
+    rng = np.random.default_rng(0)
+    seqs = [rng.normal(0, 0.3, (30, 20, 3)) + [0, 0, 3] for _ in range(3)]
+    seqs[1][5, 3, 0] = 1e20  # finite in float64, 10^20 m from the camera
+    arrays = {
+        "joints": np.concatenate(seqs),
+        "offsets": np.array([0, 30, 60, 90]),
+        "label": np.array([0, 1, 0]),
+        "name": np.array(["a", "b", "c"]),
+    }
+    np.savez(tmp_path / "a.npz", **arrays)
+    report = import_arrays(tmp_path / "a.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
+    assert report.converted == 2
+    ((name, reason),) = report.rejected
+    assert name == "b" and "beyond the physical bound of 100 m" in reason
+    assert np.isfinite(CacheReader(tmp_path / "c.h5").read("joint", slice(None))).all()
