@@ -290,8 +290,8 @@ def import_(arrays, out, layout_name, frames, yaw, no_centre, modalities, unit_a
             report = import_arrays(
                 arrays, out, layout_name=layout_name, options=options, progress=progress
             )
-    except ArrayImportError as e:
-        raise click.ClickException(str(e)) from None
+    except (ArrayImportError, CacheError) as e:  # CacheError: output busy or unwritable
+        _fail(str(e))
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)
 

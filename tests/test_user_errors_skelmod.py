@@ -76,6 +76,12 @@ def _huge_joints(f):
     f["modalities/joint"][:] = j
 
 
+def _npz(tmp):
+    """A valid arrays file for ``skelmod import`` (two kinect-v1-20 sequences)."""
+    joints = np.random.default_rng(0).normal(0, 0.3, (40, 20, 3)) + [0, 0, 3]
+    np.savez(tmp / "a.npz", joints=joints, offsets=[0, 20, 40], label=[0, 1], name=["a", "b"])
+
+
 def _partial_from(tmp, raw, *, frames=50, other_dir=False):
     """A killed run's partial file for ``-o tmp/out.h5``, with the given options/folder."""
     src = _raw_copy(tmp, raw) if other_dir else raw
@@ -224,6 +230,11 @@ CASES: dict[str, tuple[Callable, int, tuple[str, ...]]] = {
         lambda t, r, c: [_locked(t, t / "bad.h5"), "features",
                          _copy_cache(t, c, lambda f: None)][1:], 1,
         ("bad.h5", "another process is writing it")),
+    # --- import -----------------------------------------------------------------------------
+    "import: another process holds the output": (
+        lambda t, r, c: [_locked(t, t / "o.h5"), _npz(t), "import", str(t / "a.npz"), "--layout",
+                         "kinect-v1-20", "-o", str(t / "o.h5")][2:], 1,
+        ("o.h5", "another process is writing it")),
     # --- synth ----------------------------------------------------------------------------
     "synth: OUT_DIR is a file": (lambda t, r, c: ["synth", str(c)], 2, ("c.h5", "is a file")),
     "synth: OUT_DIR below a file": (
@@ -255,7 +266,7 @@ def test_user_error_is_one_line_without_traceback(case, base, tmp_path):
 
 def test_the_table_is_large_enough():
     commands = {name.split(":")[0] for name in CASES}
-    assert commands == {"convert", "info", "features", "synth"} and len(CASES) >= 18
+    assert commands == {"convert", "info", "features", "import", "synth"} and len(CASES) >= 18
 
 
 def test_reader_rejects_each_bad_field_by_name(base, tmp_path):
