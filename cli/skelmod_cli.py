@@ -6,19 +6,33 @@ Exit codes: 0 success, 1 partial failure (some files rejected) or a failed run, 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from skelmod import layout
 from skelmod.bodies import BODY_RULES
-from skelmod.cache import CacheError, CacheReader, hdf5_write_failed
+from skelmod.cache import CacheReader, cache_report, hdf5_write_failed
 from skelmod.convert import MAX_TARGET_FRAMES
+from skelmod.errors import SkelmodError
 from skelmod.normalize import YAW_MODES
+
+#: The option of each library parameter that a :class:`SkelmodError` names (``e.param``).
+_FLAGS = {
+    "frames": "--frames",
+    "bodies": "--bodies",
+    "yaw": "--yaw",
+    "modalities": "--modalities",
+    "dataset": "--dataset",
+    "overwrite": "--overwrite",
+    "resume": "--resume",
+    "classes": "--classes",
+    "per_class": "--per-class",
+}
 
 
 class Progress:
@@ -56,6 +70,33 @@ def _fail(message: str) -> None:
         sys.stderr.flush()
         os._exit(1)
     raise click.ClickException(message)
+
+
+def _message(e: SkelmodError) -> str:
+    """The library's message, followed by the option of the parameter it names, if any."""
+    flag = _FLAGS.get(e.param or "")
+    return f"{e} ({flag})" if flag else str(e)
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Show skelmod's own errors as one line and exit 1; anything else is a bug and keeps
+    its traceback."""
+    try:
+        yield
+    except SkelmodError as e:
+        _fail(_message(e))
+
+
+def _options(**kwargs):
+    """``ConvertOptions`` from the command's options; a rejected value is a usage error."""
+    from skelmod.convert import ConvertError, ConvertOptions, parse_modalities
+
+    try:
+        return ConvertOptions(modalities=parse_modalities(kwargs.pop("modalities")), **kwargs)
+    except ConvertError as e:
+        hint = f"'{_FLAGS[e.param]}'" if e.param in _FLAGS else None
+        raise click.BadParameter(str(e), param_hint=hint) from None
 
 
 def _modalities_option(default: str):
@@ -183,26 +224,17 @@ def convert(
     Exit code 0 when every file converted, 1 when some were rejected (each is named with its
     reason in the summary) or the run failed, 2 for usage errors.
     """
-    from skelmod.convert import (
-        ConvertError,
-        ConvertOptions,
-        OutputError,
-        convert,
-        parse_modalities,
-    )
+    from skelmod.convert import ConvertError, OutputError, convert
 
-    try:
-        options = ConvertOptions(
-            frames=frames,
-            bodies=bodies,
-            centre=not no_centre,
-            yaw=yaw,
-            modalities=parse_modalities(modalities),
-            unit_axis=unit_axis,
-            bones=bones,
-        )
-    except ConvertError as e:
-        raise click.BadParameter(str(e)) from None
+    options = _options(
+        frames=frames,
+        bodies=bodies,
+        centre=not no_centre,
+        yaw=yaw,
+        modalities=modalities,
+        unit_axis=unit_axis,
+        bones=bones,
+    )
     try:
         with Progress("converting", quiet) as progress:
             report = convert(
@@ -217,11 +249,11 @@ def convert(
                 progress=progress,
             )
     except OutputError as e:
-        raise click.BadParameter(str(e), param_hint="'-o' / '--out'") from None
-    except ConvertError as e:
-        if e.report is not None:
+        raise click.BadParameter(_message(e), param_hint="'-o' / '--out'") from None
+    except SkelmodError as e:
+        if isinstance(e, ConvertError) and e.report is not None:
             click.echo(e.report.summary())
-        _fail(str(e))
+        _fail(_message(e))
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)
 
@@ -271,27 +303,20 @@ def import_(arrays, out, layout_name, frames, yaw, no_centre, modalities, unit_a
     every sequence converted, 1 when some were rejected or the arrays are malformed, 2 for
     usage errors.
     """
-    from skelmod.convert import ConvertError, ConvertOptions, parse_modalities
-    from skelmod.importer import ArrayImportError, import_arrays
+    from skelmod.importer import import_arrays
 
-    try:
-        options = ConvertOptions(
-            frames=frames,
-            centre=not no_centre,
-            yaw=yaw,
-            modalities=parse_modalities(modalities),
-            unit_axis=unit_axis,
-            bones=bones,
+    options = _options(
+        frames=frames,
+        centre=not no_centre,
+        yaw=yaw,
+        modalities=modalities,
+        unit_axis=unit_axis,
+        bones=bones,
+    )
+    with _user_errors(), Progress("importing", quiet) as progress:
+        report = import_arrays(
+            arrays, out, layout_name=layout_name, options=options, progress=progress
         )
-    except ConvertError as e:
-        raise click.BadParameter(str(e)) from None
-    try:
-        with Progress("importing", quiet) as progress:
-            report = import_arrays(
-                arrays, out, layout_name=layout_name, options=options, progress=progress
-            )
-    except (ArrayImportError, CacheError) as e:  # CacheError: output busy or unwritable
-        _fail(str(e))
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)
 
@@ -304,11 +329,8 @@ def info(cache, as_json):
 
     Example: skelmod info ntu60.h5
     """
-    try:
-        reader = CacheReader(cache)
-    except CacheError as e:
-        raise click.ClickException(str(e)) from None
-    report = cache_report(reader)
+    with _user_errors():
+        report = cache_report(CacheReader(cache))
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -335,31 +357,6 @@ def info(cache, as_json):
     click.echo("options: " + json.dumps(report["options"], sort_keys=True))
 
 
-def cache_report(reader: CacheReader) -> dict:
-    """Counts per split and class and a frame-count histogram, as plain JSON types."""
-    meta = reader.meta
-    labels, counts = np.unique(meta["label"], return_counts=True)
-    fc = meta["frame_count"]
-    edges = np.linspace(0, max(300, int(fc.max()) if fc.size else 300), 11).astype(int)
-    hist, _ = np.histogram(fc, bins=edges)
-    return {
-        "schema_version": 1,
-        "dataset": reader.dataset,
-        "layout": reader.layout.name,
-        "joints": reader.layout.V,
-        "bodies": reader.bodies,
-        "num_class": reader.num_class,
-        "modality_options": reader.feature_options.to_json(),
-        "samples": reader.n,
-        "frames": reader.t,
-        "modalities": list(reader.modalities),
-        "splits": {s: int(reader.split_indices(s).size) for s in reader.split_names},
-        "classes": {int(k): int(v) for k, v in zip(labels, counts, strict=True)},
-        "frame_count_histogram": {"edges": edges.tolist(), "counts": hist.tolist()},
-        "options": reader.options,
-    }
-
-
 @main.command()
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_modalities_option("all")
@@ -372,12 +369,9 @@ def features(cache, modalities, unit_axis, bones):
     from skelmod.convert import parse_modalities
     from skelmod.features import add_features
 
-    try:
+    with _user_errors(), Progress("computing") as progress:
         names = parse_modalities(modalities)
-        with Progress("computing") as progress:
-            add_features(cache, names, unit_axis=unit_axis, bones=bones, progress=progress)
-    except (CacheError, ValueError) as e:
-        _fail(str(e))
+        add_features(cache, names, unit_axis=unit_axis, bones=bones, progress=progress)
     click.echo(f"{cache}: modalities now {', '.join(CacheReader(cache).modalities)}")
 
 
@@ -406,11 +400,9 @@ def synth(out_dir, classes, per_class, seed):
     from skelmod.synth import generate
 
     try:
-        with Progress("generating") as progress:
+        with _user_errors(), Progress("generating") as progress:
             paths = generate(out_dir, classes, per_class, seed, progress=progress)
-    except ValueError as e:
-        raise click.ClickException(str(e)) from None
-    except OSError as e:
+    except OSError as e:  # the folder cannot be written: the user's environment, not a bug
         where = e.filename or out_dir
         raise click.ClickException(f"{where}: cannot write ({e.strerror})") from None
     click.echo(f"wrote {len(paths)} files to {out_dir}")

@@ -20,6 +20,8 @@ _EXPORTS = {
     "SkeletonFormatError": "skelmod.ntu",
     "open_cache": "skelmod.cache",
     "CacheError": "skelmod.cache",
+    "SkelmodError": "skelmod.errors",
+    "cache_report": "skelmod.cache",
     "convert": "skelmod.convert",
     "ConvertOptions": "skelmod.convert",
 }

@@ -59,6 +59,7 @@ import numpy as np
 
 from . import layout
 from . import layout as _layout  # ``layout`` is also a writer argument
+from .errors import SkelmodError
 
 SCHEMA_VERSION = 1
 FORMAT = "skelmod-cache"
@@ -81,7 +82,7 @@ META_FIELDS: dict[str, Any] = {
 }
 
 
-class CacheError(ValueError):
+class CacheError(SkelmodError):
     """A file that is not a usable cache: wrong format, schema version, or missing parts."""
 
 
@@ -90,10 +91,10 @@ class OutputBusyError(CacheError):
 
 
 class ResumeRefused(CacheError):
-    """``--resume`` found a partial file made from other inputs or with other options."""
+    """A resumed run found a partial file made from other inputs or with other options."""
 
 
-class SampleError(ValueError):
+class SampleError(SkelmodError):
     """A sample the cache refuses: non-finite values, coordinates beyond the physical bound,
     or a label outside the data set's classes."""
 
@@ -467,7 +468,8 @@ class CacheWriter:
             raise ResumeRefused(
                 f"{self.partial} was started from {recorded_dir or 'another source'}, not "
                 f"{self.source_dir}; resume with the same input directory, or run without "
-                "--resume to start over"
+                "resume to start over",
+                param="resume",
             )
         theirs = {
             "dataset": _str_attr(f, "dataset"),
@@ -488,7 +490,8 @@ class CacheWriter:
             detail = "; ".join(f"{k}: {theirs[k]} there, {ours[k]} now" for k in differ)
             raise ResumeRefused(
                 f"{self.partial} was written with other settings ({detail}); resume with the "
-                "same options, or run without --resume to start over"
+                "same options, or run without resume to start over",
+                param="resume",
             )
 
     def _verify_and_repair(self, keep: Callable[[dict[str, Any]], bool] | None) -> Resumed:
@@ -623,7 +626,7 @@ class CacheWriter:
         why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
         return CacheWriteError(
             f"{self.partial}: cannot write ({why}); it keeps the {self.rows} samples written "
-            "before, and a rerun with --resume continues from there"
+            "before, and a resumed rerun continues from there"
         )
 
     def maybe_flush(self, state: Any = None) -> None:
@@ -793,7 +796,8 @@ class CacheReader:
     What the file says about its data: ``dataset``, ``t``, ``layout`` (a
     :class:`~skelmod.layout.JointLayout`), ``bodies`` (M), ``num_class``, ``feature_options``
     (the root ``modality_options``: a :class:`~skelmod.layout.ModalityOptions`),
-    ``modality_options`` (per modality dataset, as recorded on it), ``split_names``.
+    ``modality_options`` (per modality dataset, as recorded on it), ``split_names``,
+    ``schema_version`` (the root attribute; only :data:`SCHEMA_VERSION` is accepted).
 
     The HDF5 handle is opened on the first array read and is not pickled, so a reader can
     be handed to DataLoader workers and each worker opens its own handle after the fork.
@@ -835,8 +839,8 @@ class CacheReader:
             )
         if "progress" in f.attrs:
             raise CacheError(
-                "an unfinished conversion, not a cache; finish it with `skelmod convert "
-                "--resume` (same folder, options and -o without .partial)"
+                "an unfinished conversion, not a cache; finish it by resuming the conversion "
+                "(same folder and options, output path without .partial)"
             )
         version = _int_attr(f, "schema_version")
         if version != SCHEMA_VERSION:
@@ -844,6 +848,7 @@ class CacheReader:
                 f"cache schema version {version}, this skelmod reads version "
                 f"{SCHEMA_VERSION}; re-create it with `skelmod convert`"
             )
+        self.schema_version = version
         missing = [g for g in ("modalities", "meta") if g not in f] + [
             f"meta/{k}" for k in META_FIELDS if "meta" in f and k not in f["meta"]
         ]
@@ -1039,3 +1044,31 @@ def layout_order(names: Iterable[str]) -> list[str]:
 def open_cache(path: str | os.PathLike) -> CacheReader:
     """Open a cache for reading; see :class:`CacheReader`."""
     return CacheReader(path)
+
+
+def cache_report(reader: CacheReader) -> dict[str, Any]:
+    """What ``skelmod info`` shows, as plain JSON types: the header (schema version from the
+    file, dataset, layout, options), counts per split and per class, and a 10-bin histogram
+    of the header frame counts (edges from 0 to ``max(300, longest)``)."""
+    meta = reader.meta
+    labels, counts = np.unique(meta["label"], return_counts=True)
+    fc = meta["frame_count"]
+    top = max(layout.MAX_FRAMES, int(fc.max()) if fc.size else 0)
+    edges = np.linspace(0, top, 11).astype(int)
+    hist, _ = np.histogram(fc, bins=edges)
+    return {
+        "schema_version": reader.schema_version,
+        "dataset": reader.dataset,
+        "layout": reader.layout.name,
+        "joints": reader.layout.V,
+        "bodies": reader.bodies,
+        "num_class": reader.num_class,
+        "modality_options": reader.feature_options.to_json(),
+        "samples": reader.n,
+        "frames": reader.t,
+        "modalities": list(reader.modalities),
+        "splits": {s: int(reader.split_indices(s).size) for s in reader.split_names},
+        "classes": {int(k): int(v) for k, v in zip(labels, counts, strict=True)},
+        "frame_count_histogram": {"edges": edges.tolist(), "counts": hist.tolist()},
+        "options": reader.options,
+    }

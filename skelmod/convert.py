@@ -38,6 +38,7 @@ import numpy as np
 from . import layout
 from .bodies import BODY_RULES, select_bodies
 from .cache import CacheError, CacheWriter, SampleError, check_sample, is_cache
+from .errors import SkelmodError
 from .modalities import compute_modalities
 from .names import check_sample_ids, detect_dataset, parse_sample_name, read_missing_list
 from .normalize import YAW_MODES, normalize_sample
@@ -55,23 +56,27 @@ SOURCES = {
 MAX_TARGET_FRAMES = 1000
 
 
-class ConvertError(ValueError):
+class ConvertError(SkelmodError):
     """The conversion as a whole cannot run (bad arguments, no input, nothing converted,
     a refused resume, a failed write). ``report``, when set, is what the run did before."""
 
-    def __init__(self, message: str, report: ConvertReport | None = None):
-        super().__init__(message)
+    def __init__(
+        self, message: str, report: ConvertReport | None = None, *, param: str | None = None
+    ):
+        super().__init__(message, param=param)
         self.report = report
 
 
 class OutputError(ConvertError):
-    """``-o`` names something convert must not write: a directory, an input file, a file that
+    """``out`` names something convert must not write: a directory, an input file, a file that
     is not a cache, or an existing cache without ``overwrite`` (a usage error)."""
 
 
-def _check_choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+def _check_choice(param: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
-        raise ConvertError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+        raise ConvertError(
+            f"{param} must be one of {', '.join(choices)}, got {value!r}", param=param
+        )
 
 
 @dataclass(frozen=True)
@@ -94,16 +99,17 @@ class ConvertOptions:
     def __post_init__(self):
         if not 2 <= self.frames <= MAX_TARGET_FRAMES:
             raise ConvertError(
-                f"--frames must be between 2 and {MAX_TARGET_FRAMES}, got {self.frames}"
+                f"frames must be between 2 and {MAX_TARGET_FRAMES}, got {self.frames}",
+                param="frames",
             )
-        _check_choice("--bodies", self.bodies, BODY_RULES)
-        _check_choice("--yaw", self.yaw, YAW_MODES)
+        _check_choice("bodies", self.bodies, BODY_RULES)
+        _check_choice("yaw", self.yaw, YAW_MODES)
         try:
             self.modality_options  # noqa: B018 - validates bones and unit_axis
             # joint is always stored, and the order is canonical.
             mods = layout.check_modalities(list(dict.fromkeys(("joint", *self.modalities))))
         except layout.LayoutError as e:
-            raise ConvertError(str(e)) from None
+            raise ConvertError(str(e), param="modalities") from None
         object.__setattr__(self, "modalities", mods)
 
     @property
@@ -124,7 +130,7 @@ def parse_modalities(spec: str | Iterable[str]) -> tuple[str, ...]:
     try:
         return layout.check_modalities(spec)
     except layout.LayoutError as e:
-        raise ConvertError(str(e)) from None
+        raise ConvertError(str(e), param="modalities") from None
 
 
 @dataclass
@@ -272,20 +278,24 @@ def check_output(out: str | os.PathLike, inputs: Iterable[Path], overwrite: bool
     path = Path(text)
     if text.endswith(("/", os.sep)) or path.is_dir():
         raise OutputError(
-            f"{text}: is a directory; -o takes the cache file to write, e.g. {path / 'cache.h5'}"
+            f"{text}: is a directory; out names the cache file to write, e.g. {path / 'cache.h5'}",
+            param="out",
         )
     if not path.exists():
         return path
     for p in inputs:
         if os.path.samefile(path, p):
-            raise OutputError(f"{path}: is one of the input files; choose another -o")
+            raise OutputError(f"{path}: is one of the input files; choose another out", param="out")
     if not is_cache(path):
         raise OutputError(
             f"{path}: exists and is not a skelmod cache; refusing to overwrite it (choose "
-            "another -o, or remove the file)"
+            "another out, or remove the file)",
+            param="out",
         )
     if not overwrite:
-        raise OutputError(f"{path}: a cache already exists; pass --overwrite to replace it")
+        raise OutputError(
+            f"{path}: a cache already exists; set overwrite to replace it", param="overwrite"
+        )
     return path
 
 
@@ -608,7 +618,8 @@ def convert(
     missing = _read_missing(missing_list) if missing_list else frozenset()
     if dataset not in (*SOURCES, "auto"):
         raise ConvertError(
-            f"--dataset must be one of {', '.join(SOURCES)} or auto, got {dataset!r}"
+            f"dataset must be one of {', '.join(SOURCES)} or auto, got {dataset!r}",
+            param="dataset",
         )
     if dataset == "auto" and not list_inputs(raw_dir, (), SUFFIX)[0]:
         if list_inputs(raw_dir, (), SOURCES["nucla"][0])[0]:

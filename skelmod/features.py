@@ -23,6 +23,7 @@ import numpy as np
 
 from . import layout
 from .cache import (
+    CacheError,
     CacheReader,
     CacheWriteError,
     OutputLock,
@@ -102,7 +103,7 @@ def _add_features(path, modalities, unit_axis, bones, block, progress) -> Path:
                 for m in wanted:
                     bad = ~np.isfinite(out[m]).reshape(hi - lo, -1).all(axis=1)
                     if bad.any():  # a cache never holds NaN or inf (decisions.md 4 and 6)
-                        raise ValueError(
+                        raise CacheError(
                             f"{path}: {m} of sample {lo + int(np.argmax(bad))} is not finite; "
                             "the cache is unchanged"
                         )

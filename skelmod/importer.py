@@ -43,6 +43,7 @@ import numpy as np
 from . import layout
 from .cache import CUSTOM_DATASET, CacheWriter, partial_path
 from .convert import ConvertOptions, ConvertReport, process_sample
+from .errors import SkelmodError
 
 __all__ = ["ArrayImportError", "import_arrays", "load_arrays"]
 
@@ -51,7 +52,7 @@ _OPTIONAL_INT = ("subject", "view")
 _INT16_MAX = np.iinfo(np.int16).max
 
 
-class ArrayImportError(ValueError):
+class ArrayImportError(SkelmodError):
     """The arrays file is malformed; the message names the file, the key and what was expected."""
 
 

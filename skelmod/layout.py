@@ -76,6 +76,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SkelmodError
+
 C = 3  #: coordinates per joint (x, y, z)
 V = 25  #: joints of the NTU-25 skeleton (Kinect v2), the default layout
 M = 2  #: bodies kept per NTU sample
@@ -83,7 +85,7 @@ T_TARGET = 50  #: frames per sample after temporal resizing (§2.5)
 MAX_FRAMES = 300  #: longest NTU sequence (§1.2); longer files still convert (fix of bug 26)
 
 
-class LayoutError(ValueError):
+class LayoutError(SkelmodError):
     """An unknown joint layout, modality name or modality option."""
 
 

@@ -41,13 +41,15 @@ from numba import njit
 
 from skelmod.layout import T_TARGET, JointLayout, get_layout
 
+from .errors import SkelmodError
+
 YAW_MODES = ("sequence", "frame", "none")
 
 #: Added to the shoulder-vector norm before the arccos of §2.6 (bug 19, kept for fidelity).
 YAW_NORM_EPS = 1e-4
 
 
-class EmptySequenceError(ValueError):
+class EmptySequenceError(SkelmodError):
     """A sample has no valid frame (L = 0, §2.3), so it cannot be resized (bug 20)."""
 
 

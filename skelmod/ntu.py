@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _tokenize as tk
+from .errors import SkelmodError
 from .layout import V
 
 __all__ = ["RawSkeleton", "SkeletonFormatError", "parse_skeleton", "read_skeleton"]
@@ -44,7 +45,7 @@ MAX_FRAMES = 10_000
 MAX_FILE_BYTES = 256 << 20
 
 
-class SkeletonFormatError(ValueError):
+class SkeletonFormatError(SkelmodError):
     """A ``.skeleton`` file that does not follow §1.1.
 
     ``line`` is 1-based (0 when the problem is not tied to a line);

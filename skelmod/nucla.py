@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import SkelmodError
 from .layout import KINECT_V1_20
 
 __all__ = [
@@ -45,7 +46,7 @@ SUFFIX = ".json"
 _NAME_RE = re.compile(r"a(\d{2})_s(\d{2})_e(\d{2})_v(\d{2})")
 
 
-class NuclaFormatError(ValueError):
+class NuclaFormatError(SkelmodError):
     """A file that is not a valid N-UCLA sequence; the message names the file and field."""
 
 

@@ -35,6 +35,8 @@ import numpy as np
 
 from skelmod import layout
 
+from .errors import SkelmodError
+
 __all__ = [
     "ACTIONS",
     "FPS",
@@ -899,22 +901,26 @@ def generate(
     Returns the paths written, class by class.
     """
     if not 1 <= classes <= len(ACTIONS):
-        raise ValueError(
-            f"classes must be in 1..{len(ACTIONS)} (the action programs), got {classes}"
+        raise SkelmodError(
+            f"classes must be in 1..{len(ACTIONS)} (the action programs), got {classes}",
+            param="classes",
         )
     if per_class < 1:
-        raise ValueError(f"per_class must be at least 1, got {per_class}")
+        raise SkelmodError(f"per_class must be at least 1, got {per_class}", param="per_class")
     if not 1 <= cameras <= 3:
-        raise ValueError(f"cameras must be 1, 2 or 3, got {cameras}")
+        raise SkelmodError(f"cameras must be 1, 2 or 3, got {cameras}", param="cameras")
     subjects, setups = tuple(sorted(set(subjects))), tuple(sorted(set(setups)))
     for what, ids in (("subjects", subjects), ("setups", setups)):
         if not ids or ids[0] < 1 or ids[-1] > 999:
-            raise ValueError(f"{what} must be a non-empty set of ids in 1..999, got {ids}")
+            raise SkelmodError(
+                f"{what} must be a non-empty set of ids in 1..999, got {ids}", param=what
+            )
     capacity = cameras * 2 * len(subjects) * len(setups)
     if per_class > capacity:
-        raise ValueError(
+        raise SkelmodError(
             f"per_class {per_class} exceeds the {capacity} distinct names that {cameras} cameras, "
-            f"2 replications, {len(subjects)} subjects and {len(setups)} setups allow"
+            f"2 replications, {len(subjects)} subjects and {len(setups)} setups allow",
+            param="per_class",
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from skelmod.cache import (
     CacheReader,
     CacheWriter,
     ResumeRefused,
+    cache_report,
     open_cache,
     partial_path,
     write_cache,
@@ -74,6 +75,23 @@ def test_round_trip_and_splits(tmp_path):
     with h5py.File(path) as f:
         assert f["modalities/joint"].chunks == (1, 3, 50, 25, 2)
         assert f.attrs["schema_version"] == SCHEMA_VERSION
+
+
+def test_cache_report_counts_what_the_file_holds(tmp_path):
+    arrays, meta = _fake()
+    meta["frame_count"][:] = [30] * 6 + [300] * 5 + [450]  # one sequence longer than §1.2's 300
+    report = cache_report(open_cache(write_cache(tmp_path / "c.h5", arrays, meta, "ntu60", {})))
+    assert report["schema_version"] == SCHEMA_VERSION and report["samples"] == 12
+    assert (report["dataset"], report["layout"], report["joints"]) == ("ntu60", "ntu25", 25)
+    labels, counts = np.unique(meta["label"], return_counts=True)
+    assert report["classes"] == dict(zip(labels.tolist(), counts.tolist(), strict=True))
+    xsub_train = sum(int(s) in layout.XSUB60_TRAIN_SUBJECTS for s in meta["subject"])
+    assert report["splits"]["xsub-train"] == xsub_train
+    assert report["splits"]["xsub-val"] == 12 - xsub_train
+    hist = report["frame_count_histogram"]
+    assert hist["edges"] == list(range(0, 451, 45))  # ten bins up to the longest sequence
+    assert hist["counts"] == [6, 0, 0, 0, 0, 0, 5, 0, 0, 1]
+    json.dumps(report)  # plain JSON types (numpy integers would raise)
 
 
 def test_layout_options_and_class_count_are_recorded(tmp_path):

@@ -205,7 +205,7 @@ def test_options_are_recorded_and_checked(tmp_path):
     assert r.t == 32
     assert r.options["bodies"] == "energy" and r.options["yaw"] == "frame"
     assert r.options["modalities"] == ["joint", "bone"]
-    with pytest.raises(ConvertError, match="--bodies must be one of"):
+    with pytest.raises(ConvertError, match="bodies must be one of"):
         ConvertOptions(bodies="tallest")
     with pytest.raises(ConvertError, match="unknown modalities speed"):
         ConvertOptions(modalities=("speed",))

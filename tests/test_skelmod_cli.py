@@ -16,6 +16,8 @@ from click.testing import CliRunner
 from cli.ikemtrain_cli import main as ikemtrain_main
 from cli.skelmod_cli import main
 from skelmod.cache import CacheReader, partial_path
+from skelmod.convert import ConvertError, ConvertOptions, OutputError, convert
+from skelmod.errors import SkelmodError
 from skelmod.features import add_features
 from skelmod.modalities import compute_modalities
 
@@ -73,6 +75,35 @@ def test_usage_errors_exit_2(raw_dir, tmp_path):
         f["a"] = 1
     r = runner.invoke(main, ["info", str(not_cache)])
     assert r.exit_code == 1 and "not a skelmod cache" in r.output
+
+
+def test_library_errors_name_parameters_and_the_cli_adds_the_option(raw_dir, tmp_path):
+    with pytest.raises(ConvertError, match="^frames must be between 2 and") as e:
+        ConvertOptions(frames=1)
+    assert e.value.param == "frames" and isinstance(e.value, SkelmodError)
+    cache = tmp_path / "c.h5"
+    convert(raw_dir, cache, workers=1)
+    with pytest.raises(OutputError, match="set overwrite to replace it") as e:
+        convert(raw_dir, cache, workers=1)
+    assert e.value.param == "overwrite"
+    r = CliRunner().invoke(main, ["convert", str(raw_dir), "-o", str(cache)])
+    assert r.exit_code == 2 and "set overwrite to replace it (--overwrite)" in r.output
+
+
+def test_an_error_that_is_not_skelmod_s_own_is_a_bug_with_its_traceback(
+    raw_dir, tmp_path, monkeypatch
+):
+    import skelmod.features
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal slip")
+
+    monkeypatch.setattr(skelmod.features, "add_features", broken)
+    cache = tmp_path / "c.h5"
+    convert(raw_dir, cache, workers=1)
+    r = CliRunner().invoke(main, ["features", str(cache), "--modalities", "bone"])
+    assert r.exit_code == 1 and isinstance(r.exception, ValueError)  # not a SystemExit
+    assert "Error:" not in r.output
 
 
 def test_features_adds_modalities_atomically(raw_dir, tmp_path):
