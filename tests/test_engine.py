@@ -189,7 +189,15 @@ def test_checkpoint_holds_everything(full_run: Path) -> None:
     assert state["epoch"] == 3 and state["config"] == resolved
     assert state["layout"] == "ntu25" and state["num_class"] == 60
     assert {"torch", "numpy", "python"} <= set(state["rng"])
-    assert any(k.endswith("queue.bank") or "queue" in k for k in state["model"])
+    seed_everything(1)
+    initial = build_model(tiny(bones="6v", unit_axis=False)).state_dict()  # as pretrain builds it
+    for m in ("joint", "velocity"):  # one queue per modality: K=8 keys of dim 8, unit columns
+        bank, ptr = (state["model"][f"branches.{m}.queue.{k}"] for k in ("bank", "ptr"))
+        assert bank.shape == (8, 8) and int(ptr) == 3 * 2 * 4 % 8  # epochs * iterations * batch
+        torch.testing.assert_close(bank.norm(dim=0), torch.ones(8))
+        # 24 keys went through: every column was overwritten
+        initial_bank = initial[f"branches.{m}.queue.bank"]
+        assert not torch.isclose(bank, initial_bank).all(dim=0).any()
     assert state["optimizer"]["state"]  # momentum buffers
     assert not list(full_run.glob("*.tmp"))
 

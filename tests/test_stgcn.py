@@ -39,12 +39,6 @@ def test_counts_with_heads(backbone):
     assert 3 * n_params(backbone, nn.Linear(256, 60)) == 2_510_400  # the paper's "2.510M"
 
 
-def test_early_fusion_student_counts():
-    student = STGCN(in_channels=9)
-    assert n_params(student, ProjectionHead(256, 384, 384)) == 1_068_496
-    assert n_params(student, nn.Linear(256, 60)) == 837_388
-
-
 def test_without_edge_importance():
     assert n_params(STGCN(edge_importance=False)) == 821_380 - 18_750
 

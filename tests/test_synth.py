@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from skelmod import layout
+from skelmod import layout, ntu
 from skelmod.synth import ACTIONS, generate, sample_rng, synthesize_sample, write_skeleton
 
 NAME = re.compile(r"^S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})\.skeleton$")
@@ -134,7 +134,6 @@ def test_files_follow_the_format_exactly(files):
 
 
 def test_parser_reads_back_what_was_generated(tmp_path):
-    ntu = pytest.importorskip("skelmod.ntu")
     for k in (0, INTERACTIONS[0]):
         sample = synthesize_sample(k, sample_rng(2, k, 0))
         path = tmp_path / f"{sample.name}.skeleton"
