@@ -136,6 +136,12 @@ def pretrain(
     help="With --random-init: estimate BatchNorm statistics on NAME-train (no labels) first; "
     "without it the untrained features are ~1e-8 and the baseline sits at chance.",
 )
+@click.option(
+    "--standardize/--no-standardize",
+    default=None,
+    help="Z-score every feature on NAME-train before the classifier (a BatchNorm without "
+    "affine, as the MAE / MoCo v3 probes) [default: the preset's; off in paper-ntu60].",
+)
 @modalities_option
 @streams_option
 @preset_option()
@@ -152,6 +158,7 @@ def linear_eval(
     checkpoint,
     random_init,
     bn_recalibration,
+    standardize,
     modalities,
     streams,
     preset,
@@ -176,7 +183,9 @@ def linear_eval(
     if checkpoint is not None and modalities is not None:
         raise click.UsageError("--modalities goes with --random-init; a checkpoint knows its own")
     try:
-        cfg = preset.linear_eval.replace(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+        cfg = preset.linear_eval.replace(
+            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, standardize=standardize
+        )
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     mods = modality_set(modalities) if modalities else preset.pretrain.modalities

@@ -167,6 +167,7 @@ _PRETRAIN_CHECKS = {
     "ekem": _bool,
     "ikem": _bool,
     "reference_compat": _bool,
+    "head_bn": _bool,
     "frozen_keys": _modalities,
     "hidden_channels": lambda v: _int(v, 1),
     "hidden_dim": lambda v: _int(v, 1),
@@ -190,6 +191,7 @@ _LINEAR_EVAL_CHECKS = {
     "sgd_momentum": lambda v: _float(v, 0.0, 1.0),
     "eval_interval": lambda v: _int(v, 1),
     "seed": lambda v: _int(v, 0),
+    "standardize": _bool,
 }
 
 
@@ -224,6 +226,8 @@ class PretrainConfig:
     ekem: bool = True
     ikem: bool = True
     reference_compat: bool = False
+    #: departure (CPU presets): BatchNorm in the projection heads, as SimCLR / MoCo v3
+    head_bn: bool = False
     frozen_keys: tuple[str, ...] = ("joint", "bone", "rotation_axis")
     hidden_channels: int = 16
     hidden_dim: int = 256
@@ -271,6 +275,7 @@ class PretrainConfig:
             "ikem": self.ikem,
             "frozen_keys": tuple(m for m in self.frozen_keys if m in self.modalities),
             "reference_compat": self.reference_compat,
+            "head_bn": self.head_bn,
         }
 
 
@@ -287,6 +292,10 @@ class LinearEvalConfig:
     sgd_momentum: float = 0.9
     eval_interval: int = 5
     seed: int = 0
+    #: departure (CPU presets): z-score each feature with its mean and std over the training
+    #: split before the classifier (a BatchNorm without affine, as the MAE / MoCo v3 probes),
+    #: for pre-trained and random encoders alike, so the probe does not depend on the scale
+    standardize: bool = False
 
     def __post_init__(self) -> None:
         _validate(self, _LINEAR_EVAL_CHECKS, "linear_eval")

@@ -96,6 +96,12 @@ def test_presets_load_and_match_the_paper() -> None:
         5,
     )
     assert le.weight_decay == 0.0
+    # the authors' path: no departure switched on
+    assert (p.head_bn, p.reference_compat, le.standardize) == (False, False, False)
+    cpu = load_preset("nucla-cpu")
+    assert cpu.pretrain.modalities == modality_set(6) and cpu.pretrain.ekem and cpu.pretrain.ikem
+    assert cpu.pretrain.head_bn and cpu.linear_eval.standardize
+    assert cpu.pretrain.hidden_dim < p.hidden_dim and cpu.pretrain.queue_size < 1020
     t = load_preset("tiny").pretrain
     assert t.modalities == modality_set(6) and t.hidden_dim < p.hidden_dim
     assert t.queue_size < p.queue_size and 2 <= t.epochs <= 10 and 0 < t.cross_epoch < t.epochs
@@ -176,10 +182,27 @@ def test_epoch_records_stages_and_lr(full_run: Path) -> None:
     }
     for r in records:
         assert r["loss"] == pytest.approx(sum(r["losses"].values()), rel=1e-5)
-    lines = (full_run / "stdout.txt").read_text().splitlines()
+    printed = (full_run / "stdout.txt").read_text().splitlines()
+    lines = [ln for ln in printed if ln.startswith("epoch ")]
     assert lines[0].startswith("epoch 1/3 stage 1 loss ")
     assert "[joint " in lines[0] and "velocity " in lines[0] and "lr 0.1000" in lines[0]
     assert "samples/s" in lines[2] and "lr 0.0100" in lines[2]
+
+
+def test_epoch_records_the_collapse_signal(full_run: Path) -> None:
+    records = _read_metrics(full_run)
+    printed = (full_run / "stdout.txt").read_text().splitlines()
+    warnings = [ln for ln in printed if ln.startswith("warning: ")]
+    for r in records:
+        assert set(r["collapse"]) == {"joint", "velocity"}
+        for stats in r["collapse"].values():
+            assert set(stats) == {"std", "alignment", "uniformity"}
+            assert 0.0 <= stats["std"] <= 2.0 and 0.0 <= stats["alignment"] <= 4.0
+            assert -4.0 <= stats["uniformity"] <= 1e-6
+        assert r["collapsed"] == [m for m in r["collapse"] if r["collapse"][m]["std"] < 0.1]
+        for m in r["collapsed"]:
+            assert any(f"epoch {r['epoch']}: the {m} projection head" in w for w in warnings)
+    assert len(warnings) == sum(len(r["collapsed"]) for r in records)
 
 
 def test_checkpoint_holds_everything(full_run: Path) -> None:

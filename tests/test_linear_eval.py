@@ -16,7 +16,11 @@ from ikemtrain.config import ConfigError, LinearEvalConfig, PretrainConfig, lr_a
 from ikemtrain.data import LinearEvalDataset, epoch_generator
 from ikemtrain.engine import linear_eval, pretrain
 from ikemtrain.engine.checkpoint import CheckpointError, load_checkpoint
-from ikemtrain.engine.linear_eval import build_encoders, topk_accuracy
+from ikemtrain.engine.linear_eval import (
+    build_encoders,
+    standardize_features,
+    topk_accuracy,
+)
 from ikemtrain.engine.loop import seed_everything
 from ikemtrain.nn.init import weights_init
 from skelmod.cache import CacheError
@@ -241,3 +245,52 @@ def test_random_init_features_are_degenerate_without_bn_recalibration(cache: Pat
     n, c, t, v, m = x.shape
     flat = x.permute(0, 4, 3, 1, 2).reshape(n * m, v * c, t)
     torch.testing.assert_close(bn.running_mean, flat.mean((0, 2)), rtol=1e-4, atol=1e-5)
+
+
+def test_standardized_features_match_a_batchnorm_without_affine() -> None:
+    g = torch.Generator().manual_seed(0)
+    train = {"joint": 3.0 + 0.01 * torch.randn(40, 6, generator=g)}
+    val = {"joint": 3.0 + 0.01 * torch.randn(9, 6, generator=g)}
+    tx, vx = standardize_features(train, val)
+    bn = nn.BatchNorm1d(6, affine=False, eps=1e-12, momentum=None)
+    bn.train()
+    bn(train["joint"])  # running statistics of the whole training split
+    bn.running_var.mul_(39 / 40)  # kept unbiased; the batch is normalised with the biased one
+    bn.eval()
+    torch.testing.assert_close(tx["joint"], bn(train["joint"]), rtol=0, atol=1e-3)
+    torch.testing.assert_close(vx["joint"], bn(val["joint"]), rtol=0, atol=1e-3)
+    const = standardize_features({"j": torch.ones(5, 2)}, {"j": torch.ones(2, 2)})
+    assert torch.equal(const[0]["j"], torch.zeros(5, 2))  # a constant feature stays finite
+
+
+def test_standardized_probe_does_not_depend_on_the_feature_scale(
+    cache: Path, run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Encoders whose pooled features are 1000x smaller (as a shrunk pre-trained encoder's
+    are): the standardised probe trains identically, the raw one does not."""
+    import sys
+
+    le = sys.modules["ikemtrain.engine.linear_eval"]  # the package re-exports the function
+    extract = le.extract_features
+    losses = {}
+    for scale in (1.0, 1e-3):
+        monkeypatch.setattr(
+            le,
+            "extract_features",
+            lambda *a, s=scale: {m: s * f for m, f in extract(*a).items()},
+        )
+        for std in (True, False):
+            r = linear_eval(
+                le_cfg(standardize=std),
+                cache,
+                tmp_path / f"{scale}-{std}",
+                "xsub",
+                "velocity",
+                checkpoint=run,
+                device="cpu",
+                echo=None,
+            )
+            assert r["standardized"] is std
+            losses[scale, std] = [h["loss"] for h in r["history"]]
+    np.testing.assert_allclose(losses[1.0, True], losses[1e-3, True], rtol=1e-3)
+    assert not np.allclose(losses[1.0, False], losses[1e-3, False], rtol=1e-2)

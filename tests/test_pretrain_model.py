@@ -363,3 +363,43 @@ def test_device_agnostic_no_tensor_is_created_on_the_cpu():
         out["loss"].backward()
         assert out["loss"].device.type == "meta"
     assert model.branches["bone"].queue.ptr.device.type == "meta"
+
+
+def test_head_bn_keeps_queries_apart_where_the_plain_head_collapses():
+    """The cause of the CPU-scale collapse, on skeleton-like input: pooled post-ReLU
+    features share a large component, and the §6 head sends every sample to nearly one
+    direction before any training; the MoCo v3 head (``head_bn``) does not."""
+    from ikemtrain.collapse import COLLAPSE_STD, embedding_std
+
+    g = torch.Generator().manual_seed(0)
+    # 32 sequences: a shared pose plus a per-sample motion, as normalised skeletons are
+    x = 0.3 * torch.randn(1, 3, 50, 25, 2, generator=g) + 0.1 * torch.randn(
+        32, 3, 50, 25, 2, generator=g
+    )
+    plain, bn = tiny(("joint",)), tiny(("joint",), head_bn=True)
+    plain.train(), bn.train()
+    with torch.no_grad():
+        q_plain = plain.branches["joint"].query(x)[1]
+        q_bn = bn.branches["joint"].query(x)[1]
+    cos_plain = (q_plain @ q_plain.T).mean()
+    cos_bn = (q_bn @ q_bn.T).mean()
+    assert cos_plain > 0.8 and cos_bn < 0.2
+    assert float(embedding_std(q_plain)) < 3 * COLLAPSE_STD < float(embedding_std(q_bn))
+    head = bn.branches["joint"].head_q.layers
+    assert [type(m).__name__ for m in head] == [
+        "Linear",
+        "BatchNorm1d",
+        "ReLU",
+        "Linear",
+        "BatchNorm1d",
+    ]
+    assert head[-1].weight is None  # the output BatchNorm has no affine parameters
+    # the key head starts as a copy of the query head (and follows it by momentum)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(
+            bn.branches["joint"].head_q.parameters(),
+            bn.branches["joint"].head_k.parameters(),
+            strict=True,
+        )
+    )

@@ -16,6 +16,10 @@
   (``bones``, ``unit_axis``) come from it (:func:`resolve_cache_options`); a preset value
   that contradicts the cache is refused before the first epoch. The checkpoint records both
   (``layout``; the resolved options in ``config``) and the cache's ``num_class``.
+* Every epoch records a collapse signal per modality (``record["collapse"][m]``: the std of
+  the normalised queries across the batch, alignment and uniformity, averaged over the
+  epoch's batches; :mod:`ikemtrain.collapse`) and prints a warning line for every modality
+  whose head has collapsed (``record["collapsed"]``).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torch.utils.data import DataLoader
 
 from skelmod.cache import CacheError, CacheReader
 
+from ..collapse import COLLAPSE_STD, collapse_stats, is_collapsed
 from ..config import ConfigError, PretrainConfig, lr_at
 from ..data import EpochSampler, PretrainDataset, worker_context
 from ..methods.pretrain import PretrainModel
@@ -98,6 +103,8 @@ def resolve_cache_options(cfg: PretrainConfig, reader: CacheReader) -> PretrainC
 
 def _check_resume(saved: dict[str, Any], cfg: PretrainConfig, path: Path) -> None:
     current = cfg.to_dict()
+    # settings added after a checkpoint was written take their default (e.g. head_bn)
+    saved = {**PretrainConfig().to_dict(), **saved}
     diff = [
         k
         for k in sorted(set(saved) | set(current))
@@ -241,9 +248,22 @@ def pretrain(
                     },
                 )
                 log.log(record)
+                if echo is not None:
+                    for line in collapse_warnings(record):
+                        echo(line)
     finally:
         log.close()
     return {"checkpoint": ckpt_path, "epoch": max(start - 1, cfg.epochs), "metrics": record}
+
+
+def collapse_warnings(record: dict[str, Any]) -> list[str]:
+    """One warning line per modality whose head collapsed in the epoch of ``record``."""
+    return [
+        f"warning: epoch {record['epoch']}: the {m} projection head has collapsed (std of "
+        f"the normalised queries across the batch {record['collapse'][m]['std']:.3g} < "
+        f"{COLLAPSE_STD}; every sample maps to nearly one direction)"
+        for m in record.get("collapsed", [])
+    ]
 
 
 def _train_epoch(
@@ -270,10 +290,15 @@ def _train_epoch(
     for view1, view2, _label, _frame in loader:
         view1 = {m: v.to(dev, non_blocking=True) for m, v in view1.items()}
         view2 = {m: v.to(dev, non_blocking=True) for m, v in view2.items()}
-        out = net(view1, view2, stage)
+        out = net(view1, view2, stage, return_details=True)
+        details = out.pop("details")
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
+        if batch >= 2:
+            for m in cfg.modalities:
+                for name, value in collapse_stats(details["q"][m], details["k"][m]).items():
+                    out[f"collapse/{m}/{name}"] = torch.tensor(value, device=dev)
         for k, v in out.items():
             v = v.detach().float()
             sums[k] = sums[k] + v if k in sums else v
@@ -288,6 +313,10 @@ def _train_epoch(
     loss = means.pop("loss", float("nan"))
     if not np.isfinite(loss):
         raise FloatingPointError(f"epoch {epoch}: the loss is {loss}; lower the learning rate")
+    collapse: dict[str, dict[str, float]] = {}
+    for key in [k for k in means if k.startswith("collapse/")]:
+        _, m, name = key.split("/")
+        collapse.setdefault(m, {})[name] = means.pop(key)
     return {
         "epoch": epoch,
         "epochs": cfg.epochs,
@@ -295,6 +324,8 @@ def _train_epoch(
         "loss": loss,
         "losses": {m: means[f"loss/{m}"] for m in cfg.modalities if f"loss/{m}" in means},
         "terms": {k: v for k, v in means.items() if not k.startswith("loss/")},
+        "collapse": collapse,
+        "collapsed": [m for m, c in collapse.items() if is_collapsed(c["std"])],
         "lr": lr,
         "samples_per_s": n * batch / seconds if seconds > 0 else float("nan"),
         "seconds": seconds,

@@ -26,6 +26,8 @@ class ModalityBranch(nn.Module):
     * ``ikem_head``: ``g~_u``: ``hidden_dim -> ikem_dim -> ikem_dim`` (``ikem_dim`` is
       ``n_modalities * feature_dim``, fix of bug 12).
 
+    ``head_bn`` puts a BatchNorm in every head (:class:`ProjectionHead`; a named departure).
+
     The key side never has ``requires_grad``; it moves only through :meth:`momentum_update`.
     """
 
@@ -35,16 +37,17 @@ class ModalityBranch(nn.Module):
         feature_dim: int = 128,
         queue_size: int = 32768,
         ikem_dim: int = 768,
+        head_bn: bool = False,
     ):
         super().__init__()
         backbone = dict(backbone or {})
         self.encoder_q = STGCN(**backbone)
         self.encoder_k = STGCN(**backbone)
         hidden = self.encoder_q.hidden_dim
-        self.head_q = ProjectionHead(hidden, hidden, feature_dim)
-        self.head_k = ProjectionHead(hidden, hidden, feature_dim)
+        self.head_q = ProjectionHead(hidden, hidden, feature_dim, head_bn)
+        self.head_k = ProjectionHead(hidden, hidden, feature_dim, head_bn)
         self.queue = MemoryBank(feature_dim, queue_size)
-        self.ikem_head = ProjectionHead(hidden, ikem_dim, ikem_dim)
+        self.ikem_head = ProjectionHead(hidden, ikem_dim, ikem_dim, head_bn)
         for p in self.key_parameters():
             p.requires_grad_(False)
 

@@ -60,6 +60,8 @@ class PretrainModel(nn.Module):
         reference_compat: False (default) copies the keys from the queries after
             ``weights_init`` (MoCo-correct, fix of bug 2); True initialises keys
             independently, as the reference does.
+        head_bn: BatchNorm in the MoCo and IKEM heads (a departure from §6, for the CPU
+            presets; see :class:`~ikemtrain.nn.heads.ProjectionHead`).
     """
 
     def __init__(
@@ -77,6 +79,7 @@ class PretrainModel(nn.Module):
         ikem: bool = True,
         frozen_keys: Sequence[str] = DEFAULT_FROZEN_KEYS,
         reference_compat: bool = False,
+        head_bn: bool = False,
     ):
         super().__init__()
         if isinstance(modalities, str):
@@ -121,11 +124,12 @@ class PretrainModel(nn.Module):
         self.ikem = ikem
         self.frozen_keys = tuple(m for m in modalities if m in set(frozen_keys))
         self.reference_compat = reference_compat
+        self.head_bn = head_bn
         self.backbone = dict(backbone or {})
         ikem_dim = len(modalities) * feature_dim
         self.branches = nn.ModuleDict(
             {
-                m: ModalityBranch(self.backbone, feature_dim, queue_size, ikem_dim)
+                m: ModalityBranch(self.backbone, feature_dim, queue_size, ikem_dim, head_bn)
                 for m in modalities
             }
         )
