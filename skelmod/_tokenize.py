@@ -3,7 +3,7 @@
 Private: it checks nothing about its argument and reports format problems as an
 error code in a status vector; :mod:`skelmod.ntu` wraps it, turns the codes into
 :class:`~skelmod.ntu.SkeletonFormatError` and parses the few numbers the kernel
-leaves to Python (see :func:`_parse_number`).
+leaves to Python (status 2 of :func:`_number`).
 
 The format is line-structured (§1.1)::
 
@@ -19,16 +19,20 @@ writing into arrays sized by an upper bound on the body count that the file
 length gives. Each body record first tries :func:`_read_body`, a call-free fast
 path for plain records (every real NTU record); anything else is read again line
 by line by :func:`_read_values` / :func:`_read_count`, which either handle it
-(values left to Python's ``float``) or report the error. Numbers are rounded
-exactly: an integer mantissa below 2**53 and a power of ten up to 1e22 need one
-IEEE operation (Clinger's fast path); the rest is parsed by Python.
+(values left to Python's ``float``) or report the error. Both paths read numbers
+with the one decimal parser :func:`_number`, inlined into each. Numbers are
+rounded exactly: an integer mantissa below 2**53 and a power of ten up to 1e22
+need one IEEE operation (Clinger's fast path); the rest is parsed by Python.
+
+With ``NUMBA_DISABLE_JIT=1`` the kernels run as plain Python (the tests do so
+once): the two intrinsics below then have Python twins.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
-from numba.core import types
+from numba.core import config, types
 from numba.extending import intrinsic
 
 from .layout import V
@@ -75,6 +79,7 @@ FIX_JOINTS = 1  # FIX_INDEX is a flat index into joints
 
 _INT64_MAX = np.iinfo(np.int64).max
 _MAX_MANTISSA_DIGITS = 18  # 10**18 - 1 < 2**63
+_SAFE_DIGITS = 15  # 10**15 - 1 < 2**53: any mantissa this long is exact
 _EXACT_MANTISSA = 2**53  # integers below this are exact in float64
 # 10**k is exact in float64 for k <= 22, so w * 10**q and w / 10**-q round once (Clinger).
 _POW10 = np.array([10.0**k for k in range(23)])
@@ -120,166 +125,179 @@ def _parse_int(buf, s, e):
     return 0, -v if neg else v
 
 
-@njit(cache=True)
-def _parse_float(buf, s, e):
-    """Careful twin of :func:`_parse_number`: ``(status, value)`` of ``buf[s:e]``.
+if config.DISABLE_JIT:
+    # Plain-Python twins of the intrinsics, for NUMBA_DISABLE_JIT=1 (an intrinsic cannot run
+    # as Python). They keep the callers' guarantee checked: Python indexing refuses i >= size,
+    # and a negative i, which numpy would wrap, is refused here.
 
-    The grammar is ``[+-](digits[.digits]|.digits)[(e|E)[+-]digits]``.
+    def _bytes_of(buf):
+        return buf
 
-    Leading zeros do not count as digits here, so it rounds e.g. ``0.000000000000000012345``
-    exactly. status 0: ok, ``value`` is the correctly rounded float64 (Clinger's fast path:
-    an integer mantissa below 2**53 and a decimal exponent within ±22, so one IEEE
-    multiplication or division rounds it); 1: not a number; 2: a valid number this
-    cannot round exactly, to be parsed by Python's ``float``.
+    def _byte(data, i):
+        if i < 0:
+            raise IndexError(f"_byte: negative index {i}")
+        return int(data[i])
+
+    def _put(out, i, v):
+        if i < 0:
+            raise IndexError(f"_put: negative index {i}")
+        out[i] = v
+
+else:
+
+    @intrinsic
+    def _bytes_of(typingctx, buf):
+        """The data pointer of a 1-D uint8 array, for :func:`_byte`.
+
+        The readers pass this pointer, not the array: every use of an array in a helper,
+        called or inlined, costs two atomic reference count updates, which at one helper
+        per token were half of the parse time. The caller keeps the array alive.
+        """
+        if not (isinstance(buf, types.Array) and buf.dtype == types.uint8 and buf.ndim == 1):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return context.make_array(sig.args[0])(context, builder, args[0]).data
+
+        return types.CPointer(types.uint8)(buf), codegen
+
+    @intrinsic
+    def _byte(typingctx, data, i):
+        """``data[i]`` for a pointer from :func:`_bytes_of`.
+
+        Unchecked: the caller guarantees ``0 <= i < buf.size``. (Array indexing with a
+        signed integer also costs three instructions per byte for the wraparound of a
+        negative index, a third of a digit.)
+        """
+        if not (isinstance(data, types.CPointer) and data.dtype == types.uint8):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.load(builder.gep(args[0], [args[1]]))
+
+        return types.uint8(data, types.intp), codegen
+
+    @intrinsic
+    def _put(typingctx, out, i, v):
+        """``out[i] = v`` for a contiguous 1-D float64 array; unchecked like :func:`_byte`."""
+        if not (isinstance(out, types.Array) and out.dtype == types.float64 and out.ndim == 1):
+            return None
+
+        def codegen(context, builder, sig, args):
+            data = context.make_array(sig.args[0])(context, builder, args[0]).data
+            builder.store(args[2], builder.gep(data, [args[1]]))
+            return context.get_dummy_value()
+
+        return types.none(out, types.intp, types.float64), codegen
+
+
+@njit(cache=True, inline="always")
+def _digits(data, i, w):
+    """``(w * 10**k + D, i + k)`` for the k decimal digits D from ``data[i]`` on.
+
+    Unchecked: a byte that is not a digit follows. ``w`` wraps beyond 18 digits;
+    :func:`_number` counts digits to know when.
     """
-    i = s
-    neg = False
-    if i < e and (buf[i] == 43 or buf[i] == 45):
-        neg = buf[i] == 45
-        i += 1
-    w = np.int64(0)
-    nd = 0  # significant digits accumulated in w
-    q = 0  # decimal exponent: value = w * 10**q
-    digits = 0
-    hard = False
-    while i < e:
-        d = np.int64(buf[i]) - 48
+    while True:
+        d = _byte(data, i) - 48
         if d < 0 or d > 9:
-            break
-        digits += 1
-        if w > 0 or d > 0:
-            if nd < _MAX_MANTISSA_DIGITS:
-                w = w * 10 + d
-                nd += 1
-            else:
-                hard = True
+            return w, i
+        w = w * 10 + d
         i += 1
-    if i < e and buf[i] == 46:
+
+
+@njit(cache=True, inline="always")
+def _number(data, pos):
+    """The decimal number at ``data[pos]`` (from :func:`_bytes_of`): ``(status, value, end)``.
+
+    The one number parser of both paths. The grammar is
+    ``[+-](digits[.digits]|.digits)[(e|E)[+-]digits]``; ``end`` is the index of the first
+    byte that does not continue it, and whether that byte ends the token is the caller's
+    question. Unchecked: a blank or line end follows ``pos`` in the data, so reads need
+    no test for its end (a third of the time of a digit).
+
+    status 0: ok, ``value`` is the correctly rounded float64. Clinger's fast path: an
+    integer mantissa ``w`` below 2**53 and a decimal exponent ``q`` within ±22, so that
+    one IEEE multiplication or division by an exact power of ten rounds ``w * 10**q``.
+    Leading zeros are not significant (``0.000000000000000000012345`` is exact here).
+    status 1: not a number (no digits, or an exponent without digits). status 2: a valid
+    number this cannot round exactly (more than 18 significant digits, or beyond the
+    fast path), for Python's ``float``.
+    """
+    i = pos
+    c = _byte(data, i)
+    neg = c == 45
+    if c == 45 or c == 43:
         i += 1
-        while i < e:
-            d = np.int64(buf[i]) - 48
-            if d < 0 or d > 9:
-                break
-            digits += 1
-            if w > 0 or d > 0:
-                if nd < _MAX_MANTISSA_DIGITS:
-                    w = w * 10 + d
-                    nd += 1
-                    q -= 1
-                else:
-                    hard = True
-            else:
-                q -= 1
+    first = i
+    w, i = _digits(data, i, 0)
+    nd = i - first  # digits read into w, leading zeros included
+    q = 0  # value = w * 10**q
+    if _byte(data, i) == 46:
+        w, end = _digits(data, i + 1, w)
+        q = i + 1 - end
+        nd -= q
+        i = end
+    if nd == 0:
+        return 1, 0.0, i
+    exact = nd <= _SAFE_DIGITS
+    if not exact:
+        # Rare: w may be 2**53 or more, or have wrapped beyond 18 digits. Leading zeros
+        # add nothing to w, so it is exact when the digits after them fit in 18.
+        j = first
+        while j < i and (_byte(data, j) == 48 or _byte(data, j) == 46):
+            if _byte(data, j) == 48:
+                nd -= 1
+            j += 1
+        exact = nd <= _MAX_MANTISSA_DIGITS and w < _EXACT_MANTISSA
+    c = _byte(data, i)
+    if c == 101 or c == 69:
+        i += 1
+        c = _byte(data, i)
+        eneg = c == 45
+        if c == 43 or c == 45:
             i += 1
-    if digits == 0:
-        return 1, 0.0
-    if i < e and (buf[i] == 101 or buf[i] == 69):
-        i += 1
-        eneg = False
-        if i < e and (buf[i] == 43 or buf[i] == 45):
-            eneg = buf[i] == 45
-            i += 1
-        edigits = 0
         x = 0
-        while i < e:
-            d = np.int64(buf[i]) - 48
+        start = i
+        while True:
+            d = _byte(data, i) - 48
             if d < 0 or d > 9:
                 break
-            if x < 100000:
+            if x < 100000:  # any larger exponent is out of range; keep reading its digits
                 x = x * 10 + d
-            edigits += 1
             i += 1
-        if edigits == 0:
-            return 1, 0.0
+        if i == start:
+            return 1, 0.0, i
         q += -x if eneg else x
-    if i != e:
-        return 1, 0.0
-    if w == 0:
-        v = 0.0
-    elif hard or w >= _EXACT_MANTISSA or q > 22 or q < -22:
-        return 2, 0.0
-    elif q >= 0:
-        v = np.float64(w) * _POW10[q]
-    else:
-        v = np.float64(w) / _POW10[-q]
-    return 0, -v if neg else v
+    if not exact or q > 22 or q < -22:
+        if w != 0 or not exact:
+            return 2, 0.0, i
+        q = 0  # zero, whatever its exponent
+    # One rounding (Clinger); q = 0 divides by 1.
+    v = np.float64(w) * _POW10[q] if q > 0 else np.float64(w) / _POW10[-q]
+    return 0, -v if neg else v, i
 
 
 @njit(cache=True)
 def _parse_number(buf, pos):
-    """Parse the token starting at ``pos`` (not a blank); returns ``(status, value, end)``.
+    """:func:`_number` for the token starting at ``pos`` (not a blank) of the line-by-line path.
 
-    The number parser of the line-by-line path. ``end`` is the index just past the token
-    (its first blank, line end or the end of the data). Status as in :func:`_parse_float`.
-    The mantissa accumulates into an int64 (every NTU value has at most 7 significant
-    digits); tokens with more than 18 digits go to the careful :func:`_parse_float`.
+    Returns ``(status, value, end)`` with ``end`` just past the token (its first blank, line
+    end or the end of the data); a token that does not end where its number does is status 1.
     """
     n = buf.size
-    i = pos
-    neg = False
-    c = buf[i]
-    if c == 45 or c == 43:
-        neg = c == 45
-        i += 1
-    # Digits before and after the point, in two tight loops; w may wrap when there
-    # are more than 18 digits, which sends the token to the careful parser below.
-    w = np.int64(0)
-    start = i
-    while i < n:
-        d = np.int64(buf[i]) - 48
-        if d < 0 or d > 9:
-            break
-        w = w * 10 + d
-        i += 1
-    nd = i - start
-    q = 0
-    if i < n and buf[i] == 46:
-        i += 1
-        start = i
-        while i < n:
-            d = np.int64(buf[i]) - 48
-            if d < 0 or d > 9:
-                break
-            w = w * 10 + d
-            i += 1
-        q = start - i
-        nd -= q
-    ok = nd > 0
-    if i < n and ok and (buf[i] == 101 or buf[i] == 69):
-        i += 1
-        eneg = False
-        if i < n and (buf[i] == 43 or buf[i] == 45):
-            eneg = buf[i] == 45
-            i += 1
-        x = 0
-        start = i
-        while i < n:
-            d = np.int64(buf[i]) - 48
-            if d < 0 or d > 9:
-                break
-            if x < 100000:
-                x = x * 10 + d
-            i += 1
-        ok = i > start
-        q += -x if eneg else x
-    if i < n and not (_is_blank(buf[i]) or _is_eol(buf[i])):
-        ok = False
-        while i < n and not (_is_blank(buf[i]) or _is_eol(buf[i])):
-            i += 1
-    if not ok:
-        return 1, 0.0, i
-    if nd > _MAX_MANTISSA_DIGITS:
-        st, v = _parse_float(buf, pos, i)
-        return st, v, i
-    if w == 0:
-        v = 0.0
-    elif w >= _EXACT_MANTISSA or q > 22 or q < -22:
-        return 2, 0.0, i
-    elif q >= 0:
-        v = np.float64(w) * _POW10[q]
+    end = pos
+    while end < n and not (_is_blank(buf[end]) or _is_eol(buf[end])):
+        end += 1
+    if end < n:
+        status, v, i = _number(_bytes_of(buf), pos)
     else:
-        v = np.float64(w) / _POW10[-q]
-    return 0, -v if neg else v, i
+        # The token runs to the end of the data: parse a copy that a blank ends.
+        tail = np.full(n - pos + 1, 32, np.uint8)
+        tail[:-1] = buf[pos:]
+        status, v, i = _number(_bytes_of(tail), 0)
+        i += pos
+    return (status if i == end else 1), v, end
 
 
 @njit(cache=True, inline="always")
@@ -317,37 +335,6 @@ def _read_line(buf, pos, out, base, first, nvals):
         pos = end
 
 
-@intrinsic
-def _byte(typingctx, buf, i):
-    """``buf[i]`` of a uint8 array, without the wraparound of a negative ``i``.
-
-    Unchecked: the caller guarantees ``0 <= i < buf.size``. Indexing with a signed
-    integer costs three instructions per byte for the wraparound, a third of a digit.
-    """
-    if not (isinstance(buf, types.Array) and buf.dtype == types.uint8 and buf.ndim == 1):
-        return None
-
-    def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        return builder.load(builder.gep(data, [args[1]]))
-
-    return types.uint8(buf, types.intp), codegen
-
-
-@intrinsic
-def _put(typingctx, out, i, v):
-    """``out[i] = v`` for a contiguous 1-D float64 array; unchecked like :func:`_byte`."""
-    if not (isinstance(out, types.Array) and out.dtype == types.float64 and out.ndim == 1):
-        return None
-
-    def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        builder.store(args[2], builder.gep(data, [args[1]]))
-        return context.get_dummy_value()
-
-    return types.none(out, types.intp, types.float64), codegen
-
-
 @njit(cache=True, inline="always")
 def _last_separator(buf):
     """Index of the last blank or line end in ``buf``; -1 if it has none."""
@@ -364,37 +351,31 @@ def _read_body(buf, pos, info, joints, b, sep):
 
     Returns ``(next_pos, body_id, ok)``. Writes the values of body ``b`` into the flat
     ``info`` and ``joints`` when every line is plain: the right value count, an integer
-    bodyID, a joint count written ``25``, and numbers that round exactly here (at most 15
-    digits, no exponent beyond ±22). Otherwise returns ``ok = False`` and the caller reads
+    bodyID of at most 18 digits, a joint count written ``25``, and numbers that
+    :func:`_number` rounds itself. Otherwise returns ``ok = False`` and the caller reads
     the record again with :func:`_read_values` and :func:`_read_count`, which report the
-    problem or hand the value to Python. The number parser of :func:`_parse_number` is
-    written out here because every call that passes an array costs two atomic reference
-    count updates, which at one call per token were half of the parse time.
+    problem or hand the value to Python. The helpers are inlined and read the bytes
+    through a pointer (see :func:`_bytes_of`).
 
     ``sep`` is :func:`_last_separator` of ``buf``. A token that starts before it ends at
-    or before it, so the loops inside a token need no test for the end of the data; a
-    token starting later sends the record to the careful path.
+    or before it, so ``sep`` bounds every read inside a token and the byte after a token
+    can be read unchecked; a token starting later sends the record to the careful path.
     """
     n = buf.size
+    data = _bytes_of(buf)
     # The bodyID, an integer of at most 18 digits.
-    while pos < n and _is_blank(_byte(buf, pos)):
+    while pos < n and _is_blank(_byte(data, pos)):
         pos += 1
     if pos >= sep:
         return pos, np.int64(0), False
-    c = _byte(buf, pos)
+    c = _byte(data, pos)
     neg = c == 45
     if c == 45 or c == 43:
         pos += 1
-    w = np.int64(0)
     start = pos
-    while True:
-        d = np.int64(_byte(buf, pos)) - 48
-        if d < 0 or d > 9:
-            break
-        w = w * 10 + d
-        pos += 1
+    w, pos = _digits(data, pos, 0)
     body_id = -w if neg else w
-    if pos == start or pos - start > _MAX_MANTISSA_DIGITS or not _is_blank(_byte(buf, pos)):
+    if pos == start or pos - start > _MAX_MANTISSA_DIGITS or not _is_blank(_byte(data, pos)):
         return pos, body_id, False
     for r in range(1 + V):  # r = 0: rest of the body line, 1...: joint r - 1
         if r == 0:
@@ -403,91 +384,43 @@ def _read_body(buf, pos, info, joints, b, sep):
             base = b * (BODY_VALUES - 1) - 1  # info index of token 0
         else:
             if r == 1:  # the joint count line, "25"
-                while pos < n and _is_blank(_byte(buf, pos)):
+                while pos < n and _is_blank(_byte(data, pos)):
                     pos += 1
                 # pos < sep, so pos + 1 <= sep; a "2" is not a separator, so pos + 2 <= sep.
-                if pos >= sep or _byte(buf, pos) != 50 or _byte(buf, pos + 1) != 53:
+                if pos >= sep or _byte(data, pos) != 50 or _byte(data, pos + 1) != 53:
                     return pos, body_id, False
                 pos += 2
-                while pos < n and _is_blank(_byte(buf, pos)):
+                while pos < n and _is_blank(_byte(data, pos)):
                     pos += 1
-                if pos >= n or not _is_eol(_byte(buf, pos)):
+                if pos >= n or not _is_eol(_byte(data, pos)):
                     return pos, body_id, False
                 pos += 1
-                if _byte(buf, pos - 1) == 13 and pos < n and _byte(buf, pos) == 10:
+                if _byte(data, pos - 1) == 13 and pos < n and _byte(data, pos) == 10:
                     pos += 1
             count = 0
             nvals = JOINT_VALUES
             base = (b * V + r - 1) * JOINT_VALUES
         while True:
-            while pos < n and _is_blank(_byte(buf, pos)):
+            while pos < n and _is_blank(_byte(data, pos)):
                 pos += 1
             if pos >= n:
                 return pos, body_id, False
-            c = _byte(buf, pos)
+            c = _byte(data, pos)
             if c == 10 or c == 13:
                 pos += 1
-                if c == 13 and pos < n and _byte(buf, pos) == 10:
+                if c == 13 and pos < n and _byte(data, pos) == 10:
                     pos += 1
                 break
             if count == nvals or pos >= sep:
                 return pos, body_id, False
-            # From here to the token's end every index is at most sep < n.
-            neg = c == 45
-            if c == 45 or c == 43:
-                pos += 1
-            w = np.int64(0)
-            start = pos
-            while True:
-                d = np.int64(_byte(buf, pos)) - 48
-                if d < 0 or d > 9:
-                    break
-                w = w * 10 + d
-                pos += 1
-            nd = pos - start
-            q = 0
-            if _byte(buf, pos) == 46:
-                pos += 1
-                start = pos
-                while True:
-                    d = np.int64(_byte(buf, pos)) - 48
-                    if d < 0 or d > 9:
-                        break
-                    w = w * 10 + d
-                    pos += 1
-                q = start - pos
-                nd -= q
-            if nd == 0 or nd > 15:
+            status, v, pos = _number(data, pos)
+            c = _byte(data, pos)  # pos <= sep < n
+            if status != 0 or not (_is_blank(c) or _is_eol(c)):
                 return pos, body_id, False
-            c = _byte(buf, pos)
-            if c == 101 or c == 69:
-                pos += 1
-                eneg = False
-                c = _byte(buf, pos)
-                if c == 43 or c == 45:
-                    eneg = c == 45
-                    pos += 1
-                x = 0
-                start = pos
-                while x < 100:
-                    d = np.int64(_byte(buf, pos)) - 48
-                    if d < 0 or d > 9:
-                        break
-                    x = x * 10 + d
-                    pos += 1
-                if pos == start:
-                    return pos, body_id, False
-                q += -x if eneg else x
-                c = _byte(buf, pos)
-            if not (_is_blank(c) or _is_eol(c)) or q > 22 or q < -22:
-                return pos, body_id, False
-            # nd <= 15, so w < 2**53 is exact and one operation rounds (Clinger); q = 0
-            # divides by 1.
-            v = np.float64(w) * _POW10[q] if q > 0 else np.float64(w) / _POW10[-q]
             if r == 0:
-                _put(info, base + count, -v if neg else v)
+                _put(info, base + count, v)
             else:
-                _put(joints, base + count, -v if neg else v)
+                _put(joints, base + count, v)
             count += 1
         if count != nvals:
             return pos, body_id, False
@@ -616,7 +549,7 @@ def parse_kernel(buf):
     joints (B, 25, 12) float64, fixups (H, 5) int64)``. ``status[S_CODE]`` is
     ``E_OK`` or an error code, with the line, token bounds and position in the file
     in the other slots; after an error the arrays are meaningless. Each fix-up row
-    names a value left as NaN that Python must parse (see ``_parse_float``).
+    names a value left as NaN that Python must parse (status 2 of :func:`_number`).
     """
     n = buf.size
     status = np.zeros(STATUS_SIZE, np.int64)
