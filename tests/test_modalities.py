@@ -1,7 +1,7 @@
 """skelmod.modalities against its naive twin (tests/naive_modalities.py), properties, errors.
 
 Tests whose name contains ``small`` also run with ``NUMBA_DISABLE_JIT=1``
-(tests/test_modalities_nojit.py), so keep their inputs small.
+(tests/test_nojit.py), so keep their inputs small.
 """
 
 from __future__ import annotations
