@@ -192,6 +192,16 @@ else:
 
 
 @njit(cache=True, inline="always")
+def _sign(data, i):
+    """``(negative, index past it)`` of the optional ``+`` or ``-`` at ``data[i]``."""
+    c = _byte(data, i)
+    neg = c == 45
+    if neg or c == 43:
+        i += 1
+    return neg, i
+
+
+@njit(cache=True, inline="always")
 def _digits(data, i, w):
     """``(w * 10**k + D, i + k)`` for the k decimal digits D from ``data[i]`` on.
 
@@ -224,13 +234,8 @@ def _number(data, pos):
     number this cannot round exactly (more than 18 significant digits, or beyond the
     fast path), for Python's ``float``.
     """
-    i = pos
-    c = _byte(data, i)
-    neg = c == 45
-    if c == 45 or c == 43:
-        i += 1
-    first = i
-    w, i = _digits(data, i, 0)
+    neg, first = _sign(data, pos)
+    w, i = _digits(data, first, 0)
     nd = i - first  # digits read into w, leading zeros included
     q = 0  # value = w * 10**q
     if _byte(data, i) == 46:
@@ -368,12 +373,8 @@ def _read_body(buf, pos, info, joints, b, sep):
         pos += 1
     if pos >= sep:
         return pos, np.int64(0), False
-    c = _byte(data, pos)
-    neg = c == 45
-    if c == 45 or c == 43:
-        pos += 1
-    start = pos
-    w, pos = _digits(data, pos, 0)
+    neg, start = _sign(data, pos)
+    w, pos = _digits(data, start, 0)
     body_id = -w if neg else w
     if pos == start or pos - start > _MAX_MANTISSA_DIGITS or not _is_blank(_byte(data, pos)):
         return pos, body_id, False
