@@ -1,4 +1,5 @@
-"""``ikemtrain``: six-modality contrastive pre-training (MoCo, EKEM, IKEM) and linear evaluation.
+"""``ikemtrain``: six-modality contrastive pre-training (MoCo, EKEM, IKEM), teacher–student
+distillation, linear evaluation and the deployable student.
 
 Each command parses options, calls ``ikemtrain.engine`` and turns library errors into clear
 messages. Exit codes: 0 success, 1 a failed run (bad cache, checkpoint or setting),
@@ -24,6 +25,8 @@ from cli.options import (  # noqa: E402
     modalities_option,
     overrides,
     preset_option,
+    resume_option,
+    run_out_option,
     split_option,
     streams_option,
     workers_option,
@@ -42,7 +45,8 @@ def _fail(e: Exception) -> click.ClickException:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ikem-toolkit")
 def main() -> None:
-    """Pre-train skeleton encoders on six modalities (IKEM) and evaluate them linearly."""
+    """Pre-train skeleton encoders on six modalities (IKEM), distil them into a three-stream
+    student, and evaluate them linearly."""
 
 
 @main.command()
@@ -50,13 +54,8 @@ def main() -> None:
 @split_option
 @preset_option()
 @modalities_option
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder: checkpoint.pt (every epoch) and metrics.jsonl.",
-)
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@run_out_option
+@resume_option
 @click.option("--ekem/--no-ekem", default=None, help="Use the EKEM loss in stage 2.")
 @click.option("--ikem/--no-ikem", default=None, help="Use the IKEM loss in stage 2.")
 @click.option(
@@ -116,13 +115,88 @@ def pretrain(
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@split_option
+@click.option(
+    "--teacher",
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="Six-modality pre-training run (folder or its checkpoint.pt): the frozen teacher.",
+)
+@preset_option()
+@run_out_option
+@resume_option
+@click.option(
+    "--loss-form",
+    type=click.Choice(["implemented", "paper"]),
+    default=None,
+    help="implemented: §7 as the reference code does it; paper: eq. 7-8 [default: the preset's].",
+)
+@click.option(
+    "--reference-compat",
+    is_flag=True,
+    default=None,
+    help="Replicate the reference's teacher in train mode (bug 13) and its Omega similarities "
+    "from the bone bank (bug 1), for ablations.",
+)
+@overrides
+@workers_option
+def distill(
+    cache,
+    split,
+    teacher,
+    preset,
+    out,
+    resume,
+    loss_form,
+    reference_compat,
+    epochs,
+    batch_size,
+    lr,
+    device,
+    seed,
+    workers,
+):
+    """Distil a six-modality teacher into a three-stream student (joint, velocity, bone).
+
+    Example: ikemtrain distill ntu60.h5 --split xview --teacher runs/xview6
+    --preset paper-ntu60 --out runs/xview-student
+
+    Trains on CACHE's NAME-train split with the preset's [distill] settings; the teacher is
+    frozen (eval mode, no gradient). Evaluate the student with
+    `ikemtrain linear-eval ... --checkpoint RUN2 --streams 3s`.
+    """
+    from ikemtrain.engine import distill as run_distill
+
+    try:
+        cfg = preset.distill.replace(
+            split=split,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            workers=workers,
+            seed=seed,
+            loss_form=loss_form,
+            reference_compat=reference_compat,
+        )
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    try:
+        result = run_distill(cfg, cache, teacher, out, resume=resume, device=device)
+    except USER_ERRORS as e:
+        raise _fail(e) from None
+    click.echo(f"checkpoint: {result['checkpoint']}")
+
+
 @main.command("linear-eval")
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @split_option
 @click.option(
     "--checkpoint",
     type=click.Path(exists=True, path_type=Path),
-    help="Pre-training run folder (or its checkpoint.pt) whose query encoders are evaluated.",
+    help="Pre-training run (its query encoders) or student run of `ikemtrain distill` (its "
+    "students), as a folder or its checkpoint.pt.",
 )
 @click.option(
     "--random-init",
@@ -214,24 +288,87 @@ def linear_eval(
 
 @main.command()
 @modalities_option
+@click.option(
+    "--student",
+    is_flag=True,
+    help="Count the deployed three-stream student (encoders + linear heads) instead.",
+)
+@click.option(
+    "--num-class",
+    type=click.IntRange(min=1),
+    default=60,
+    show_default=True,
+    help="With --student: classes of its linear heads.",
+)
 @preset_option()
-def describe(modalities, preset):
-    """Print the parameter count of every module of the pre-training model.
+def describe(modalities, student, num_class, preset):
+    """Print the parameter count of every module of the pre-training model or the student.
 
     Example: ikemtrain describe --modalities 6
-    (paper width: one backbone 821,380; the six-modality model 15,768,624).
+    (paper width: one backbone 821,380; the six-modality model 15,768,624;
+    `ikemtrain describe --student --num-class 60`: 2,510,400).
     """
-    from ikemtrain.methods.pretrain import describe as describe_model
-
     cfg = preset.pretrain
-    mods = modality_set(modalities) if modalities else cfg.modalities
-    kwargs = cfg.model_kwargs()
-    kwargs["frozen_keys"] = tuple(m for m in kwargs["frozen_keys"] if m in mods)
-    rows = describe_model(mods, **kwargs)
+    if student:
+        from ikemtrain.methods.distill import STUDENT_MODALITIES
+        from ikemtrain.student import describe_student
+
+        if modalities is not None:
+            raise click.UsageError("--modalities does not apply to --student")
+        rows = describe_student(STUDENT_MODALITIES, cfg.backbone, num_class)
+    else:
+        from ikemtrain.methods.pretrain import describe as describe_model
+
+        mods = modality_set(modalities) if modalities else cfg.modalities
+        kwargs = cfg.model_kwargs()
+        kwargs["frozen_keys"] = tuple(m for m in kwargs["frozen_keys"] if m in mods)
+        rows = describe_model(mods, **kwargs)
     width = max(len(name) for name, _ in rows)
     click.echo(f"{'module':<{width}}  {'parameters':>12}")
     for name, count in rows:
         click.echo(f"{name:<{width}}  {count:>12,}")
+
+
+@main.command()
+@click.argument("run", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Student file to write (tensors and plain types; torch.load(weights_only=True)).",
+)
+@click.option(
+    "--classifier",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="A linear-eval output folder of RUN's students (3s or student-*): its heads make "
+    "Student.predict work. Without it the file gives features only.",
+)
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def export(run, out, classifier, overwrite):
+    """Write the deployable student of a distillation RUN (weights + the config to rebuild it).
+
+    Example: ikemtrain export runs/xview-student --classifier runs/xview-student-le
+    --out student.pt
+
+    Load it with `ikemtrain.Student.load("student.pt")`; `.features(joints, frame_count)` and
+    `.predict(joints, frame_count)` take joints (N, 3, T, 25, M) and compute velocity and bone
+    themselves.
+    """
+    from ikemtrain.student import export_student
+
+    if out.exists() and not overwrite:
+        raise click.UsageError(f"{out} exists; pass --overwrite to replace it")
+    try:
+        student = export_student(run, out, classifier)
+    except USER_ERRORS as e:
+        raise _fail(e) from None
+    heads = (
+        f"classifier {', '.join(student.classifier)} ({student.num_class} classes)"
+        if student.classifier is not None
+        else "no classifier (features only)"
+    )
+    click.echo(f"student {', '.join(student.modalities)}; {heads} -> {out}")
 
 
 @main.command()

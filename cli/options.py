@@ -6,6 +6,7 @@ Override options default to ``None``, meaning "keep the preset's value".
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import click
 
@@ -106,3 +107,15 @@ def overrides(f):
     ):
         f = option(f)
     return f
+
+
+run_out_option = click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder: checkpoint.pt (every epoch) and metrics.jsonl.",
+)
+
+resume_option = click.option(
+    "--resume", is_flag=True, help="Continue the run in --out from its checkpoint."
+)

@@ -1,7 +1,8 @@
 """Run settings for pre-training and linear evaluation, loaded from TOML presets.
 
-A preset is a TOML file with a ``[pretrain]`` and a ``[linear_eval]`` table whose keys are the
-fields of :class:`PretrainConfig` and :class:`LinearEvalConfig`. Built-in presets live in
+A preset is a TOML file with ``[pretrain]``, ``[linear_eval]`` and (optionally) ``[distill]``
+tables whose keys are the fields of :class:`PretrainConfig`, :class:`LinearEvalConfig` and
+:class:`DistillConfig`. Built-in presets live in
 ``ikemtrain/presets/`` (``paper-ntu60``, ``tiny``); wherever a preset name is accepted, a path
 to a TOML file is accepted too. Every value is checked on construction, and an error names the
 file, table, key and value (:class:`ConfigError`).
@@ -18,7 +19,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from skelmod.layout import BONE_CONVENTIONS, MODALITY_NAMES, LayoutError, check_modalities
 
@@ -30,7 +31,9 @@ else:  # pragma: no cover
 __all__ = [
     "MODALITY_SETS",
     "STREAMS",
+    "STUDENT_STREAMS",
     "ConfigError",
+    "DistillConfig",
     "LinearEvalConfig",
     "Preset",
     "PretrainConfig",
@@ -48,11 +51,19 @@ MODALITY_SETS: dict[int, tuple[str, ...]] = {
     3: ("joint", "velocity", "bone"),
     6: tuple(MODALITY_NAMES),
 }
+#: Linear-evaluation streams of a student run (``ikemtrain distill``): one student encoder
+#: (``student-<modality>``) or ``3s``, the three students fused (§8 "3s-Student").
+STUDENT_STREAMS: dict[str, tuple[str, ...]] = {
+    **{f"student-{m}": (m,) for m in MODALITY_SETS[3]},
+    "3s": MODALITY_SETS[3],
+}
 #: Linear-evaluation streams: one modality, or a fusion of several (mean of logits, §8).
+#: ``student-*`` streams need a student run.
 STREAMS: dict[str, tuple[str, ...]] = {
     **{m: (m,) for m in MODALITY_NAMES},
     "3s": MODALITY_SETS[3],
     "6s": MODALITY_SETS[6],
+    **STUDENT_STREAMS,
 }
 
 
@@ -181,6 +192,26 @@ _PRETRAIN_CHECKS = {
     "workers": lambda v: _int(v, 0),
 }
 
+_DISTILL_CHECKS = {
+    "split": _split,
+    "epochs": lambda v: _int(v, 1),
+    "lr": lambda v: _float(v, 0.0, open_lo=True),
+    "steps": _steps,
+    "batch_size": lambda v: _int(v, 1),
+    "weight_decay": lambda v: _float(v, 0.0),
+    "sgd_momentum": lambda v: _float(v, 0.0, 1.0),
+    "queue_size": lambda v: _int(v, 1),
+    "tau": lambda v: _float(v, 0.0, open_lo=True),
+    "topk": lambda v: _int(v, 1),
+    "context": _bool,
+    "loss_form": _choice("implemented", "paper"),
+    "reference_compat": _bool,
+    "crop_ratio": lambda v: _int(v),
+    "shear": lambda v: _float(v, 0.0),
+    "seed": lambda v: _int(v, 0),
+    "workers": lambda v: _int(v, 0),
+}
+
 _LINEAR_EVAL_CHECKS = {
     "epochs": lambda v: _int(v, 1),
     "lr": lambda v: _float(v, 0.0, open_lo=True),
@@ -205,8 +236,28 @@ def _validate(obj: Any, checks: Mapping[str, Any], table: str) -> None:
         object.__setattr__(obj, f.name, clean)
 
 
+class _Settings:
+    """What every settings table shares: checked on construction, ``replace``, ``to_dict``.
+
+    Subclasses are frozen dataclasses naming their TOML table and value checks.
+    """
+
+    _TABLE: ClassVar[str]
+    _CHECKS: ClassVar[Mapping[str, Any]]
+
+    def __post_init__(self) -> None:
+        _validate(self, self._CHECKS, self._TABLE)
+
+    def replace(self, **changes: Any) -> Any:
+        """A copy with ``changes`` applied (validated); ``None`` values are ignored."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(_Settings):
     """Pre-training settings (§6 defaults; the paper's run is the ``paper-ntu60`` preset)."""
 
     modalities: tuple[str, ...] = MODALITY_SETS[6]
@@ -242,15 +293,8 @@ class PretrainConfig:
     seed: int = 0
     workers: int = 2
 
-    def __post_init__(self) -> None:
-        _validate(self, _PRETRAIN_CHECKS, "pretrain")
-
-    def replace(self, **changes: Any) -> PretrainConfig:
-        """A copy with ``changes`` applied (validated); ``None`` values are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+    _TABLE: ClassVar[str] = "pretrain"
+    _CHECKS: ClassVar[Mapping[str, Any]] = _PRETRAIN_CHECKS
 
     @property
     def backbone(self) -> dict[str, Any]:
@@ -280,7 +324,42 @@ class PretrainConfig:
 
 
 @dataclass(frozen=True)
-class LinearEvalConfig:
+class DistillConfig(_Settings):
+    """Teacher–student distillation settings (§7 defaults; ``paper-ntu60`` has the paper's).
+
+    The network sizes are not here: the students take the teacher's backbone, and their heads
+    are ``hidden_dim -> D -> D`` with ``D = n_teacher_modalities * feature_dim`` (bug 12), both
+    read from the teacher run. ``loss_form``: ``"implemented"`` is §7 "as implemented" (mean of
+    log-probabilities over three positives, ``S^u`` in the denominator, mean over the teacher
+    modalities); ``"paper"`` is eq. 7-8 (log of summed probabilities over the positive and the
+    mined negative, product block only, sum over the teacher modalities). ``reference_compat``
+    replicates bugs 1 (the Omega similarities use the bone bank) and 13 (teacher in train mode).
+    """
+
+    split: str = "xsub"  #: benchmark; distillation reads ``<split>-train``
+    epochs: int = 150
+    lr: float = 0.1
+    steps: tuple[int, ...] = (125,)
+    batch_size: int = 128
+    weight_decay: float = 1e-4
+    sgd_momentum: float = 0.9
+    queue_size: int = 32768
+    tau: float = 0.07
+    topk: int = 1
+    context: bool = True
+    loss_form: str = "implemented"
+    reference_compat: bool = False
+    crop_ratio: int = 6
+    shear: float = 0.5
+    seed: int = 0
+    workers: int = 2
+
+    _TABLE: ClassVar[str] = "distill"
+    _CHECKS: ClassVar[Mapping[str, Any]] = _DISTILL_CHECKS
+
+
+@dataclass(frozen=True)
+class LinearEvalConfig(_Settings):
     """Linear-evaluation settings (§8: SGD lr 3.0 ×0.1 at 80, 100 epochs, batch 128)."""
 
     epochs: int = 100
@@ -297,15 +376,8 @@ class LinearEvalConfig:
     #: for pre-trained and random encoders alike, so the probe does not depend on the scale
     standardize: bool = False
 
-    def __post_init__(self) -> None:
-        _validate(self, _LINEAR_EVAL_CHECKS, "linear_eval")
-
-    def replace(self, **changes: Any) -> LinearEvalConfig:
-        """A copy with ``changes`` applied (validated); ``None`` values are ignored."""
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+    _TABLE: ClassVar[str] = "linear_eval"
+    _CHECKS: ClassVar[Mapping[str, Any]] = _LINEAR_EVAL_CHECKS
 
 
 def asdict(obj: Any) -> dict[str, Any]:
@@ -314,11 +386,12 @@ def asdict(obj: Any) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Preset:
-    """A named pair of settings; ``pretrain`` also gives the backbone for ``--random-init``."""
+    """Named settings; ``pretrain`` also gives the backbone for ``--random-init``."""
 
     name: str
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     linear_eval: LinearEvalConfig = field(default_factory=LinearEvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def preset_names() -> list[str]:
@@ -363,14 +436,15 @@ def load_preset(name_or_path: str | os.PathLike) -> Preset:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
-    unknown = sorted(set(data) - {"pretrain", "linear_eval"})
+    unknown = sorted(set(data) - {"pretrain", "linear_eval", "distill"})
     if unknown:
         raise ConfigError(
-            f"{path}: unknown table {', '.join(map(repr, unknown))}; expected [pretrain] "
-            "and [linear_eval]"
+            f"{path}: unknown table {', '.join(map(repr, unknown))}; expected [pretrain], "
+            "[linear_eval] and [distill]"
         )
     return Preset(
         name=path.stem,
         pretrain=_table(PretrainConfig, data.get("pretrain", {}), "pretrain", str(path)),
         linear_eval=_table(LinearEvalConfig, data.get("linear_eval", {}), "linear_eval", str(path)),
+        distill=_table(DistillConfig, data.get("distill", {}), "distill", str(path)),
     )

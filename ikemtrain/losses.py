@@ -1,4 +1,5 @@
-"""Contrastive losses of the pre-training model, as pure functions (reference-ikem.md §6).
+"""Contrastive losses of pre-training (reference-ikem.md §6) and distillation (§7), as pure
+functions.
 
 All embeddings are expected to be L2-normalised by the caller; banks are ``(dim, K)`` with one
 past key per column. Every loss is the batch mean. Nothing here touches module state.
@@ -9,7 +10,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ekem_loss", "ikem_loss", "info_nce", "topk_indices"]
+__all__ = [
+    "DISTILL_LOSS_FORMS",
+    "distill_loss",
+    "ekem_loss",
+    "ikem_loss",
+    "info_nce",
+    "topk_indices",
+]
+
+#: ``distill_loss`` forms: §7 as the reference implements it, or the paper's eq. 7-8.
+DISTILL_LOSS_FORMS = ("implemented", "paper")
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
@@ -22,6 +33,14 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
 def _check_bank(q: torch.Tensor, bank: torch.Tensor, name: str) -> None:
     if bank.dim() != 2 or bank.shape[0] != q.shape[1]:
         raise ValueError(f"{name} must be ({q.shape[1]}, K), got shape {tuple(bank.shape)}")
+
+
+def _check_sims(sim_u: torch.Tensor, sim_v: torch.Tensor, b: int) -> None:
+    if sim_u.dim() != 2 or sim_u.shape != sim_v.shape or sim_u.shape[0] != b:
+        raise ValueError(
+            f"sim_u and sim_v must both be (B={b}, K), "
+            f"got {tuple(sim_u.shape)} and {tuple(sim_v.shape)}"
+        )
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
@@ -61,11 +80,7 @@ def ekem_loss(
     ``1 + topk``) positives. Gradients flow through ``S_u`` and ``S_v`` as in the reference.
     """
     _check_pair(q_u, k_u, "q_u and k_u")
-    if sim_u.dim() != 2 or sim_u.shape != sim_v.shape or sim_u.shape[0] != q_u.shape[0]:
-        raise ValueError(
-            f"sim_u and sim_v must both be (B={q_u.shape[0]}, K), "
-            f"got {tuple(sim_u.shape)} and {tuple(sim_v.shape)}"
-        )
+    _check_sims(sim_u, sim_v, q_u.shape[0])
     K = sim_u.shape[1]
     idx = topk_indices(sim_v, topk)
     blocks = [(q_u * k_u).sum(dim=1, keepdim=True), sim_u]
@@ -92,3 +107,41 @@ def ikem_loss(
     _check_pair(z_u, z_c, "z_u and z_c")
     _check_bank(z_u, bank_c, "bank_c")
     return info_nce(z_u, z_c, bank_c, tau)
+
+
+def distill_loss(
+    s_u: torch.Tensor,
+    t: torch.Tensor,
+    sim_u: torch.Tensor,
+    sim_v: torch.Tensor,
+    tau: float,
+    topk: int = 1,
+    context: bool = True,
+    form: str = "implemented",
+) -> torch.Tensor:
+    """Relational distillation term ``l_{v->u}`` (§7), batch mean: student ``u`` learns the
+    relations of teacher modality ``v``.
+
+    ``s_u`` ``(B, D)``: normalised student output; ``t`` ``(B, D)``: the normalised
+    concatenation of the teacher's embeddings; ``sim_u = s_u . Q_T`` ``(B, K)`` (student
+    against the teacher bank) and ``sim_v = q_v . Q_v`` ``(B, K)`` (teacher modality ``v``
+    against its own bank), whose top-``topk`` entries are the mined negatives ``j_v``.
+
+    * ``"implemented"`` (default, the reference's code): ``logits = [s_u.t, S^u, S^u * S^v] /
+      tau`` (no product block without ``context``), positives column 0 and ``j_v`` in each
+      block, minus the mean log-probability over them. It is :func:`ekem_loss` with the
+      student in place of the query and the teacher in place of the key.
+    * ``"paper"`` (eq. 7-8): ``-log[(e^{s_u.t/tau} + sum_{j_v} e^{S^u_j S^v_j/tau}) /
+      (e^{s_u.t/tau} + sum_i e^{S^u_i S^v_i/tau})]``; ``context`` does not apply.
+    """
+    if form == "implemented":
+        return ekem_loss(s_u, t, sim_u, sim_v, tau, topk, context)
+    if form != "paper":
+        raise ValueError(f"form must be one of {DISTILL_LOSS_FORMS}, got {form!r}")
+    _check_pair(s_u, t, "s_u and t")
+    _check_sims(sim_u, sim_v, s_u.shape[0])
+    idx = topk_indices(sim_v, topk)
+    logits = torch.cat([(s_u * t).sum(dim=1, keepdim=True), sim_u * sim_v], dim=1) / tau
+    logp = F.log_softmax(logits, dim=1)
+    positives = torch.cat([logp[:, :1], logp.gather(1, 1 + idx)], dim=1)
+    return -torch.logsumexp(positives, dim=1).mean()

@@ -1,4 +1,4 @@
-"""Slow numpy twins of ikemtrain.losses, written straight from reference-ikem.md §6.
+"""Slow numpy twins of ikemtrain.losses, written straight from reference-ikem.md §6 and §7.
 
 One sample at a time, float64, no torch. Each function states the equation it implements.
 """
@@ -72,3 +72,64 @@ def pretrain_stage2(q, k, z, banks, tau, topk=1, context=True, use_ekem=True, us
             i = ikem(z[u], [k[m] for m in names], [banks[m] for m in names], tau)
         per[u] = (e, i)
     return per, sum(e + i for e, i in per.values())
+
+
+def mined_negatives(sim_v, topk=1):
+    """j_v: per row, the indices of the topk most similar bank entries of S^v (§7)."""
+    sim_v = np.asarray(sim_v, dtype=np.float64)
+    return [list(np.argsort(-row, kind="stable")[:topk]) for row in sim_v]
+
+
+def distill_implemented(s_u, t, sim_u, sim_v, tau, topk=1, context=True):
+    """§7 as implemented: logits [s_u.t, S^u, S^u*S^v]/tau, mask [1, onehot(j_v), onehot(j_v)],
+    l = -(1/|mask|) sum_{i in mask} log softmax(logits)_i, batch mean."""
+    s_u, t, sim_u, sim_v = (np.asarray(a, dtype=np.float64) for a in (s_u, t, sim_u, sim_v))
+    n_neg = sim_u.shape[1]
+    losses = []
+    for b, j in enumerate(mined_negatives(sim_v, topk)):
+        logits = [s_u[b] @ t[b]] + list(sim_u[b])
+        if context:
+            logits += [sim_u[b][i] * sim_v[b][i] for i in range(n_neg)]
+        logp = log_softmax(np.array(logits) / tau)
+        picked = [logp[0]] + [logp[1 + i] for i in j]
+        if context:
+            picked += [logp[1 + n_neg + i] for i in j]
+        losses.append(-sum(picked) / len(picked))
+    return float(np.mean(losses))
+
+
+def distill_paper(s_u, t, sim_u, sim_v, tau, topk=1):
+    """Paper eq. 7-8: -log[(e^{s_u.t/tau} + sum_{j in j_v} e^{S^u_j S^v_j/tau}) /
+    (e^{s_u.t/tau} + sum_i e^{S^u_i S^v_i/tau})], batch mean."""
+    s_u, t, sim_u, sim_v = (np.asarray(a, dtype=np.float64) for a in (s_u, t, sim_u, sim_v))
+    losses = []
+    for b, j in enumerate(mined_negatives(sim_v, topk)):
+        pos = np.exp(s_u[b] @ t[b] / tau)
+        num = pos + sum(np.exp(sim_u[b][i] * sim_v[b][i] / tau) for i in j)
+        den = pos + np.exp(sim_u[b] * sim_v[b] / tau).sum()
+        losses.append(-np.log(num / den))
+    return float(np.mean(losses))
+
+
+def distill_total(
+    s, q, banks, bank_t, tau, topk=1, context=True, form="implemented", sim_banks=None
+):
+    """Whole §7 loss from embeddings: t = normalize(concat q_v), S^u = s_u . Q_T,
+    S^v = q_v . Q_{sim_banks[v]} (Q_v unless remapped, e.g. Omega -> bone for bug 1);
+    L_u = mean_v l_{v->u} ("implemented") or sum_v ("paper"); L = sum_u L_u.
+    Returns ({u: L_u}, L)."""
+    sim_banks = {v: (sim_banks or {}).get(v, v) for v in q}
+    t = np.concatenate([np.asarray(q[v], np.float64) for v in q], axis=1)
+    t = t / np.linalg.norm(t, axis=1, keepdims=True)
+    per = {}
+    for u in s:
+        sim_u = np.asarray(s[u], np.float64) @ np.asarray(bank_t, np.float64)
+        terms = []
+        for v in q:
+            sim_v = np.asarray(q[v], np.float64) @ np.asarray(banks[sim_banks[v]], np.float64)
+            if form == "implemented":
+                terms.append(distill_implemented(s[u], t, sim_u, sim_v, tau, topk, context))
+            else:
+                terms.append(distill_paper(s[u], t, sim_u, sim_v, tau, topk))
+        per[u] = np.mean(terms) if form == "implemented" else np.sum(terms)
+    return per, float(sum(per.values()))

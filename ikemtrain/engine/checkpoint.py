@@ -1,7 +1,8 @@
 """Atomic checkpoints with everything needed to resume a run exactly.
 
-A pre-training checkpoint (``OUT/checkpoint.pt``, rewritten after every epoch) holds:
+A training checkpoint (``OUT/checkpoint.pt``, rewritten after every epoch) holds:
 
+* ``kind``: ``"pretrain"`` or ``"distill"`` (linear evaluation writes ``"linear-eval"`` heads);
 * ``model``: the model's state dict, including the queues and pointers (buffers);
 * ``optimizer``: the SGD state (momentum buffers);
 * ``epoch``: the last finished epoch (1-based);
@@ -35,6 +36,7 @@ __all__ = [
     "checkpoint_layout",
     "find_checkpoint",
     "load_checkpoint",
+    "load_run",
     "restore_rng",
     "save_checkpoint",
 ]
@@ -134,3 +136,22 @@ def load_checkpoint(
             f"{path}: checkpoint version {state.get('version')}, this ikemtrain reads {VERSION}"
         )
     return state
+
+
+def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """A training run folder (or checkpoint file) -> ``(checkpoint path, state)``.
+
+    ``state["kind"]`` says what wrote it (``"pretrain"``, ``"distill"``, ``"linear-eval"``;
+    ``"pretrain"`` when absent). A linear-evaluation folder (``results.json``, no checkpoint)
+    is named as such instead of "no checkpoint".
+    """
+    path = Path(run)
+    if path.is_dir() and not (path / CHECKPOINT_NAME).exists() and (path / "results.json").exists():
+        raise CheckpointError(
+            f"{path} is a linear-evaluation run (results.json, no {CHECKPOINT_NAME}); "
+            "give the training run it evaluated"
+        )
+    path = find_checkpoint(path)
+    state = load_checkpoint(path)
+    state.setdefault("kind", "pretrain")
+    return path, state

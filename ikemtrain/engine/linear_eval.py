@@ -3,8 +3,10 @@
 Protocol:
 
 * one ST-GCN per modality of the stream, loaded from a pre-training checkpoint (state-dict
-  prefix ``branches.{m}.encoder_q.``) or, with ``random_init``, freshly initialised with
-  ``weights_init`` (§5); always in **eval mode** (BN running statistics, no dropout) and frozen;
+  prefix ``branches.{m}.encoder_q.``), a student checkpoint of ``ikemtrain distill``
+  (``students.{m}.encoder.``; streams ``student-<m>`` and ``3s``, the paper's 3s-Student)
+  or, with ``random_init``, freshly initialised with ``weights_init`` (§5); always in
+  **eval mode** (BN running statistics, no dropout) and frozen;
 * a ``Linear(hidden_dim, num_class)`` per modality; a fused stream (``3s``: joint, velocity,
   bone; ``6s``: all six) averages the logits and the heads are trained **jointly** on the
   averaged logits with cross-entropy;
@@ -50,6 +52,7 @@ from torch import nn
 from skelmod.cache import CacheError, CacheReader
 
 from ..config import (
+    STUDENT_STREAMS,
     ConfigError,
     LinearEvalConfig,
     PretrainConfig,
@@ -63,14 +66,15 @@ from .checkpoint import (
     CheckpointError,
     check_layout,
     checkpoint_layout,
-    find_checkpoint,
-    load_checkpoint,
+    load_run,
+    save_checkpoint,
 )
 from .distributed import resolve_device
 from .logging import format_epoch
 from .loop import seed_everything
 
 __all__ = [
+    "HEADS_NAME",
     "build_encoders",
     "extract_features",
     "linear_eval",
@@ -80,23 +84,34 @@ __all__ = [
 ]
 
 
+#: Where each kind of training checkpoint keeps the encoder of modality ``m``.
+ENCODER_PREFIX = {"pretrain": "branches.{m}.encoder_q.", "distill": "students.{m}.encoder."}
+
+
+#: The trained linear heads of a linear-evaluation run (``OUT/heads.pt``).
+HEADS_NAME = "heads.pt"
+
+
 def build_encoders(
     modalities: Sequence[str],
     backbone: dict[str, Any],
     state_dict: dict[str, torch.Tensor] | None = None,
+    prefix: str = ENCODER_PREFIX["pretrain"],
 ) -> nn.ModuleDict:
     """Frozen eval-mode encoders, one per modality.
 
-    With ``state_dict`` (a pre-training model's), encoder ``m`` gets the entries under
-    ``branches.{m}.encoder_q.`` (all of them must be there); otherwise it keeps the random
+    With ``state_dict``, encoder ``m`` gets the entries under ``prefix.format(m=m)`` (a
+    pre-training model's ``branches.{m}.encoder_q.`` by default, a student's
+    ``students.{m}.encoder.``); all of them must be there. Otherwise it keeps the random
     ``weights_init`` initialisation.
     """
+    template = prefix
     encoders = nn.ModuleDict()
     for m in modalities:
         enc = STGCN(**backbone)
         enc.apply(weights_init)
         if state_dict is not None:
-            prefix = f"branches.{m}.encoder_q."
+            prefix = template.format(m=m)
             sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
             if not sub:
                 raise CheckpointError(f"checkpoint has no weights under {prefix!r}")
@@ -202,7 +217,8 @@ def linear_eval(
             evaluates on ``<split>-val``.
         split: benchmark name, e.g. ``"xsub"``.
         stream: a modality name, ``"3s"`` or ``"6s"``.
-        checkpoint: a pre-training run folder or checkpoint file; or
+        checkpoint: a pre-training run (any stream of its modalities) or a student run
+            (``3s`` or ``student-<modality>``), as a folder or checkpoint file; or
         random_init: evaluate untrained encoders built from ``backbone`` (STGCN kwargs) for
             the pre-training modality set ``modalities``.
         recalibrate_bn: with ``random_init``, first estimate the BatchNorm running statistics
@@ -214,24 +230,49 @@ def linear_eval(
     Returns the results dict written to ``results.json``: ``top1_final``, ``top1_best``,
     ``top5_final``, ``top5_best`` (percent), ``history`` (one dict per epoch with ``epoch``,
     ``loss``, ``lr``, and ``top1``/``top5`` where evaluated), the settings and the checkpoint.
+    The trained heads go to ``out_dir/heads.pt`` (``kind = "linear-eval"``, tensors and plain
+    types), which ``ikemtrain export --classifier`` packs with a student.
     """
     if (checkpoint is None) == (not random_init):
         raise ConfigError("give exactly one of a checkpoint or random_init")
     needed = stream_modalities(stream)
     state_dict = None
     pretrain_cfg: dict[str, Any] | None = None
+    distill_cfg: dict[str, Any] | None = None
+    kind = None
+    prefix = ENCODER_PREFIX["pretrain"]
     if checkpoint is not None:
-        checkpoint = find_checkpoint(checkpoint)
-        state = load_checkpoint(checkpoint)
-        pcfg = PretrainConfig(**state["config"])
+        checkpoint, state = load_run(checkpoint)
+        kind = state["kind"]
+        if kind not in ENCODER_PREFIX:
+            raise CheckpointError(f"{checkpoint}: a {kind} checkpoint holds no encoders")
+        prefix = ENCODER_PREFIX[kind]
+        is_student = kind == "distill"
+        if is_student and stream not in STUDENT_STREAMS:
+            raise ConfigError(
+                f"{checkpoint} is a student run; its streams are {', '.join(STUDENT_STREAMS)}"
+            )
+        if is_student:
+            # the students see the teacher's modality options; their backbone is recorded
+            pcfg = PretrainConfig(**state["teacher"]["config"])
+            distill_cfg = state["config"]
+            backbone, available = (
+                state["student"]["backbone"],
+                tuple(state["student"]["modalities"]),
+            )
+            where = f"student run {checkpoint} (students {', '.join(available)})"
+        else:
+            pcfg = PretrainConfig(**state["config"])
+            backbone = {**pcfg.backbone, "layout": checkpoint_layout(state)}
+            available = pcfg.modalities
+            where = f"checkpoint {checkpoint} (pre-trained on {', '.join(available)})"
         pretrain_cfg = pcfg.to_dict()
-        available = pcfg.modalities
-        backbone = {**pcfg.backbone, "layout": checkpoint_layout(state)}
         # older checkpoints recorded the preset's options, None there meant the defaults
         options = {"unit_axis": bool(pcfg.unit_axis), "bones": pcfg.bones or "6v"}
         state_dict = state["model"]
-        where = f"checkpoint {checkpoint} (pre-trained on {', '.join(available)})"
-    else:
+    if stream.startswith("student-") and kind != "distill":
+        raise ConfigError(f"stream {stream!r} needs a student run (`ikemtrain distill`)")
+    if checkpoint is None:
         if backbone is None or modalities is None:
             raise ConfigError("random_init needs the backbone settings and the modality set")
         available = tuple(modalities)
@@ -263,7 +304,7 @@ def linear_eval(
 
     started = time.perf_counter()
     seed_everything(cfg.seed)
-    encoders = build_encoders(needed, backbone, state_dict).to(dev)
+    encoders = build_encoders(needed, backbone, state_dict, prefix).to(dev)
     recalibrated = checkpoint is None and recalibrate_bn
     if recalibrated:
         recalibrate_batchnorm(encoders, train_set, cfg.eval_batch_size, dev)
@@ -340,6 +381,8 @@ def linear_eval(
         "backbone": dict(backbone),
         "config": cfg.to_dict(),
         "pretrain_config": pretrain_cfg,
+        "distill_config": distill_cfg,
+        "encoders": kind or "random-init",
         "cache": str(reader.path),
         "feature_seconds": feature_seconds,
         "seconds": time.perf_counter() - started,
@@ -347,5 +390,17 @@ def linear_eval(
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(
+        out / HEADS_NAME,
+        {
+            "kind": "linear-eval",
+            "stream": stream,
+            "modalities": list(needed),
+            "num_class": num_class,
+            "hidden_dim": hidden_dim,
+            "heads": {k: v.detach().cpu() for k, v in heads.state_dict().items()},
+            "checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
+        },
+    )
     _write_json(out / "results.json", results)
     return results

@@ -1,4 +1,6 @@
-"""The pre-training loop (``reference-ikem.md`` §6, ``processor/pretrain_crossclr_6views.py``).
+"""The training loop of pre-training (``reference-ikem.md`` §6,
+``processor/pretrain_crossclr_6views.py``), shared with distillation (§7) via
+:class:`TrainingJob` and :func:`run_training`.
 
 * Epochs are 1-based; stage 1 (single-modality InfoNCE) runs while ``epoch <= cross_epoch``,
   then stage 2 (EKEM + IKEM).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +61,14 @@ from .distributed import (
 )
 from .logging import MetricsLog
 
-__all__ = ["build_model", "pretrain", "resolve_cache_options", "seed_everything"]
+__all__ = [
+    "TrainingJob",
+    "build_model",
+    "pretrain",
+    "resolve_cache_options",
+    "run_training",
+    "seed_everything",
+]
 
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "workers")
@@ -101,10 +111,10 @@ def resolve_cache_options(cfg: PretrainConfig, reader: CacheReader) -> PretrainC
     return cfg.replace(bones=own.bones, unit_axis=own.unit_axis)
 
 
-def _check_resume(saved: dict[str, Any], cfg: PretrainConfig, path: Path) -> None:
+def _check_resume(saved: dict[str, Any], cfg: Any, path: Path) -> None:
     current = cfg.to_dict()
     # settings added after a checkpoint was written take their default (e.g. head_bn)
-    saved = {**PretrainConfig().to_dict(), **saved}
+    saved = {**type(cfg)().to_dict(), **saved}
     diff = [
         k
         for k in sorted(set(saved) | set(current))
@@ -116,7 +126,7 @@ def _check_resume(saved: dict[str, Any], cfg: PretrainConfig, path: Path) -> Non
 
 
 def make_loader(
-    dataset: PretrainDataset, cfg: PretrainConfig, batch: int, info: DistInfo, pin: bool
+    dataset: PretrainDataset, cfg: Any, batch: int, info: DistInfo, pin: bool
 ) -> tuple[DataLoader, EpochSampler]:
     """One DataLoader for the whole run (persistent workers), ordered by an EpochSampler."""
     sampler = EpochSampler(len(dataset), cfg.seed, True, info.rank, info.world_size)
@@ -134,6 +144,38 @@ def make_loader(
         pin_memory=pin,
     )
     return loader, sampler
+
+
+@dataclass
+class TrainingJob:
+    """What the shared training loop needs from a method (pre-training or distillation).
+
+    * ``kind``: ``"pretrain"`` or ``"distill"``; saved in the checkpoint, checked on resume.
+    * ``cfg``: settings with ``epochs``, ``lr``, ``steps``, ``batch_size``, ``weight_decay``,
+      ``sgd_momentum``, ``seed``, ``workers`` and ``to_dict()``.
+    * ``dataset``: yields ``(view1, view2, label, frame_count)``.
+    * ``build_model``: called once, after seeding, on the CPU; the model's ``forward(view1,
+      view2[, stage], return_details=True)`` returns ``"details"``, ``"loss"`` and detached
+      ``"loss/<name>"`` (plus any other scalars, reported as ``terms``).
+    * ``loss_names``: the ``<name>`` of the per-part losses shown on the progress line.
+    * ``pairs``: ``forward(..., return_details=True)["details"]`` -> ``{name: (z, z+)}``, the
+      normalised embeddings ``(B, d)`` whose collapse is watched and their positives.
+    * ``stage``: epoch -> stage passed to ``forward``, or None for a single-stage method.
+    * ``extra``: plain data saved in the checkpoint beside the config and, like it, required
+      to match on resume (e.g. the teacher's settings).
+    * ``notes``: plain data saved in the checkpoint and not checked (e.g. where the teacher
+      came from).
+    """
+
+    kind: str
+    cfg: Any
+    dataset: PretrainDataset
+    build_model: Callable[[], torch.nn.Module]
+    loss_names: tuple[str, ...]
+    pairs: Callable[[dict[str, Any]], dict[str, tuple[torch.Tensor, torch.Tensor]]]
+    stage: Callable[[int], int] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 def pretrain(
@@ -159,16 +201,6 @@ def pretrain(
         CacheError: the cache or split is unusable; ConfigError: bad or mismatched settings;
         CheckpointError / FileExistsError: resume problems.
     """
-    out = Path(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
-    dev = resolve_device(device)
-    info = init_distributed(dev)
-    if cfg.batch_size % info.world_size:
-        raise ConfigError(
-            f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes"
-        )
-    batch = cfg.batch_size // info.world_size
-
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
     cfg = resolve_cache_options(cfg, reader)
     dataset = PretrainDataset(
@@ -182,14 +214,52 @@ def pretrain(
         unit_axis=cfg.unit_axis,
         bones=cfg.bones,
     )
+    job = TrainingJob(
+        kind="pretrain",
+        cfg=cfg,
+        dataset=dataset,
+        build_model=lambda: build_model(cfg, reader.layout.name),
+        loss_names=cfg.modalities,
+        pairs=lambda d: {m: (d["q"][m], d["k"][m]) for m in cfg.modalities},
+        stage=lambda epoch: 1 if epoch <= cfg.cross_epoch else 2,
+    )
+    return run_training(job, out_dir, resume, device, echo, tensorboard)
+
+
+def run_training(
+    job: TrainingJob,
+    out_dir: str | os.PathLike,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    echo: Callable[[str], None] | None = print,
+    tensorboard: bool = True,
+) -> dict[str, Any]:
+    """The loop shared by :func:`pretrain` and :func:`ikemtrain.engine.distill.distill`.
+
+    SGD over the parameters with ``requires_grad``, the step schedule, ``drop_last`` batches
+    in a seeded order, a checkpoint (``kind``, model, optimiser, RNG states, epoch, config,
+    ``extra``) after every epoch, one metrics record per epoch; see :func:`pretrain` for
+    ``resume`` and the return value.
+    """
+    cfg = job.cfg
+    out = Path(out_dir)
+    ckpt_path = out / CHECKPOINT_NAME
+    dev = resolve_device(device)
+    info = init_distributed(dev)
+    if cfg.batch_size % info.world_size:
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes"
+        )
+    batch = cfg.batch_size // info.world_size
+    dataset = job.dataset
     if len(dataset) < cfg.batch_size:
         raise CacheError(
-            f"{reader.path}: split {cfg.split}-train has {len(dataset)} samples, fewer than one "
-            f"batch of {cfg.batch_size} (batches drop the remainder); lower batch_size"
+            f"{dataset.reader.path}: split {dataset.split} has {len(dataset)} samples, fewer "
+            f"than one batch of {cfg.batch_size} (batches drop the remainder); lower batch_size"
         )
 
     seed_everything(cfg.seed)
-    model = build_model(cfg, reader.layout.name).to(dev)
+    model = job.build_model().to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(
         params,
@@ -203,8 +273,16 @@ def pretrain(
         if not ckpt_path.exists():
             raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
         state = load_checkpoint(ckpt_path, map_location=dev)
-        check_layout(state, reader, ckpt_path)
+        check_layout(state, dataset.reader, ckpt_path)
+        saved_kind = state.get("kind", "pretrain")
+        if saved_kind != job.kind:
+            raise CheckpointError(
+                f"{ckpt_path}: a {saved_kind} checkpoint; cannot resume it as {job.kind}"
+            )
         _check_resume(state["config"], cfg, ckpt_path)
+        for key, value in job.extra.items():
+            if state.get(key) != value:
+                raise ConfigError(f"{ckpt_path}: cannot resume with a different {key}")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         restore_rng(state["rng"])
@@ -231,20 +309,23 @@ def pretrain(
     try:
         for epoch in range(start, cfg.epochs + 1):
             record = _train_epoch(
-                net, model, optimizer, loader, sampler, cfg, batch, epoch, info, dev
+                net, model, optimizer, loader, sampler, job, batch, epoch, info, dev
             )
             if info.is_main:
                 save_checkpoint(
                     ckpt_path,
                     {
+                        "kind": job.kind,
                         "epoch": epoch,
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "rng": capture_rng(),
                         "config": cfg.to_dict(),
-                        "layout": reader.layout.name,
-                        "num_class": reader.num_class,
-                        "cache": str(reader.path),
+                        "layout": dataset.reader.layout.name,
+                        "num_class": dataset.reader.num_class,
+                        "cache": str(dataset.reader.path),
+                        **job.notes,
+                        **job.extra,
                     },
                 )
                 log.log(record)
@@ -268,17 +349,19 @@ def collapse_warnings(record: dict[str, Any]) -> list[str]:
 
 def _train_epoch(
     net: torch.nn.Module,
-    model: PretrainModel,
+    model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     loader: DataLoader,
     sampler: EpochSampler,
-    cfg: PretrainConfig,
+    job: TrainingJob,
     batch: int,
     epoch: int,
     info: DistInfo,
     dev: torch.device,
 ) -> dict[str, Any]:
-    stage = 1 if epoch <= cfg.cross_epoch else 2
+    cfg = job.cfg
+    stage = job.stage(epoch) if job.stage is not None else None
+    args = () if stage is None else (stage,)
     lr = lr_at(cfg.lr, cfg.steps, epoch)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -290,14 +373,14 @@ def _train_epoch(
     for view1, view2, _label, _frame in loader:
         view1 = {m: v.to(dev, non_blocking=True) for m, v in view1.items()}
         view2 = {m: v.to(dev, non_blocking=True) for m, v in view2.items()}
-        out = net(view1, view2, stage, return_details=True)
+        out = net(view1, view2, *args, return_details=True)
         details = out.pop("details")
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
         if batch >= 2:
-            for m in cfg.modalities:
-                for name, value in collapse_stats(details["q"][m], details["k"][m]).items():
+            for m, (q, k) in job.pairs(details).items():
+                for name, value in collapse_stats(q, k).items():
                     out[f"collapse/{m}/{name}"] = torch.tensor(value, device=dev)
         for k, v in out.items():
             v = v.detach().float()
@@ -313,16 +396,17 @@ def _train_epoch(
     loss = means.pop("loss", float("nan"))
     if not np.isfinite(loss):
         raise FloatingPointError(f"epoch {epoch}: the loss is {loss}; lower the learning rate")
+    record = {"epoch": epoch, "epochs": cfg.epochs}
+    if stage is not None:
+        record["stage"] = stage
     collapse: dict[str, dict[str, float]] = {}
     for key in [k for k in means if k.startswith("collapse/")]:
         _, m, name = key.split("/")
         collapse.setdefault(m, {})[name] = means.pop(key)
     return {
-        "epoch": epoch,
-        "epochs": cfg.epochs,
-        "stage": stage,
+        **record,
         "loss": loss,
-        "losses": {m: means[f"loss/{m}"] for m in cfg.modalities if f"loss/{m}" in means},
+        "losses": {m: means[f"loss/{m}"] for m in job.loss_names if f"loss/{m}" in means},
         "terms": {k: v for k, v in means.items() if not k.startswith("loss/")},
         "collapse": collapse,
         "collapsed": [m for m, c in collapse.items() if is_collapsed(c["std"])],
