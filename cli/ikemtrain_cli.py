@@ -32,10 +32,7 @@ from cli.options import (  # noqa: E402
     workers_option,
 )
 from ikemtrain.config import ConfigError, modality_set  # noqa: E402
-from skelmod.cache import CacheError  # noqa: E402
-
-#: Library errors that are the user's input, not a bug: shown as a message, exit code 1.
-USER_ERRORS = (CacheError, ConfigError, FileExistsError, ValueError, FloatingPointError)
+from ikemtrain.errors import USER_ERRORS  # noqa: E402
 
 
 def _fail(e: Exception) -> click.ClickException:
@@ -406,7 +403,8 @@ def demo(out, classes, per_class, seed, workers, split, preset, device):
     """
     from ikemtrain.engine import linear_eval as run_linear_eval
     from ikemtrain.engine import pretrain as run_pretrain
-    from skelmod.convert import ConvertError, ConvertOptions, convert
+    from ikemtrain.engine.logging import make_out_dir
+    from skelmod.convert import ConvertOptions, convert
     from skelmod.layout import MODALITY_NAMES
     from skelmod.synth import generate
 
@@ -422,6 +420,7 @@ def demo(out, classes, per_class, seed, workers, split, preset, device):
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     try:
+        make_out_dir(out)
         t0 = time.perf_counter()
         raw = out / "raw"
         files = generate(raw, classes, per_class, seed)
@@ -465,7 +464,7 @@ def demo(out, classes, per_class, seed, workers, split, preset, device):
                 **kwargs,
             )
         timings["linear_eval"] = time.perf_counter() - t0
-    except (*USER_ERRORS, ConvertError) as e:
+    except USER_ERRORS as e:
         raise _fail(e) from None
     timings["total"] = time.perf_counter() - started
 

@@ -296,6 +296,16 @@ class PretrainConfig(_Settings):
     _TABLE: ClassVar[str] = "pretrain"
     _CHECKS: ClassVar[Mapping[str, Any]] = _PRETRAIN_CHECKS
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        # combinations the model refuses, named here so they are settings errors
+        if not (self.ekem or self.ikem):
+            raise ConfigError("[pretrain] ekem, ikem: at least one must be true (stage 2's loss)")
+        if self.topk > self.queue_size:
+            raise ConfigError(
+                f"[pretrain] topk: expected at most queue_size ({self.queue_size}), got {self.topk}"
+            )
+
     @property
     def backbone(self) -> dict[str, Any]:
         """Keyword arguments of ``ikemtrain.nn.stgcn.STGCN``."""

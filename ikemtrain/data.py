@@ -233,8 +233,25 @@ class LinearEvalDataset(Dataset):
         return x, int(self.labels[i]), int(self.frame_counts[i])
 
     def read_block(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
-        """Samples ``lo .. hi-1`` of the split: ``dict[str, (n, 3, T, V, M)]``, one read each."""
-        return self._read(self.indices[lo:hi])
+        """Samples ``lo .. hi-1`` of the split: ``dict[str, (n, 3, T, V, M)]``, one read each.
+
+        Raises CacheError naming the samples that hold NaN or inf (a damaged cache), which
+        would otherwise surface as a NaN loss far from its cause.
+        """
+        idx = self.indices[lo:hi]
+        block = self._read(idx)
+        for m, x in block.items():
+            bad = torch.nonzero(~torch.isfinite(x).flatten(1).all(1)).flatten().numpy()
+            if bad.size:
+                rows = idx[bad]
+                names = ", ".join(f"{self.reader.meta['name'][r]} (row {r})" for r in rows[:8])
+                source = "computed from modalities/joint" if m in self.computed else "cached"
+                raise CacheError(
+                    f"{self.reader.path}: {m} ({source}) holds NaN or inf for {names}"
+                    f"{' and more' if rows.size > 8 else ''}; re-create the cache with "
+                    "`skelmod convert` (it rejects non-finite samples)"
+                )
+        return block
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import socket
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 from test_data import make_cache
@@ -20,14 +24,18 @@ from ikemtrain.config import (
     modality_set,
     stream_modalities,
 )
-from ikemtrain.engine import pretrain
+from ikemtrain.engine import linear_eval, pretrain
 from ikemtrain.engine.checkpoint import (
     CheckpointError,
+    CheckpointExistsError,
     load_checkpoint,
     save_checkpoint,
 )
 from ikemtrain.engine.distributed import resolve_device
+from ikemtrain.engine.finite import check_finite_features, non_finite_loss
 from ikemtrain.engine.loop import build_model, seed_everything
+from ikemtrain.errors import NonFiniteLossError
+from skelmod.cache import CacheError, CacheReader
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -231,7 +239,7 @@ def test_resume_continues_exactly(cache: Path, full_run: Path, tmp_path: Path, w
     cfg = tiny(workers=workers)
     pretrain(cfg.replace(epochs=2), cache, run, device="cpu", echo=None, tensorboard=False)
     assert load_checkpoint(run)["epoch"] == 2
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(CheckpointExistsError, match="--resume"):
         pretrain(cfg, cache, run, device="cpu", echo=None, tensorboard=False)
     with pytest.raises(ConfigError, match=r"lr: 0.1 -> 0.2"):
         pretrain(cfg.replace(lr=0.2), cache, run, resume=True, device="cpu", echo=None)
@@ -245,6 +253,36 @@ def test_resume_continues_exactly(cache: Path, full_run: Path, tmp_path: Path, w
         assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
     assert [r["epoch"] for r in _read_metrics(run)] == [1, 2, 3]
     assert [r["loss"] for r in _read_metrics(run)] == [r["loss"] for r in _read_metrics(full_run)]
+
+
+def _as_version_1(path: Path) -> None:
+    """Rewrite a checkpoint as the previous ikemtrain wrote it: version 1, numpy's RNG state
+    as its ``np.random.get_state()`` tuple (an ndarray) and Python's as its tuple."""
+    state = torch.load(path, weights_only=True)
+    npy, py = state["rng"]["numpy"], state["rng"]["python"]
+    keys = np.asarray(npy["keys"], dtype=np.uint32)
+    state["rng"]["numpy"] = ("MT19937", keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"])
+    state["rng"]["python"] = (py["version"], tuple(py["state"]), py["gauss_next"])
+    torch.save({**state, "version": 1}, path)
+
+
+def test_resume_from_a_version_1_checkpoint(cache: Path, full_run: Path, tmp_path: Path) -> None:
+    """Checkpoints of the previous version (numpy arrays inside) are still read, weights-only
+    with numpy's array globals allowed, and resume exactly (past a torn metrics line)."""
+    cfg = tiny()
+    pretrain(cfg.replace(epochs=2), cache, tmp_path, device="cpu", echo=None, tensorboard=False)
+    _as_version_1(tmp_path / "checkpoint.pt")
+    with (tmp_path / "metrics.jsonl").open("a") as f:
+        f.write('{"epoch": 3, "lo')  # a record torn by a kill mid-write is dropped on resume
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    pretrain(cfg, cache, tmp_path, resume=True, device="cpu", echo=None, tensorboard=False)
+    resumed, whole = load_checkpoint(tmp_path), load_checkpoint(full_run)
+    assert resumed["version"] == 2 and resumed["epoch"] == 3
+    assert _states_equal(resumed["model"], whole["model"]) == []
+    assert [r["loss"] for r in _read_metrics(tmp_path)] == [
+        r["loss"] for r in _read_metrics(full_run)
+    ]
 
 
 def test_resume_needs_a_checkpoint(cache: Path, tmp_path: Path) -> None:
@@ -271,14 +309,99 @@ def test_a_split_smaller_than_a_batch_is_an_error(cache: Path, tmp_path: Path) -
         pretrain(tiny(batch_size=32), cache, tmp_path, device="cpu", echo=None)
 
 
+def _corrupt(cache: Path, path: Path, row: int, value: float) -> Path:
+    """A copy of ``cache`` whose sample ``row`` has ``value`` in its joints (as a damaged or
+    old cache would; the converter refuses to write such samples)."""
+    path.write_bytes(cache.read_bytes())
+    with h5py.File(path, "a") as f:
+        joints = f["modalities/joint"]
+        sample = joints[row]
+        sample[:, 3:9, 4] = value
+        joints[row] = sample
+    return path
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (float("nan"), r"inputs not finite: row 4 \(S001C002P001R001A001\): joint, velocity"),
+        # 1e300 in a raw file is inf in float32
+        (float("inf"), r"inputs not finite: row 4 \(S001C002P001R001A001\): joint"),
+    ],
+    ids=["nan", "inf"],
+)
+def test_a_non_finite_loss_names_the_batch_and_the_check(
+    cache: Path, tmp_path: Path, value: float, expected: str
+) -> None:
+    bad = _corrupt(cache, tmp_path / "bad.h5", 4, value)
+    run = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError) as e:
+        pretrain(tiny(epochs=1), bad, run, device="cpu", echo=None, tensorboard=False)
+    message = str(e.value)
+    assert "\n" not in message
+    assert re.search(r"^epoch 1, batch \d: the training loss is (nan|inf)", message), message
+    assert re.search(r"\((joint|velocity) (nan|inf)", message), message  # the broken modality
+    rows = [int(r) for r in re.search(r"cache rows ([\d, ]+);", message)[1].split(", ")]
+    assert 4 in rows and len(rows) == 4 and all(r % 2 == 0 for r in rows)  # xsub-train rows
+    assert re.search(expected, message), message
+    assert "largest |input|" not in message  # only said when every input is finite
+    assert f"check those samples of {bad}, or re-create the cache with `skelmod convert`" in message
+    assert message.endswith("if the data are sound, lower the learning rate (now 0.1)")
+    assert not (run / "checkpoint.pt").exists()  # stopped before a step or a save
+
+
+def test_a_divergent_loss_on_finite_inputs_points_at_the_largest_input(cache: Path) -> None:
+    reader = CacheReader(cache)
+    joint = torch.zeros(2, 3, 24, 25, 2)
+    velocity = joint.clone()
+    velocity[1, 0, 5, 3, 0] = -5e6
+    losses = {
+        "loss": torch.tensor(float("inf")),
+        "loss/joint": torch.tensor(1.5),
+        "loss/velocity": torch.tensor(float("inf")),
+    }
+    rows = np.array([6, 10])
+    message = str(
+        non_finite_loss(losses, [{"joint": joint, "velocity": velocity}], rows, reader, 3, 0, 0.01)
+    )
+    assert message.startswith("epoch 3, batch 1: the training loss is inf (velocity inf); ")
+    assert "at cache rows 6, 10;" in message and "inputs not finite" not in message
+    assert f"largest |input| 5e+06 in velocity of row 10 ({reader.meta['name'][10]})" in message
+    assert message.endswith("lower the learning rate (now 0.01)")
+
+
+def test_linear_eval_names_samples_with_non_finite_inputs_or_features(
+    cache: Path, tmp_path: Path
+) -> None:
+    bad = _corrupt(cache, tmp_path / "bad.h5", 5, float("nan"))
+    reader = CacheReader(bad)
+    name = reader.meta["name"][5]
+    cfg = LinearEvalConfig(epochs=1, batch_size=4, eval_batch_size=4)
+    with pytest.raises(CacheError) as e:
+        linear_eval(
+            cfg, bad, tmp_path / "le", "xsub", "joint", random_init=True,
+            backbone=tiny().backbone, modalities=("joint",), device="cpu", echo=None,
+        )  # fmt: skip
+    assert str(e.value).startswith(f"{bad}: joint (cached) holds NaN or inf for {name} (row 5);")
+    # finite inputs whose features overflow: the features are checked before the heads train
+    features = {"joint": torch.ones(3, 16), "bone": torch.ones(3, 16)}
+    features["bone"][2, 7] = float("inf")
+    check_finite_features({"joint": features["joint"]}, np.array([1, 3, 5]), reader, "xsub-val")
+    with pytest.raises(NonFiniteLossError) as e:
+        check_finite_features(features, np.array([1, 3, 5]), reader, "xsub-val")
+    assert str(e.value).startswith(
+        f"{bad}: bone features of xsub-val are not finite for 1 sample(s) at cache rows 5 ({name})"
+    )
+
+
 def test_checkpoint_files_are_checked(tmp_path: Path) -> None:
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "junk.pt")
     torch.save({"weights": 1}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not an ikemtrain pre-training checkpoint"):
+    with pytest.raises(CheckpointError, match="not an ikemtrain-pretrain checkpoint"):
         load_checkpoint(tmp_path / "other.pt")
-    save_checkpoint(tmp_path / "ok.pt", {"epoch": 1})
+    save_checkpoint(tmp_path / "ok.pt", {"epoch": 1, "model": {}, "config": {}})
     assert load_checkpoint(tmp_path / "ok.pt")["epoch"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt", "ok.pt", "other.pt"]
     with pytest.raises(CheckpointError, match="no checkpoint at"):

@@ -69,7 +69,7 @@ def test_pretrain_then_linear_eval(cache: Path, preset: Path, tmp_path: Path) ->
     assert "epoch 1/1 stage 1 loss" in result.output
     cfg = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert cfg["epochs"] == 1
-    saved = torch.load(run / "checkpoint.pt", weights_only=False)["config"]
+    saved = torch.load(run / "checkpoint.pt", weights_only=True)["config"]
     assert saved["modalities"] == ["joint", "velocity", "bone"] and saved["ikem"] is False
     assert saved["seed"] == 3 and saved["batch_size"] == 4
     # resume extends the run to the preset's two epochs (stage 2 with EKEM only)

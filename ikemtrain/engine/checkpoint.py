@@ -1,4 +1,4 @@
-"""Atomic checkpoints with everything needed to resume a run exactly.
+"""Atomic checkpoints that hold data, never code, with everything needed to resume exactly.
 
 A training checkpoint (``OUT/checkpoint.pt``, rewritten after every epoch) holds:
 
@@ -6,12 +6,21 @@ A training checkpoint (``OUT/checkpoint.pt``, rewritten after every epoch) holds
 * ``model``: the model's state dict, including the queues and pointers (buffers);
 * ``optimizer``: the SGD state (momentum buffers);
 * ``epoch``: the last finished epoch (1-based);
-* ``rng``: torch (CPU and every CUDA device), numpy and Python random states;
-* ``config``: the settings of the run (``PretrainConfig.to_dict()``, with the modality options
-  ``bones`` / ``unit_axis`` resolved from the cache);
+* ``rng``: torch (CPU and every CUDA device), numpy (legacy global) and Python random states,
+  as tensors and plain lists / numbers (:func:`capture_rng`);
+* ``config``: the settings of the run (``PretrainConfig.to_dict()``, a plain dict, with the
+  modality options ``bones`` / ``unit_axis`` resolved from the cache);
 * ``layout``: the joint layout of the cache it was trained on (absent in older checkpoints,
   which read as ``ntu25``), and ``num_class``, the cache's class count;
 * ``format`` / ``version``: what kind of file this is.
+
+**Weights only.** A checkpoint holds only tensors and plain types (dict, list, tuple, str,
+int, float, bool, None): :func:`save_checkpoint` refuses anything else, and
+:func:`load_checkpoint` reads with ``torch.load(weights_only=True)``, whose unpickler builds
+nothing but those, so a crafted file cannot run code. A file that needs more is refused with a
+one-line :class:`CheckpointError` naming the file and what it asked for. Files of version 1
+(before this rule) pickled numpy's RNG state as an ``ndarray``: they are still read, with only
+numpy's array-building globals allowed (still no code), when they ask for nothing else.
 
 Files are written to a temporary file in the same folder and moved into place with
 :func:`os.replace`, so an interrupted save never leaves a truncated checkpoint behind.
@@ -20,42 +29,85 @@ Files are written to a temporary file in the same folder and moved into place wi
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..config import ConfigError, PretrainConfig
+from ..errors import CheckpointError, CheckpointExistsError
+
 __all__ = [
     "CHECKPOINT_NAME",
+    "FORMAT",
     "CheckpointError",
+    "CheckpointExistsError",
     "capture_rng",
     "check_layout",
     "checkpoint_layout",
     "find_checkpoint",
     "load_checkpoint",
     "load_run",
+    "pretrain_config",
     "restore_rng",
     "save_checkpoint",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 FORMAT = "ikemtrain-pretrain"
-VERSION = 1
+#: 2: RNG states as plain data (weights-only); 1: numpy's state as an ndarray (read-only).
+VERSION = 2
+_LEGACY_VERSION = 1
 
+#: The type each top-level key must have, where present, and how to name it.
+_KEY_TYPES: dict[str, tuple[type, str]] = {
+    "model": (Mapping, "a dict of tensors"),
+    "config": (Mapping, "a dict"),
+    "optimizer": (Mapping, "a dict"),
+    "rng": (Mapping, "a dict"),
+    "epoch": (int, "an integer"),
+}
 
-class CheckpointError(ValueError):
-    """A file that is not a usable ikemtrain checkpoint."""
+_PLAIN = (str, bytes, int, float, bool, type(None), torch.Tensor)
+
+# What pickling an ndarray and its dtype refers to (``numpy.core`` before numpy 2 and
+# ``numpy._core`` after): the only globals a version-1 checkpoint may ask for.
+_reconstruct = np.zeros(1).__reduce__()[0]
+_uint32 = type(np.dtype(np.uint32))  # numpy.dtypes.UInt32DType: the MT19937 key array's
+_LEGACY_GLOBALS = {
+    "numpy.ndarray": np.ndarray,
+    "numpy.dtype": np.dtype,
+    f"{_uint32.__module__}.{_uint32.__qualname__}": _uint32,
+    "numpy.core.multiarray._reconstruct": _reconstruct,
+    "numpy._core.multiarray._reconstruct": _reconstruct,
+}
 
 
 def capture_rng() -> dict[str, Any]:
-    """Snapshot of every global random state a run consumes."""
+    """Snapshot of every global random state a run consumes, as tensors and plain data.
+
+    ``{"torch": uint8 tensor, "numpy": {"keys": [624 ints], "pos", "has_gauss",
+    "cached_gaussian"}, "python": {"version", "state": [625 ints], "gauss_next"}}`` plus
+    ``"cuda": [uint8 tensor per device]`` where CUDA is available.
+    """
+    _, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 (legacy global)
+    version, internal, gauss_next = random.getstate()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),  # noqa: NPY002 (the legacy global state)
-        "python": random.getstate(),
+        "numpy": {
+            "keys": [int(k) for k in keys],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": version, "state": list(internal), "gauss_next": gauss_next},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -63,18 +115,53 @@ def capture_rng() -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any]) -> None:
-    """Inverse of :func:`capture_rng` (CUDA states only where this machine has the devices)."""
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])  # noqa: NPY002
-    random.setstate(state["python"])
+    """Inverse of :func:`capture_rng` (CUDA states only where this machine has the devices).
+
+    The states may have been loaded onto a GPU (``map_location``); torch takes CPU tensors.
+    """
+    torch.set_rng_state(state["torch"].cpu())
+    npy = state["numpy"]
+    np.random.set_state(  # noqa: NPY002
+        (
+            "MT19937",
+            np.asarray(npy["keys"], dtype=np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss_next"]))
     cuda = state.get("cuda")
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
+        torch.cuda.set_rng_state_all([t.cpu() for t in cuda])
+
+
+def _check_plain(obj: Any, where: str) -> None:
+    """Raise TypeError naming the first value that is not a tensor or a plain type."""
+    if isinstance(obj, Mapping):
+        for k, v in obj.items():
+            if not isinstance(k, (str, int)):
+                raise TypeError(f"{where}: key {k!r} is a {type(k).__name__}, not a str or int")
+            _check_plain(v, f"{where}[{k!r}]")
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            _check_plain(v, f"{where}[{i}]")
+    elif not isinstance(obj, _PLAIN):
+        raise TypeError(
+            f"{where} is a {type(obj).__module__}.{type(obj).__qualname__}; a checkpoint holds "
+            "only tensors and plain types (dict, list, tuple, str, int, float, bool, None)"
+        )
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
-    """Write ``state`` (plus format tags) to ``path`` atomically (temp file + os.replace)."""
+    """Write ``state`` (plus ``format`` and ``version``) to ``path`` atomically.
+
+    Raises TypeError (before writing anything) if ``state`` holds anything but tensors and
+    plain types, since :func:`load_checkpoint` would refuse it.
+    """
     path = Path(path)
+    _check_plain(state, "checkpoint state")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -115,27 +202,133 @@ def find_checkpoint(path: str | os.PathLike) -> Path:
     return path
 
 
+def _unsafe_globals(path: Path) -> list[str]:
+    """Globals the pickle in ``path`` refers to beyond the weights-only set (reads, never runs)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # a file torch cannot even scan: reported by the caller's error
+        return []
+
+
+def _legacy_rng(rng: Any) -> Any:
+    """Version-1 RNG states (numpy's as a tuple with an ndarray) -> the plain form."""
+    if not isinstance(rng, Mapping):
+        return rng
+    rng = dict(rng)
+    npy, py = rng.get("numpy"), rng.get("python")
+    if isinstance(npy, tuple) and len(npy) == 5:
+        _, keys, pos, has_gauss, cached = npy
+        rng["numpy"] = {
+            "keys": [int(k) for k in np.asarray(keys).ravel()],
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        }
+    if isinstance(py, tuple) and len(py) == 3:
+        rng["python"] = {"version": py[0], "state": list(py[1]), "gauss_next": py[2]}
+    return rng
+
+
+def _torch_load(path: Path, map_location: str | torch.device) -> Any:
+    with warnings.catch_warnings():
+        # torch warns about the pickle protocol of foreign files: noise beside our error
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def _read(path: Path, map_location: str | torch.device) -> Any:
+    """``torch.load(weights_only=True)``; version-1 files with numpy arrays as a fallback."""
+    with path.open("rb") as f:
+        head = f.read(2)
+    if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch's zip, or a pickle
+        raise CheckpointError(f"{path}: not a readable checkpoint (not a torch file)")
+    try:
+        return _torch_load(path, map_location)
+    except pickle.UnpicklingError as e:
+        # the zip format can be scanned for globals; torch's message names the first one of
+        # the old raw-pickle format
+        unsafe = _unsafe_globals(path) or re.findall(r"GLOBAL ([\w.]+)", str(e))[:1]
+        if not unsafe:
+            raise CheckpointError(f"{path}: not a readable checkpoint ({_reason(e)})") from None
+        if not set(unsafe) <= set(_LEGACY_GLOBALS):
+            raise CheckpointError(
+                f"{path}: refused: loading it would call {', '.join(unsafe[:4])}, which a "
+                "checkpoint of tensors and plain data never needs (it could run code)"
+            ) from None
+    except Exception as e:  # torch raises many kinds for a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_reason(e)})") from e
+    allowed = [(obj, name) for name, obj in _LEGACY_GLOBALS.items()]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            state = _torch_load(path, map_location)
+    except Exception as e:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({_reason(e)})") from e
+    if not isinstance(state, dict) or state.get("version") != _LEGACY_VERSION:
+        raise CheckpointError(
+            f"{path}: refused: it holds numpy arrays, which only version-1 checkpoints may hold"
+        )
+    return {**state, "rng": _legacy_rng(state.get("rng"))}
+
+
+def _reason(e: BaseException) -> str:
+    """One line for an exception: the last line of torch's weights-only explanation (its
+    detail; the rest is advice to load untrusted files unsafely), else the first sentence."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if "WeightsUnpickler error" in str(e):
+        lines = [line for line in lines if not line.startswith("Check the documentation")][-1:]
+    first = lines[0].split(". ")[0] if lines else ""  # torch appends paragraphs of advice
+    return f"{type(e).__name__}: {first}".rstrip(": ")
+
+
 def load_checkpoint(
-    path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    path: str | os.PathLike,
+    map_location: str | torch.device = "cpu",
+    required: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` (a run folder is accepted too).
 
-    Raises CheckpointError for a missing file, a file that is not a torch checkpoint, or a
-    checkpoint of another format or version.
+    Reads with ``torch.load(weights_only=True)``: no code in the file runs. ``required``: the
+    keys the caller needs (``model``, ``config``, ``optimizer``, ``rng`` and ``epoch`` are
+    checked for their types wherever present).
+
+    Raises CheckpointError (one line, naming the file) for a missing file, a file that is not
+    a torch checkpoint, one that asks for code, one of another format or version, or one
+    without a required key.
     """
     path = find_checkpoint(path)
-    try:
-        # The checkpoint holds numpy / python RNG states, which weights_only refuses.
-        state = torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as e:  # torch raises many kinds for a corrupt file
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
+    state = _read(path, map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an ikemtrain pre-training checkpoint")
-    if state.get("version") != VERSION:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: not an {FORMAT} checkpoint (its format tag is {found!r})")
+    if state.get("version") not in (VERSION, _LEGACY_VERSION):
         raise CheckpointError(
-            f"{path}: checkpoint version {state.get('version')}, this ikemtrain reads {VERSION}"
+            f"{path}: checkpoint version {state.get('version')!r}, this ikemtrain reads "
+            f"{_LEGACY_VERSION} and {VERSION}"
         )
+    for key in required:
+        if key not in state:
+            raise CheckpointError(
+                f"{path}: checkpoint has no {key!r} (needs {', '.join(map(repr, required))})"
+            )
+    for key, (expected, name) in _KEY_TYPES.items():
+        value = state.get(key)
+        if key in state and not isinstance(value, expected):
+            raise CheckpointError(
+                f"{path}: checkpoint {key!r} is a {type(value).__name__}, expected {name}"
+            )
+    model = state.get("model", {})
+    bad = [k for k, v in model.items() if not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{path}: checkpoint 'model' entry {bad[0]!r} is not a tensor")
     return state
+
+
+#: What each kind of run's checkpoint must hold to be used.
+_RUN_KEYS = {
+    "pretrain": ("model", "config"),
+    "distill": ("model", "config"),
+    "linear-eval": ("heads",),
+}
 
 
 def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
@@ -143,7 +336,8 @@ def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
 
     ``state["kind"]`` says what wrote it (``"pretrain"``, ``"distill"``, ``"linear-eval"``;
     ``"pretrain"`` when absent). A linear-evaluation folder (``results.json``, no checkpoint)
-    is named as such instead of "no checkpoint".
+    is named as such instead of "no checkpoint". Weights-only, and the keys its kind needs
+    are checked (:func:`load_checkpoint`).
     """
     path = Path(run)
     if path.is_dir() and not (path / CHECKPOINT_NAME).exists() and (path / "results.json").exists():
@@ -154,4 +348,26 @@ def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     path = find_checkpoint(path)
     state = load_checkpoint(path)
     state.setdefault("kind", "pretrain")
+    required = _RUN_KEYS.get(state["kind"], ())
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(
+            f"{path}: {state['kind']} checkpoint has no {missing[0]!r} "
+            f"(needs {', '.join(map(repr, required))})"
+        )
     return path, state
+
+
+def pretrain_config(state: Mapping[str, Any], path: str | os.PathLike) -> PretrainConfig:
+    """The :class:`PretrainConfig` saved in a loaded pre-training checkpoint.
+
+    Raises CheckpointError naming the file for unknown keys or bad values.
+    """
+    try:
+        return PretrainConfig(**state["config"])
+    except TypeError as e:  # an unknown or non-string key
+        raise CheckpointError(
+            f"{path}: checkpoint 'config' does not fit this ikemtrain ({e})"
+        ) from None
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: checkpoint 'config': {e}") from None

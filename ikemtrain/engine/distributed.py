@@ -17,6 +17,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from ..config import ConfigError
+
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
@@ -51,32 +53,32 @@ def _env_int(name: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {name}={value!r} is not an integer") from None
+        raise ConfigError(f"environment variable {name}={value!r} is not an integer") from None
 
 
 def resolve_device(spec: str | torch.device = "auto") -> torch.device:
     """``auto`` | ``cpu`` | ``cuda`` | ``cuda:N`` -> a usable :class:`torch.device`.
 
     ``auto`` picks CUDA when available, else CPU. Under torchrun, ``auto`` and ``cuda`` mean
-    ``cuda:LOCAL_RANK``. Raises ValueError for a malformed name or a GPU that is not there.
+    ``cuda:LOCAL_RANK``. Raises ConfigError for a malformed name or a GPU that is not there.
     """
     spec = str(spec).strip().lower()
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", spec):
-        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {spec!r}")
     if spec == "cpu":
         return torch.device("cpu")
     available = torch.cuda.is_available()
     if spec == "auto" and not available:
         return torch.device("cpu")
     if not available:
-        raise ValueError(f"device {spec!r} requested but CUDA is not available on this machine")
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available on this machine")
     count = torch.cuda.device_count()
     if spec in ("auto", "cuda"):
         index = _env_int("LOCAL_RANK", 0) if _env_int("WORLD_SIZE", 1) > 1 else 0
     else:
         index = int(spec.split(":")[1])
     if index >= count:
-        raise ValueError(f"device cuda:{index} requested but only {count} GPU(s) are visible")
+        raise ConfigError(f"device cuda:{index} requested but only {count} GPU(s) are visible")
     return torch.device("cuda", index)
 
 

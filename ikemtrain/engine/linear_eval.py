@@ -55,11 +55,11 @@ from ..config import (
     STUDENT_STREAMS,
     ConfigError,
     LinearEvalConfig,
-    PretrainConfig,
     lr_at,
     stream_modalities,
 )
 from ..data import LinearEvalDataset, epoch_generator
+from ..errors import NonFiniteLossError
 from ..nn.init import weights_init
 from ..nn.stgcn import STGCN
 from .checkpoint import (
@@ -67,10 +67,12 @@ from .checkpoint import (
     check_layout,
     checkpoint_layout,
     load_run,
+    pretrain_config,
     save_checkpoint,
 )
 from .distributed import resolve_device
-from .logging import format_epoch
+from .finite import check_finite_features
+from .logging import format_epoch, make_out_dir
 from .loop import seed_everything
 
 __all__ = [
@@ -118,7 +120,10 @@ def build_encoders(
             try:
                 enc.load_state_dict(sub, strict=True)
             except RuntimeError as e:
-                raise CheckpointError(f"checkpoint weights under {prefix!r} do not fit: {e}") from e
+                detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+                raise CheckpointError(
+                    f"checkpoint weights under {prefix!r} do not fit: {detail}"
+                ) from None
         encoders[m] = enc
     encoders.requires_grad_(False)
     return encoders.eval()
@@ -254,7 +259,7 @@ def linear_eval(
             )
         if is_student:
             # the students see the teacher's modality options; their backbone is recorded
-            pcfg = PretrainConfig(**state["teacher"]["config"])
+            pcfg = pretrain_config(state["teacher"], checkpoint)
             distill_cfg = state["config"]
             backbone, available = (
                 state["student"]["backbone"],
@@ -262,7 +267,7 @@ def linear_eval(
             )
             where = f"student run {checkpoint} (students {', '.join(available)})"
         else:
-            pcfg = PretrainConfig(**state["config"])
+            pcfg = pretrain_config(state, checkpoint)
             backbone = {**pcfg.backbone, "layout": checkpoint_layout(state)}
             available = pcfg.modalities
             where = f"checkpoint {checkpoint} (pre-trained on {', '.join(available)})"
@@ -283,6 +288,7 @@ def linear_eval(
         raise ConfigError(f"stream {stream!r} needs {', '.join(missing)}, not in {where}")
 
     dev = resolve_device(device)
+    out = make_out_dir(out_dir)
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
     if checkpoint is not None:
         check_layout(state, reader, checkpoint)
@@ -310,6 +316,8 @@ def linear_eval(
         recalibrate_batchnorm(encoders, train_set, cfg.eval_batch_size, dev)
     train_x = extract_features(encoders, train_set, cfg.eval_batch_size, dev)
     val_x = extract_features(encoders, val_set, cfg.eval_batch_size, dev)
+    check_finite_features(train_x, train_set.indices, reader, f"{split}-train")
+    check_finite_features(val_x, val_set.indices, reader, f"{split}-val")
     if cfg.standardize:
         train_x, val_x = standardize_features(train_x, val_x)
     train_y = torch.as_tensor(train_set.labels, device=dev)
@@ -357,7 +365,10 @@ def linear_eval(
                 line = {**record, "epochs": cfg.epochs, "seconds": time.perf_counter() - t0}
                 echo(format_epoch(line))
         if not torch.isfinite(torch.tensor(record["loss"])):
-            raise FloatingPointError(f"epoch {epoch}: the loss is {record['loss']}; lower lr")
+            raise NonFiniteLossError(
+                f"epoch {epoch}: the linear-evaluation loss is {record['loss']} on finite "
+                f"features; lower the learning rate (now {lr:g})"
+            )
         history.append(record)
 
     evaluated = [h for h in history if "top1" in h]
@@ -388,8 +399,6 @@ def linear_eval(
         "seconds": time.perf_counter() - started,
         "history": history,
     }
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     save_checkpoint(
         out / HEADS_NAME,
         {

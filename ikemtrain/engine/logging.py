@@ -7,11 +7,32 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "format_epoch"]
+from ..errors import OutputError
+
+__all__ = ["MetricsLog", "format_epoch", "make_out_dir"]
+
+
+def make_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create ``out_dir`` (and its parents) and check a file can be written in it.
+
+    Called before a run starts, so a folder that cannot hold the results fails in a second
+    rather than after hours of training. Raises :class:`OutputError` naming the folder.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise OutputError(
+            f"{out}: cannot write the output folder ({e.strerror or type(e).__name__})"
+        ) from None
+    return out
 
 
 def format_epoch(record: dict[str, Any]) -> str:
@@ -57,8 +78,11 @@ class MetricsLog:
         if keep_through is None:
             self.path.write_text("")
         elif self.path.exists():
-            lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
-            kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= keep_through]
+            kept = [
+                ln
+                for ln in self.path.read_text(errors="replace").splitlines()
+                if _epoch_of(ln) is not None and _epoch_of(ln) <= keep_through
+            ]
             self.path.write_text("".join(ln + "\n" for ln in kept))
         if tensorboard:
             try:
@@ -85,6 +109,16 @@ class MetricsLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _epoch_of(line: str) -> int | None:
+    """The epoch of a metrics line; None for a line torn by a kill mid-write (or foreign)."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    epoch = record.get("epoch") if isinstance(record, dict) else None
+    return epoch if isinstance(epoch, int) else None
 
 
 def _flatten(record: dict[str, Any], prefix: str = "") -> dict[str, Any]:

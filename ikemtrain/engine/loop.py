@@ -42,10 +42,12 @@ from skelmod.cache import CacheError, CacheReader
 from ..collapse import COLLAPSE_STD, collapse_stats, is_collapsed
 from ..config import ConfigError, PretrainConfig, lr_at
 from ..data import EpochSampler, PretrainDataset, worker_context
+from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
+    CheckpointExistsError,
     capture_rng,
     check_layout,
     load_checkpoint,
@@ -59,7 +61,8 @@ from .distributed import (
     resolve_device,
     wrap_model,
 )
-from .logging import MetricsLog
+from .finite import batch_rows, non_finite_loss
+from .logging import MetricsLog, make_out_dir
 
 __all__ = [
     "TrainingJob",
@@ -72,6 +75,8 @@ __all__ = [
 
 #: Settings that may differ between a run and its resumption.
 RESUMABLE_CHANGES = ("epochs", "workers")
+#: What a checkpoint must hold to resume from it.
+RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "config")
 
 
 def seed_everything(seed: int) -> None:
@@ -199,7 +204,9 @@ def pretrain(
 
     Raises:
         CacheError: the cache or split is unusable; ConfigError: bad or mismatched settings;
-        CheckpointError / FileExistsError: resume problems.
+        CheckpointError (CheckpointExistsError): resume problems; OutputError: ``out_dir``
+        cannot be written; NonFiniteLossError: the loss turned NaN or infinite (the message
+        names the batch's samples and the data check to run).
     """
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
     cfg = resolve_cache_options(cfg, reader)
@@ -242,7 +249,7 @@ def run_training(
     ``resume`` and the return value.
     """
     cfg = job.cfg
-    out = Path(out_dir)
+    out = make_out_dir(out_dir)
     ckpt_path = out / CHECKPOINT_NAME
     dev = resolve_device(device)
     info = init_distributed(dev)
@@ -272,7 +279,7 @@ def run_training(
     if resume:
         if not ckpt_path.exists():
             raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
-        state = load_checkpoint(ckpt_path, map_location=dev)
+        state = load_checkpoint(ckpt_path, map_location=dev, required=RESUME_KEYS)
         check_layout(state, dataset.reader, ckpt_path)
         saved_kind = state.get("kind", "pretrain")
         if saved_kind != job.kind:
@@ -283,12 +290,19 @@ def run_training(
         for key, value in job.extra.items():
             if state.get(key) != value:
                 raise ConfigError(f"{ckpt_path}: cannot resume with a different {key}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        restore_rng(state["rng"])
-        start = int(state["epoch"]) + 1
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            restore_rng(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
+            # settings match (checked above), so the file itself is inconsistent
+            detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+            raise CheckpointError(
+                f"{ckpt_path}: cannot resume from it ({type(e).__name__}: {detail})"
+            ) from None
+        start = state["epoch"] + 1
     elif ckpt_path.exists():
-        raise FileExistsError(
+        raise CheckpointExistsError(
             f"{ckpt_path} exists; pass --resume to continue that run or choose another --out"
         )
 
@@ -369,12 +383,18 @@ def _train_epoch(
     model.train()
     sums: dict[str, torch.Tensor] = {}
     iterations = 0
+    order = list(sampler)  # this epoch's order, to name the samples of a batch that breaks
     started = time.perf_counter()
     for view1, view2, _label, _frame in loader:
         view1 = {m: v.to(dev, non_blocking=True) for m, v in view1.items()}
         view2 = {m: v.to(dev, non_blocking=True) for m, v in view2.items()}
         out = net(view1, view2, *args, return_details=True)
         details = out.pop("details")
+        # checked before the step (one sync per batch), so no NaN reaches the weights
+        if not torch.isfinite(out["loss"]):
+            dataset = loader.dataset
+            rows = batch_rows(order, dataset.indices, iterations, batch)
+            raise non_finite_loss(out, (view1, view2), rows, dataset.reader, epoch, iterations, lr)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()
@@ -394,8 +414,8 @@ def _train_epoch(
     n = iterations * info.world_size
     means = {k: float(totals[i]) / n for i, k in enumerate(keys)} if keys else {}
     loss = means.pop("loss", float("nan"))
-    if not np.isfinite(loss):
-        raise FloatingPointError(f"epoch {epoch}: the loss is {loss}; lower the learning rate")
+    if not np.isfinite(loss):  # every batch was finite: the sum overflowed
+        raise NonFiniteLossError(f"epoch {epoch}: the mean loss is {loss}; lower the learning rate")
     record = {"epoch": epoch, "epochs": cfg.epochs}
     if stage is not None:
         record["stage"] = stage

@@ -1,0 +1,44 @@
+"""The errors ikemtrain reports to a user as one line: bad input or environment, never a bug.
+
+Anything else that escapes a command is a bug and keeps its traceback. This module imports
+neither torch nor the engine, so the command line can name these errors before it loads them.
+"""
+
+from __future__ import annotations
+
+from skelmod.cache import CacheError
+from skelmod.errors import SkelmodError
+
+from .config import ConfigError
+
+__all__ = [
+    "USER_ERRORS",
+    "CacheError",
+    "CheckpointError",
+    "CheckpointExistsError",
+    "ConfigError",
+    "NonFiniteLossError",
+    "OutputError",
+    "SkelmodError",
+]
+
+
+class CheckpointError(ValueError):
+    """A file that is not a usable ikemtrain checkpoint."""
+
+
+class CheckpointExistsError(CheckpointError, FileExistsError):
+    """A new run would overwrite an existing checkpoint."""
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A training loss turned NaN or infinite; the message names the batch and what to check."""
+
+
+class OutputError(OSError):
+    """An output folder that cannot be created or written."""
+
+
+#: What a command shows as ``Error: <message>`` with exit code 1 (skelmod's own errors, e.g. a
+#: bad cache, included).
+USER_ERRORS = (SkelmodError, ConfigError, CheckpointError, NonFiniteLossError, OutputError)

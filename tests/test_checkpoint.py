@@ -1,0 +1,153 @@
+"""Checkpoints hold data, never code: weights-only loading, plain RNG states, clear refusals."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ikemtrain.engine.checkpoint import (
+    CheckpointError,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+)
+
+
+class _Payload:
+    """Unpickling this calls ``os.system`` (harmless: it creates the marker file)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def malicious_checkpoint(path: Path, marker: Path, zip_format: bool = True) -> Path:
+    """A file shaped like an ikemtrain checkpoint whose ``config`` runs a command when
+    unpickled without ``weights_only`` (both torch file formats)."""
+    state = {
+        "format": "ikemtrain-pretrain",
+        "version": 2,
+        "epoch": 1,
+        "model": {},
+        "config": _Payload(marker),
+    }
+    torch.save(state, path, _use_new_zipfile_serialization=zip_format)
+    return path
+
+
+def draws() -> tuple:
+    return (
+        torch.rand(3).tolist(),
+        np.random.rand(3).tolist(),  # noqa: NPY002 (the legacy global state is the point)
+        np.random.randn(),  # noqa: NPY002 (a cached Gaussian)
+        random.random(),
+        random.gauss(0, 1),
+    )
+
+
+def test_rng_states_are_plain_data_and_restore_exactly(tmp_path: Path) -> None:
+    np.random.randn()  # noqa: NPY002 (leaves a cached Gaussian in the state)
+    random.gauss(0, 1)
+    state = capture_rng()
+    expected = draws()
+    save_checkpoint(tmp_path / "c.pt", {"model": {}, "config": {}, "rng": state})
+    loaded = torch.load(tmp_path / "c.pt", weights_only=True)["rng"]  # no numpy objects inside
+    draws()
+    restore_rng(loaded)
+    assert draws() == expected
+
+
+def test_save_refuses_anything_but_tensors_and_plain_types(tmp_path: Path) -> None:
+    for bad, where in (
+        ({"rng": {"numpy": np.zeros(3)}}, r"\['rng'\]\['numpy'\] is a numpy.ndarray"),
+        ({"epoch": np.int64(3)}, r"\['epoch'\] is a numpy.int64"),
+        ({"config": {"path": tmp_path}}, r"\['path'\] is a pathlib"),
+        ({"model": {(1, 2): torch.zeros(1)}}, r"key \(1, 2\) is a tuple"),
+    ):
+        with pytest.raises(TypeError, match=where):
+            save_checkpoint(tmp_path / "c.pt", bad)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temporary file
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-torch-format"])
+def test_a_malicious_checkpoint_runs_no_code(tmp_path: Path, zip_format: bool) -> None:
+    marker = tmp_path / "MARKER"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker, zip_format)
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: refused: loading it would call ")
+    assert "system" in message and "\n" not in message
+    assert not marker.exists()
+    # the payload is real: the unsafe loader would have run it
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+
+
+def test_a_raw_pickle_is_not_a_checkpoint(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    path = tmp_path / "raw.pt"
+    path.write_bytes(pickle.dumps({"format": "ikemtrain-pretrain", "x": _Payload(marker)}))
+    with pytest.raises(CheckpointError, match=f"^{path}: ") as e:
+        load_checkpoint(path)
+    assert "\n" not in str(e.value) and not marker.exists()
+
+
+def test_version_1_files_may_hold_numpy_arrays_and_nothing_else(tmp_path: Path) -> None:
+    marker = tmp_path / "MARKER"
+    legacy = {"format": "ikemtrain-pretrain", "model": {}, "config": {}}
+    rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}  # noqa: NPY002
+    torch.save({**legacy, "version": 1, "rng": rng}, tmp_path / "v1.pt")
+    loaded = load_checkpoint(tmp_path / "v1.pt")["rng"]["numpy"]
+    assert loaded["keys"] == np.random.get_state()[1].tolist()  # noqa: NPY002
+    # numpy arrays in a file that claims the current version: refused
+    torch.save({**legacy, "version": 2, "rng": rng}, tmp_path / "v2.pt")
+    with pytest.raises(CheckpointError, match="only version-1 checkpoints may hold"):
+        load_checkpoint(tmp_path / "v2.pt")
+    # a version-1 file that also asks for code: refused, and names what it asked for
+    torch.save({**legacy, "version": 1, "rng": rng, "x": _Payload(marker)}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"refused: loading it would call .*system"):
+        load_checkpoint(tmp_path / "bad.pt")
+    assert not marker.exists()
+
+
+def test_required_keys_and_their_types(tmp_path: Path) -> None:
+    def write(**state) -> Path:
+        path = tmp_path / f"c{len(list(tmp_path.iterdir()))}.pt"
+        torch.save({"format": "ikemtrain-pretrain", "version": 2, **state}, path)
+        return path
+
+    cases = [
+        (write(config={}), "has no 'model'"),
+        (write(model={}), "has no 'config'"),
+        (write(model=[1], config={}), "'model' is a list, expected a dict of tensors"),
+        (write(model={"w": 1}, config={}), "'model' entry 'w' is not a tensor"),
+        (write(model={}, config={}, epoch="3"), "'epoch' is a str, expected an integer"),
+        (write(model={}, config={}, version=99), "checkpoint version 99"),
+    ]
+    for path, message in cases:
+        with pytest.raises(CheckpointError, match=message):
+            load_checkpoint(path, required=("model", "config"))
+    with pytest.raises(CheckpointError, match="has no 'optimizer'"):
+        load_checkpoint(write(model={}, config={}), required=("model", "optimizer"))
+    assert load_checkpoint(write(heads={}))["heads"] == {}  # nothing required by default
+
+
+def test_every_torch_load_in_the_repository_is_weights_only() -> None:
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for folder in ("ikemtrain", "cli", "benchmarks", "skelmod"):
+        for path in (root / folder).rglob("*.py"):
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                if "torch.load(" in line and "weights_only=True" not in line:
+                    offenders.append(f"{path.relative_to(root)}:{n}")
+    assert offenders == []
