@@ -108,6 +108,29 @@ def _modalities_option(default: str):
     )
 
 
+def _normalise_options(f):
+    """``--frames``, ``--yaw`` and ``--no-centre`` (§2), shared by convert and import."""
+    f = click.option(
+        "--no-centre",
+        is_flag=True,
+        help="Do not centre each body on the layout's centre joint (NTU joint 21).",
+    )(f)
+    f = click.option(
+        "--yaw",
+        type=click.Choice(YAW_MODES),
+        default="sequence",
+        show_default=True,
+        help="Yaw alignment: one sign per sequence (reference), per frame, or none.",
+    )(f)
+    return click.option(
+        "--frames",
+        type=click.IntRange(min=2, max=MAX_TARGET_FRAMES),
+        default=layout.T_TARGET,
+        show_default=True,
+        help="Frames per sample after the linear resize (§2.5).",
+    )(f)
+
+
 def _feature_options(keep: bool = False):
     """``--unit-axis/--raw-axis`` and ``--bones``; with ``keep`` they default to the cache's."""
     default = " [default: the cache's]" if keep else ""
@@ -169,27 +192,13 @@ def main() -> None:
     help="Worker processes [default: all cores].",
 )
 @click.option(
-    "--frames",
-    type=click.IntRange(min=2, max=MAX_TARGET_FRAMES),
-    default=layout.T_TARGET,
-    show_default=True,
-    help="Frames per sample after the linear resize (§2.5).",
-)
-@click.option(
     "--bodies",
     type=click.Choice(BODY_RULES),
     default="reference",
     show_default=True,
     help="Body selection: listing order (reference), motion energy, or denoising.",
 )
-@click.option(
-    "--yaw",
-    type=click.Choice(YAW_MODES),
-    default="sequence",
-    show_default=True,
-    help="Yaw alignment: one sign per sequence (reference), per frame, or none.",
-)
-@click.option("--no-centre", is_flag=True, help="Do not centre each body on its joint 21.")
+@_normalise_options
 @_modalities_option("joint")
 @_feature_options()
 @click.option(
@@ -274,21 +283,7 @@ def convert(
     type=click.Choice(list(layout.LAYOUTS)),
     help="Joint layout of the arrays (V joints in its order).",
 )
-@click.option(
-    "--frames",
-    type=click.IntRange(min=2),
-    default=layout.T_TARGET,
-    show_default=True,
-    help="Frames per sample after the linear resize (§2.5).",
-)
-@click.option(
-    "--yaw",
-    type=click.Choice(YAW_MODES),
-    default="sequence",
-    show_default=True,
-    help="Yaw alignment: one sign per sequence (reference), per frame, or none.",
-)
-@click.option("--no-centre", is_flag=True, help="Do not centre each body on the centre joint.")
+@_normalise_options
 @_modalities_option("joint")
 @_feature_options()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
