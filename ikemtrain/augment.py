@@ -6,14 +6,25 @@ randomness from an explicit :class:`numpy.random.Generator`, never from a global
 so a sample's augmentation is a pure function of ``(X, generator state)``.
 
 The reference applies, in order, temporal crop (ratio 6) then shear (amplitude 0.5) to each of
-the two views independently; :func:`augment` does exactly that.
+the two views independently; :func:`augment` does exactly that. A third augmentation is a named
+departure, off by default: :func:`rotate`, a random rotation about the vertical axis (the
+``rotation`` preset key, on in ``nucla-cpu``; README, "Departures"). With it off, no number is
+drawn for it, so the reference's random streams are unchanged.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["augment", "crop_indices", "shear", "shear_matrix", "temporal_crop"]
+__all__ = [
+    "augment",
+    "crop_indices",
+    "rotate",
+    "rotation_matrix",
+    "shear",
+    "shear_matrix",
+    "temporal_crop",
+]
 
 
 def _check_sample(x: np.ndarray, what: str) -> np.ndarray:
@@ -82,8 +93,43 @@ def shear(x: np.ndarray, rng: np.random.Generator, amplitude: float = 0.5) -> np
     return np.tensordot(s, x, axes=(1, 0))
 
 
+def rotation_matrix(rng: np.random.Generator, degrees: float) -> np.ndarray:
+    """A rotation about the vertical y axis, ``(3, 3)`` float64 (departure; see :func:`rotate`).
+
+    Draws ``θ ~ U(-degrees, degrees)`` (one ``rng.uniform`` call) and returns
+    ``[[cos θ, 0, sin θ], [0, 1, 0], [-sin θ, 0, cos θ]]``.
+    """
+    theta = np.deg2rad(rng.uniform(-degrees, degrees))
+    c, s = np.cos(theta), np.sin(theta)
+    return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
+
+
+def rotate(x: np.ndarray, rng: np.random.Generator, degrees: float = 0.0) -> np.ndarray:
+    """Random rotation ``p' = R p`` of every point about the vertical axis (not in the reference).
+
+    Kinect's y axis points up, so this turns the body as a camera placed elsewhere around it
+    would see it: the nuisance that separates the views of a cross-view benchmark (N-UCLA's
+    ``xview`` trains on two cameras and tests on a third). Measured on N-UCLA
+    (``benchmarks/RESULTS.md``): without it, instance discrimination learns the camera and the
+    features do worse than random ones on the unseen view. ``x`` is ``(3, T, V, M)``; the output
+    has the same shape and dtype; ``degrees <= 0`` disables it (no draw). Rigid: bone lengths
+    and angles are kept, and zeros (absent bodies) stay zero.
+    """
+    x = _check_sample(x, "rotate")
+    if degrees <= 0:
+        return x.copy()
+    r = rotation_matrix(rng, degrees).astype(x.dtype)
+    return np.tensordot(r, x, axes=(1, 0))
+
+
 def augment(
-    x: np.ndarray, rng: np.random.Generator, crop_ratio: int = 6, shear_amplitude: float = 0.5
+    x: np.ndarray,
+    rng: np.random.Generator,
+    crop_ratio: int = 6,
+    shear_amplitude: float = 0.5,
+    rotation: float = 0.0,
 ) -> np.ndarray:
-    """One pre-training view: :func:`temporal_crop`, then :func:`shear` (§3, ``_aug``)."""
-    return shear(temporal_crop(x, rng, crop_ratio), rng, shear_amplitude)
+    """One pre-training view: :func:`temporal_crop`, then :func:`shear` (§3, ``_aug``), then,
+    only when ``rotation > 0`` (a departure), :func:`rotate` by up to ``rotation`` degrees."""
+    x = shear(temporal_crop(x, rng, crop_ratio), rng, shear_amplitude)
+    return rotate(x, rng, rotation) if rotation > 0 else x

@@ -186,6 +186,7 @@ _PRETRAIN_CHECKS = {
     "dropout": lambda v: _float(v, 0.0, 1.0),
     "crop_ratio": lambda v: _int(v),
     "shear": lambda v: _float(v, 0.0),
+    "rotation": lambda v: _float(v, 0.0, 180.0),
     "unit_axis": lambda v: None if v is None else _bool(v),
     "bones": _choice(None, *BONE_CONVENTIONS),
     "seed": lambda v: _int(v, 0),
@@ -208,6 +209,7 @@ _DISTILL_CHECKS = {
     "reference_compat": _bool,
     "crop_ratio": lambda v: _int(v),
     "shear": lambda v: _float(v, 0.0),
+    "rotation": lambda v: _float(v, 0.0, 180.0),
     "seed": lambda v: _int(v, 0),
     "workers": lambda v: _int(v, 0),
 }
@@ -286,6 +288,8 @@ class PretrainConfig(_Settings):
     dropout: float = 0.5
     crop_ratio: int = 6
     shear: float = 0.5
+    #: departure (CPU presets): random rotation about the vertical axis, up to this many degrees
+    rotation: float = 0.0
     #: Modality options (``skelmod.layout.ModalityOptions``): None takes the cache's; a value
     #: must match the cache's, or pre-training refuses to start.
     unit_axis: bool | None = None
@@ -361,6 +365,8 @@ class DistillConfig(_Settings):
     reference_compat: bool = False
     crop_ratio: int = 6
     shear: float = 0.5
+    #: departure (CPU presets): random rotation about the vertical axis, up to this many degrees
+    rotation: float = 0.0
     seed: int = 0
     workers: int = 2
 

@@ -94,6 +94,8 @@ class PretrainDataset(Dataset):
         t_target: T the cache was resized to; sets γ = frame_count / t_target.
         crop_ratio: temporal crop ratio (P = T // ratio; <= 0 disables).
         shear: shear amplitude (<= 0 disables).
+        rotation: largest random rotation about the vertical axis, in degrees (0, the
+            reference, disables; a departure, :func:`ikemtrain.augment.rotate`).
         seed: base seed of the per-sample streams.
         unit_axis, bones: passed to ``compute_modalities`` (``decisions.md`` 4); None (the
             default) takes the cache's own options.
@@ -114,6 +116,7 @@ class PretrainDataset(Dataset):
         seed: int = 0,
         unit_axis: bool | None = None,
         bones: str | None = None,
+        rotation: float = 0.0,
     ):
         self.reader = _open(cache_path)
         self.reader.require(["joint"])
@@ -128,6 +131,7 @@ class PretrainDataset(Dataset):
         self.t_target = int(t_target)
         self.crop_ratio = int(crop_ratio)
         self.shear = float(shear)
+        self.rotation = float(rotation)
         self.seed = int(seed)
         self.options = _options(self.reader, unit_axis, bones)
         self.labels = self.reader.meta["label"][self.indices].astype(np.int64)
@@ -148,7 +152,8 @@ class PretrainDataset(Dataset):
     def _views(self, joints: np.ndarray, frame_count: int, rng: np.random.Generator):
         views = []
         for _ in range(2):
-            x = augment(joints, rng, self.crop_ratio, self.shear).astype(np.float32, copy=False)
+            x = augment(joints, rng, self.crop_ratio, self.shear, self.rotation)
+            x = x.astype(np.float32, copy=False)
             mods = compute_modalities(
                 x,
                 frame_count,

@@ -39,3 +39,21 @@ def shear(x: np.ndarray, rng: np.random.Generator, amplitude: float = 0.5) -> np
                 out[1, t, v, m] = a1 * px + py + b1 * pz
                 out[2, t, v, m] = a2 * px + b2 * py + pz
     return out
+
+
+def rotate(x: np.ndarray, rng: np.random.Generator, degrees: float = 0.0) -> np.ndarray:
+    """Turn every point about the vertical y axis by θ ~ U(-degrees, degrees) (one draw):
+    x' = x cos θ + z sin θ, y' = y, z' = -x sin θ + z cos θ."""
+    if degrees <= 0:
+        return x.copy()
+    theta = float(rng.uniform(-degrees, degrees)) * np.pi / 180.0
+    out = np.empty_like(x)
+    _, t_len, v_len, m_len = x.shape
+    for t in range(t_len):
+        for v in range(v_len):
+            for m in range(m_len):
+                px, py, pz = (float(c) for c in x[:, t, v, m])
+                out[0, t, v, m] = px * np.cos(theta) + pz * np.sin(theta)
+                out[1, t, v, m] = py
+                out[2, t, v, m] = -px * np.sin(theta) + pz * np.cos(theta)
+    return out

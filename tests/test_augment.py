@@ -96,3 +96,43 @@ def test_bad_shapes_are_named() -> None:
         augment.temporal_crop(np.zeros((2, 50, 25, 2), np.float32), rng)
     with pytest.raises(ValueError, match="floating-point"):
         augment.shear(np.zeros((3, 50, 25, 2), np.int32), rng)
+
+
+@pytest.mark.parametrize("degrees", [45.0, 10.0, 180.0])
+def test_rotate_matches_naive(degrees: float) -> None:
+    x = _sample(np.random.default_rng(6), t=6).astype(np.float64)
+    for seed in range(5):
+        fast = augment.rotate(x, np.random.default_rng(seed), degrees)
+        slow = naive.rotate(x, np.random.default_rng(seed), degrees)
+        np.testing.assert_allclose(fast, slow, rtol=1e-12, atol=1e-12)
+
+
+def test_rotate_is_rigid_about_the_vertical_axis_within_the_bound() -> None:
+    x = _sample(np.random.default_rng(7))
+    rng = np.random.default_rng(0)
+    angles = []
+    for _ in range(200):
+        r = augment.rotation_matrix(rng, 45.0)
+        np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
+        np.testing.assert_array_equal(r[1], [0.0, 1.0, 0.0])
+        angles.append(np.degrees(np.arctan2(r[0, 2], r[0, 0])))
+    assert -45.0 <= min(angles) < -35.0 and 35.0 < max(angles) <= 45.0
+    y = augment.rotate(x, np.random.default_rng(1), 45.0)
+    assert y.dtype == np.float32 and not y[..., 1].any()  # an absent body stays zero
+    np.testing.assert_array_equal(y[1], x[1])  # heights unchanged
+    # distances between joints (bone lengths) are kept
+    d = lambda a: np.linalg.norm(a[:, :, 3] - a[:, :, 2], axis=0)  # noqa: E731
+    np.testing.assert_allclose(d(y), d(x), rtol=1e-5)
+    assert not np.allclose(y[0], x[0])
+
+
+def test_augment_rotates_last_and_only_when_asked() -> None:
+    x = _sample(np.random.default_rng(8))
+    a = augment.augment(x, np.random.default_rng(9), rotation=30.0)
+    rng = np.random.default_rng(9)
+    b = naive.rotate(naive.shear(naive.temporal_crop(x, rng), rng), rng, 30.0)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    # rotation 0 (the reference) draws nothing more: the same stream as before
+    rng0, rng1 = np.random.default_rng(9), np.random.default_rng(9)
+    np.testing.assert_array_equal(augment.augment(x, rng0, rotation=0.0), augment.augment(x, rng1))
+    assert rng0.integers(1 << 30) == rng1.integers(1 << 30)

@@ -103,6 +103,22 @@ def test_item_is_two_views_of_recomputed_modalities(cache: Path) -> None:
     assert not torch.equal(view1["joint"], view2["joint"])  # independent augmentations
 
 
+def test_rotation_is_drawn_after_crop_and_shear_for_each_view(cache: Path) -> None:
+    ds = PretrainDataset(cache, "xsub-train", ("joint", "bone"), seed=7, rotation=40.0)
+    ds.set_epoch(1)
+    view1, view2, _, frame_count = ds[1]
+    joints = CacheReader(cache).read("joint", int(ds.indices[1]))
+    rng = sample_generator(7, 1, int(ds.indices[1]))
+    for view in (view1, view2):
+        x = augment(joints, rng, 6, 0.5, 40.0)
+        np.testing.assert_array_equal(view["joint"].numpy(), x)
+        expected = compute_modalities(x, frame_count, t_target=50, modalities=("bone",))
+        np.testing.assert_array_equal(view["bone"].numpy(), expected["bone"])
+    plain = PretrainDataset(cache, "xsub-train", ("joint",), seed=7)
+    plain.set_epoch(1)
+    assert not torch.allclose(plain[1][0]["joint"], view1["joint"])
+
+
 def test_streams_are_per_sample_per_epoch(cache: Path) -> None:
     ds = PretrainDataset(cache, "xsub-train", ("joint",), seed=0)
     ds.set_epoch(1)

@@ -103,6 +103,7 @@ def distill(
         t_target=reader.t,
         crop_ratio=cfg.crop_ratio,
         shear=cfg.shear,
+        rotation=cfg.rotation,
         seed=cfg.seed,
         unit_axis=unit_axis,
         bones=bones,

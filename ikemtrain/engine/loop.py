@@ -217,6 +217,7 @@ def pretrain(
         t_target=reader.t,
         crop_ratio=cfg.crop_ratio,
         shear=cfg.shear,
+        rotation=cfg.rotation,
         seed=cfg.seed,
         unit_axis=cfg.unit_axis,
         bones=cfg.bones,
