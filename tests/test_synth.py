@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -151,6 +152,48 @@ def test_parser_reads_back_what_was_generated(tmp_path):
                 theirs[:, f, :, slot[f]] = raw.xyz[b].T
             slot[f] += 1
         np.testing.assert_allclose(theirs, ours, rtol=1e-6, atol=1e-7)
+
+
+def test_to_raw_is_what_the_parser_reads(tmp_path):
+    """Every field of ``to_raw()`` (file order, ids, info, all 12 joint values) is the file's."""
+    # sample_rng(4, 0, i): i = 23 starts late, 29 is re-acquired with a new id, 31 lists a noise
+    # body after the person, 56 before it; INTERACTIONS[0] lists two persons in every frame.
+    for k, i in ((0, 23), (0, 29), (0, 31), (0, 56), (INTERACTIONS[0], 0)):
+        sample = synthesize_sample(k, sample_rng(4, k, i))
+        assert len(sample.tracks) > 1 or sample.tracks[0].first_frame > 0
+        path = tmp_path / f"{sample.name}.skeleton"
+        write_skeleton(path, sample)
+        ours, theirs = sample.to_raw(), ntu.read_skeleton(path)
+        assert ours.name == theirs.name and ours.frame_count == theirs.frame_count
+        for field in ("bodies_per_frame", "body_frame", "body_ids"):
+            np.testing.assert_array_equal(getattr(ours, field), getattr(theirs, field))
+        np.testing.assert_allclose(theirs.body_info, ours.body_info, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(theirs.joints, ours.joints, rtol=1e-6, atol=1e-5)
+
+
+def test_writer_gives_back_the_real_files_byte_for_byte(ntu_real_files, tmp_path):
+    """The writer is the parser's inverse: every real NTU file, parsed and written again (CRLF
+    like the originals), is the same bytes."""
+    assert len(ntu_real_files) >= 40
+    for path in ntu_real_files:
+        data = path.read_bytes()
+        out = tmp_path / path.name
+        write_skeleton(out, ntu.read_skeleton(path), crlf=b"\r\n" in data)
+        assert out.read_bytes() == data, path.name
+
+
+def test_generated_bytes_are_pinned(tmp_path):
+    """The files of a fixed seed stay the same bytes (pinned when synth became a subpackage).
+
+    A change here changes every synthetic data set: make it on purpose, never by a refactor.
+    """
+    paths = generate(tmp_path, classes=len(ACTIONS), per_class=2, seed=7)
+    digest = hashlib.sha256()
+    for p in paths:
+        digest.update(p.name.encode() + p.read_bytes())
+    assert digest.hexdigest() == (
+        "ffa72f0579bcf563821ed5125944e1fb3a1973195a2c425fb5ffcf21dca927a3"
+    )
 
 
 def test_crlf_is_the_lf_file_with_crlf(tmp_path):
