@@ -14,12 +14,12 @@ import os
 # other (several times slower on 2 cores). Must be set before either runtime starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import json  # noqa: E402
-import time
+import dataclasses  # noqa: E402
 from pathlib import Path
 
 import click  # noqa: E402
 
+from cli.errors import with_option  # noqa: E402
 from cli.options import (  # noqa: E402
     device_option,
     modalities_option,
@@ -32,11 +32,19 @@ from cli.options import (  # noqa: E402
     workers_option,
 )
 from ikemtrain.config import ConfigError, modality_set  # noqa: E402
-from ikemtrain.errors import USER_ERRORS  # noqa: E402
+from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
+
+#: The option of each library parameter that an error names (``e.param``).
+_FLAGS = {
+    "resume": "--resume",
+    "teacher": "--teacher",
+    "classes": "--classes",
+    "per_class": "--per-class",
+}
 
 
 def _fail(e: Exception) -> click.ClickException:
-    return click.ClickException(str(e))
+    return click.ClickException(with_option(e, _FLAGS))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -368,6 +376,14 @@ def export(run, out, classifier, overwrite):
     click.echo(f"student {', '.join(student.modalities)}; {heads} -> {out}")
 
 
+#: The table rows of ``demo``: summary key -> label.
+_DEMO_LABELS = {
+    "pretrained": "pretrained",
+    "random_init": "random init",
+    "random_init_raw_bn": "random (raw BN)",
+}
+
+
 @main.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -401,101 +417,44 @@ def demo(out, classes, per_class, seed, workers, split, preset, device):
     statistics estimated on the training split, and raw); prints the table and writes
     OUT/summary.json. OUT must be empty or absent.
     """
-    from ikemtrain.engine import linear_eval as run_linear_eval
-    from ikemtrain.engine import pretrain as run_pretrain
-    from ikemtrain.engine.logging import make_out_dir
-    from skelmod.convert import ConvertOptions, convert
-    from skelmod.layout import MODALITY_NAMES
-    from skelmod.synth import generate
+    from ikemtrain.demo import RESULT_KEYS, run_demo
 
-    if out.exists() and any(out.iterdir()):
-        raise click.UsageError(f"{out} is not empty; give a new folder")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
     try:
-        pcfg = preset.pretrain.replace(
-            split=split, modalities=MODALITY_NAMES, seed=seed, workers=workers
+        preset = dataclasses.replace(
+            preset,
+            pretrain=preset.pretrain.replace(split=split, seed=seed, workers=workers),
+            linear_eval=preset.linear_eval.replace(seed=seed),
         )
-        lcfg = preset.linear_eval.replace(seed=seed)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     try:
-        make_out_dir(out)
-        t0 = time.perf_counter()
-        raw = out / "raw"
-        files = generate(raw, classes, per_class, seed)
-        click.echo(f"[1/4] synth: {len(files)} files in {raw}")
-        timings["synth"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        cache = out / "cache.h5"
-        report = convert(
-            raw,
-            cache,
-            options=ConvertOptions(modalities=tuple(MODALITY_NAMES)),
-            workers=max(1, workers) if workers is not None else None,
+        summary = run_demo(
+            out,
+            preset,
+            classes=classes,
+            per_class=per_class,
+            workers=workers,
+            device=device,
+            echo=click.echo,
         )
-        click.echo(f"[2/4] convert: {report.converted} samples -> {cache}")
-        timings["convert"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        click.echo(f"[3/4] pretrain ({preset.name}, six modalities, {split}-train)")
-        result = run_pretrain(pcfg, cache, out / "pretrain", device=device)
-        timings["pretrain"] = time.perf_counter() - t0
-
-        click.echo(f"[4/4] linear evaluation, 6s ({split}-train -> {split}-val)")
-        t0 = time.perf_counter()
-        rows = {}
-        for label, kwargs in (
-            ("pretrained", {"checkpoint": result["checkpoint"]}),
-            ("random init", {"random_init": True}),
-            ("random (raw BN)", {"random_init": True, "recalibrate_bn": False}),
-        ):
-            rows[label] = run_linear_eval(
-                lcfg,
-                cache,
-                out / ("le-" + label.replace(" ", "-")),
-                split,
-                "6s",
-                backbone=pcfg.backbone,
-                modalities=pcfg.modalities,
-                device=device,
-                echo=None,
-                **kwargs,
-            )
-        timings["linear_eval"] = time.perf_counter() - t0
+    except OutputExistsError as e:
+        raise click.UsageError(str(e)) from None
     except USER_ERRORS as e:
         raise _fail(e) from None
-    timings["total"] = time.perf_counter() - started
 
-    keys = ("top1_final", "top1_best", "top5_final", "top5_best")
     click.echo("")
     click.echo(f"{'6s linear eval':<15} {'top-1':>7} {'best':>7} {'top-5':>7} {'best':>7}")
-    for label, r in rows.items():
-        click.echo(f"{label:<15} " + " ".join(f"{r[k]:7.2f}" for k in keys))
+    for key, label in _DEMO_LABELS.items():
+        click.echo(f"{label:<15} " + " ".join(f"{summary[key][k]:7.2f}" for k in RESULT_KEYS))
     click.echo(
         "random init: BatchNorm statistics estimated on the training split (a fair baseline); "
         "raw BN: the literal §8 protocol on an untrained encoder (features ~1e-8)"
     )
-    n_val = rows["pretrained"]["val_samples"]
-    click.echo(f"chance: {100.0 / classes:.2f}% top-1 ({classes} classes, {n_val} val samples)")
-    click.echo(f"wall time: {timings['total']:.0f} s")
-    summary = {
-        "classes": classes,
-        "per_class": per_class,
-        "seed": seed,
-        "split": split,
-        "preset": preset.name,
-        "train_samples": rows["pretrained"]["train_samples"],
-        "val_samples": n_val,
-        "pretrained": {k: rows["pretrained"][k] for k in keys},
-        "random_init": {k: rows["random init"][k] for k in keys},
-        "random_init_raw_bn": {k: rows["random (raw BN)"][k] for k in keys},
-        "seconds": timings,
-        "pretrain_config": pcfg.to_dict(),
-        "linear_eval_config": lcfg.to_dict(),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    click.echo(
+        f"chance: {100.0 / classes:.2f}% top-1 ({classes} classes, "
+        f"{summary['val_samples']} val samples)"
+    )
+    click.echo(f"wall time: {summary['seconds']['total']:.0f} s")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from cli.errors import with_option
 from skelmod import layout
 from skelmod.bodies import BODY_RULES
 from skelmod.cache import CacheReader, cache_report, hdf5_write_failed
@@ -73,9 +74,7 @@ def _fail(message: str) -> None:
 
 
 def _message(e: SkelmodError) -> str:
-    """The library's message, followed by the option of the parameter it names, if any."""
-    flag = _FLAGS.get(e.param or "")
-    return f"{e} ({flag})" if flag else str(e)
+    return with_option(e, _FLAGS)
 
 
 @contextlib.contextmanager

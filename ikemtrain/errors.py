@@ -2,6 +2,9 @@
 
 Anything else that escapes a command is a bug and keeps its traceback. This module imports
 neither torch nor the engine, so the command line can name these errors before it loads them.
+Messages name the library's parameters (``resume``, ``teacher``), never a command-line flag;
+an error about one parameter says which in ``param`` (as :class:`skelmod.errors.SkelmodError`
+does), and a front end maps it to its own spelling.
 """
 
 from __future__ import annotations
@@ -19,12 +22,20 @@ __all__ = [
     "ConfigError",
     "NonFiniteLossError",
     "OutputError",
+    "OutputExistsError",
     "SkelmodError",
 ]
 
 
 class CheckpointError(ValueError):
-    """A file that is not a usable ikemtrain checkpoint."""
+    """A file that is not a usable ikemtrain checkpoint, or a run that cannot use it.
+
+    ``param``, when set, is the library parameter the error is about (``"resume"``).
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class CheckpointExistsError(CheckpointError, FileExistsError):
@@ -37,6 +48,10 @@ class NonFiniteLossError(FloatingPointError):
 
 class OutputError(OSError):
     """An output folder that cannot be created or written."""
+
+
+class OutputExistsError(OutputError, FileExistsError):
+    """An output folder that must be new already holds files."""
 
 
 #: What a command shows as ``Error: <message>`` with exit code 1 (skelmod's own errors, e.g. a

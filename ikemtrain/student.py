@@ -194,7 +194,7 @@ class Student(nn.Module):
         if self.classifier is None:
             raise RuntimeError(
                 "this student was exported without a classifier, so it cannot predict; use "
-                "features(), or export it again with --classifier LE_RUN (a linear evaluation "
+                "features(), or export it again with classifier=LE_RUN (a linear evaluation "
                 "of the student)"
             )
         feats = self._run(self._inputs(joints, frame_count), batch_size)

@@ -282,7 +282,7 @@ def test_distill_run_records_progress_and_plain_settings(student: Path, teacher:
 def test_distill_resume_continues_exactly(cache: Path, teacher: Path, student: Path, tmp_path):
     run = tmp_path / "run"
     distill(dcfg(epochs=2), cache, teacher, run, device="cpu", echo=None, tensorboard=False)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(FileExistsError, match="exists; resume to continue"):
         distill(dcfg(), cache, teacher, run, device="cpu", echo=None, tensorboard=False)
     with pytest.raises(ValueError, match=r"tau: 0.07 -> 0.2"):
         distill(dcfg(tau=0.2), cache, teacher, run, resume=True, device="cpu", echo=None)
@@ -335,8 +335,13 @@ def test_wrong_teachers_are_one_line_errors(cache, teacher, student, teacher_le,
     state = {**load_checkpoint(teacher), "layout": "kinect-v1-20"}
     layout = save_checkpoint(tmp_path / "layout" / "checkpoint.pt", state)
     cases = [
-        (three, "pre-trained on 3 modalities (joint, velocity, bone); the teacher must be a six"),
+        (
+            three,
+            "pre-trained on 3 modalities (joint, velocity, bone); the teacher must be a "
+            "six-modality run (pre-trained with modalities 6) (--teacher)",
+        ),
         (student, "a student (distillation) run, not a pre-training run"),
+        (student, "`ikemtrain pretrain` run (--teacher)"),
         (teacher_le, "is a linear-evaluation run"),
         (teacher_le / "heads.pt", "linear-eval heads, not a pre-training run"),
         (layout.parent, "joint layout ntu25, but checkpoint"),
@@ -426,7 +431,7 @@ def test_export_without_classifier_refuses_to_predict(
     reader = CacheReader(cache)
     joints = reader.read("joint", np.arange(2))
     assert Student.load(tmp_path / "bare.pt").features(joints, 60)["joint"].shape == (2, 16)
-    with pytest.raises(RuntimeError, match="without a classifier.*--classifier LE_RUN"):
+    with pytest.raises(RuntimeError, match="without a classifier.*classifier=LE_RUN"):
         bare.predict(joints, 60)
     with pytest.raises(CheckpointError, match="a pretrain run; export needs a student run"):
         export_student(teacher, tmp_path / "x.pt")

@@ -239,8 +239,9 @@ def test_resume_continues_exactly(cache: Path, full_run: Path, tmp_path: Path, w
     cfg = tiny(workers=workers)
     pretrain(cfg.replace(epochs=2), cache, run, device="cpu", echo=None, tensorboard=False)
     assert load_checkpoint(run)["epoch"] == 2
-    with pytest.raises(CheckpointExistsError, match="--resume"):
+    with pytest.raises(CheckpointExistsError, match="exists; resume to continue") as e:
         pretrain(cfg, cache, run, device="cpu", echo=None, tensorboard=False)
+    assert e.value.param == "resume"  # the CLI adds (--resume)
     with pytest.raises(ConfigError, match=r"lr: 0.1 -> 0.2"):
         pretrain(cfg.replace(lr=0.2), cache, run, resume=True, device="cpu", echo=None)
     pretrain(cfg, cache, run, resume=True, device="cpu", echo=None, tensorboard=False)

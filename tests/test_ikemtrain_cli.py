@@ -162,13 +162,31 @@ def test_library_errors_exit_1(cache: Path, preset: Path, tmp_path: Path) -> Non
         assert "Error: " in result.output and message in result.output, (args, result.output)
 
 
-def test_demo_runs_the_whole_pipeline(preset: Path, tmp_path: Path) -> None:
+def test_demo_runs_the_whole_pipeline(preset: Path, tmp_path: Path, monkeypatch) -> None:
+    """The command prints what the library function ``run_demo`` returns (and writes)."""
+    import ikemtrain.demo
+
+    returned = []
+
+    def spy(*args, **kwargs):
+        returned.append(run_demo(*args, **kwargs))
+        return returned[-1]
+
+    run_demo = ikemtrain.demo.run_demo
+    monkeypatch.setattr(ikemtrain.demo, "run_demo", spy)
     out = tmp_path / "demo"
     result = invoke(
         "demo", out, "--classes", "3", "--per-class", "12", "--preset", preset,
-        "--workers", "0", "--device", "cpu",
+        "--workers", "0", "--device", "cpu", "--seed", "2",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    assert returned == [json.loads((out / "summary.json").read_text())]
+    assert returned[0]["seed"] == 2 and returned[0]["pretrain_config"]["seed"] == 2
+    assert returned[0]["linear_eval_config"]["seed"] == 2 and returned[0]["split"] == "xview"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "cache.h5", "le-pretrained", "le-random-(raw-BN)", "le-random-init", "pretrain", "raw",
+        "summary.json",
+    ]  # fmt: skip
     for step in ("[1/4] synth: 36 files", "[2/4] convert: 36 samples", "[3/4] pretrain", "[4/4]"):
         assert step in result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -181,3 +199,23 @@ def test_demo_runs_the_whole_pipeline(preset: Path, tmp_path: Path) -> None:
     ]  # fmt: skip
     assert (out / "pretrain" / "checkpoint.pt").is_file()
     assert "chance: 33.33% top-1 (3 classes" in result.output
+
+
+def test_an_error_that_is_not_ikemtrain_s_own_is_a_bug_with_its_traceback(
+    cache: Path, preset: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Only ``ikemtrain.errors.USER_ERRORS`` become one ``Error:`` line; a plain ValueError
+    (or any other exception) escapes with its traceback."""
+    import ikemtrain.engine
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal slip")
+
+    monkeypatch.setattr(ikemtrain.engine, "pretrain", broken)
+    result = CliRunner().invoke(
+        main,
+        ["pretrain", str(cache), "--split", "xsub", "--preset", str(preset), "--out",
+         str(tmp_path / "run"), "--device", "cpu"],
+    )  # fmt: skip
+    assert result.exit_code == 1 and isinstance(result.exception, ValueError), result.output
+    assert "Error:" not in result.output

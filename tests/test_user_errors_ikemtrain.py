@@ -228,13 +228,13 @@ CASES = [
         "checkpoint-resume-missing",
         "pretrain {cache} --split xsub {P} --resume",
         1,
-        ["{dir}/out/checkpoint.pt", "no checkpoint"],
+        ["no checkpoint at {dir}/out/checkpoint.pt to resume (--resume)"],
     ),
     (
         "checkpoint-exists-without-resume",
         "pretrain {cache} --split xsub {Pnoout} --out {run}",
         1,
-        ["{run}/checkpoint.pt", "exists"],
+        ["{run}/checkpoint.pt exists; resume to continue that run", "(--resume)"],
     ),
     (
         "stream-not-in-checkpoint",
@@ -307,6 +307,13 @@ CASES = [
         ["{a_file}/le", "cannot write"],
     ),
     ("out-is-a-file-demo", "demo {a_file} --preset {preset}", 2, ["{a_file}", "is a file"]),
+    ("out-not-empty-demo", "demo {run} --preset {preset}", 2, ["{run} is not empty"]),
+    (
+        "too-many-classes-demo",
+        "demo {dir}/demo-classes --classes 17 --preset {preset}",
+        1,
+        ["classes must be in 1..16", "got 17 (--classes)"],
+    ),
     (
         "out-under-a-file-demo",
         "demo {a_file}/demo --preset {preset}",

@@ -53,7 +53,8 @@ def load_teacher(run: str | os.PathLike) -> tuple[Path, PretrainConfig, dict[str
         what = {"distill": "a student (distillation) run", "linear-eval": "linear-eval heads"}
         raise CheckpointError(
             f"{path}: {what.get(kind, f'a {kind!r} checkpoint')}, not a pre-training run; the "
-            "teacher must be a six-modality `ikemtrain pretrain` run"
+            "teacher must be a six-modality `ikemtrain pretrain` run",
+            param="teacher",
         )
     try:
         pcfg = PretrainConfig(**state["config"])
@@ -64,7 +65,8 @@ def load_teacher(run: str | os.PathLike) -> tuple[Path, PretrainConfig, dict[str
         raise CheckpointError(
             f"{path}: pre-trained on {len(pcfg.modalities)} modalities "
             f"({', '.join(pcfg.modalities)}); the teacher must be a six-modality run "
-            "(--modalities 6)"
+            "(pre-trained with modalities 6)",
+            param="teacher",
         )
     return path, pcfg, state
 

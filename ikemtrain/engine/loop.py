@@ -279,7 +279,7 @@ def run_training(
     start = 1
     if resume:
         if not ckpt_path.exists():
-            raise CheckpointError(f"--resume: no checkpoint at {ckpt_path}")
+            raise CheckpointError(f"no checkpoint at {ckpt_path} to resume", param="resume")
         state = load_checkpoint(ckpt_path, map_location=dev, required=RESUME_KEYS)
         check_layout(state, dataset.reader, ckpt_path)
         saved_kind = state.get("kind", "pretrain")
@@ -304,7 +304,8 @@ def run_training(
         start = state["epoch"] + 1
     elif ckpt_path.exists():
         raise CheckpointExistsError(
-            f"{ckpt_path} exists; pass --resume to continue that run or choose another --out"
+            f"{ckpt_path} exists; resume to continue that run, or choose another out_dir",
+            param="resume",
         )
 
     if info.rank > 0:
