@@ -19,8 +19,11 @@ from pathlib import Path
 
 import click  # noqa: E402
 
-from cli.errors import with_option  # noqa: E402
-from cli.options import (  # noqa: E402
+from ikemtrain.config import ConfigError, modality_set  # noqa: E402
+from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
+
+from .errors import with_option  # noqa: E402
+from .options import (  # noqa: E402
     device_option,
     modalities_option,
     overrides,
@@ -31,8 +34,6 @@ from cli.options import (  # noqa: E402
     streams_option,
     workers_option,
 )
-from ikemtrain.config import ConfigError, modality_set  # noqa: E402
-from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
 
 #: The option of each library parameter that an error names (``e.param``).
 _FLAGS = {

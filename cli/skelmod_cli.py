@@ -14,13 +14,14 @@ from pathlib import Path
 
 import click
 
-from cli.errors import with_option
 from skelmod import layout
 from skelmod.bodies import BODY_RULES
 from skelmod.cache import CacheReader, cache_report, hdf5_write_failed
 from skelmod.convert import MAX_TARGET_FRAMES
 from skelmod.errors import SkelmodError
 from skelmod.normalize import YAW_MODES
+
+from .errors import with_option
 
 #: The option of each library parameter that a :class:`SkelmodError` names (``e.param``).
 _FLAGS = {
