@@ -17,6 +17,14 @@ Prints a markdown table (final and best top-1, top-5, wall times, seeds) and wri
 
     python benchmarks/bench_distill.py runs/bench-distill [--classes 8] [--per-class 60]
         [--seed 0] [--preset tiny] [--split xview] [--device auto]
+
+On real data, give a cache with all six modalities instead of the synthetic set, and
+optionally reuse a finished six-modality pre-training run of the same preset, split and seed
+as the teacher (its wall time is the sum of its epochs' seconds in ``metrics.jsonl``), e.g.
+N-UCLA's main run of ``benchmarks/nucla.py``:
+
+    python benchmarks/bench_distill.py runs/distill-nucla --cache nucla.h5 --preset nucla-cpu \
+        --split xview --teacher runs/nucla/pretrain-6 --device cpu
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ import numpy as np  # noqa: E402
 
 from ikemtrain.config import MODALITY_SETS, load_preset  # noqa: E402
 from ikemtrain.engine import distill, linear_eval, pretrain  # noqa: E402
+from ikemtrain.engine.checkpoint import load_checkpoint  # noqa: E402
+from skelmod.cache import CacheReader  # noqa: E402
 from skelmod.convert import ConvertOptions, convert  # noqa: E402
 from skelmod.layout import MODALITY_NAMES  # noqa: E402
 from skelmod.modalities import compute_modalities  # noqa: E402
@@ -60,6 +70,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--split", default="xview")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--cache", type=Path, help="an existing cache (all six modalities)")
+    ap.add_argument("--teacher", type=Path, help="a finished six-modality pre-training run")
     args = ap.parse_args(argv)
     out: Path = args.out
     if out.exists() and any(out.iterdir()):
@@ -72,17 +84,37 @@ def main(argv=None) -> int:
     quiet = {"device": args.device, "echo": None}
     walls: dict[str, float] = {}
 
-    files = generate(out / "raw", args.classes, args.per_class, args.seed)
-    cache = out / "cache.h5"
-    convert(out / "raw", cache, options=ConvertOptions(modalities=tuple(MODALITY_NAMES)))
-    print(f"data: {len(files)} synthetic files, {args.classes} classes -> {cache}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.cache is None:
+        files = generate(out / "raw", args.classes, args.per_class, args.seed)
+        cache = out / "cache.h5"
+        convert(out / "raw", cache, options=ConvertOptions(modalities=tuple(MODALITY_NAMES)))
+        data = f"{len(files)} synthetic files, {args.classes} classes"
+        print(f"data: {data} -> {cache}", flush=True)
+    else:
+        cache = args.cache
+        reader = CacheReader(cache)
+        reader.require(MODALITY_NAMES)
+        args.classes = reader.num_class
+        data = f"{cache} ({reader.dataset}, {reader.layout.name}, {args.classes} classes)"
     # numba's kernels load once per process: pay it before any clock starts
     compute_modalities(np.zeros((1, 3, 8, 25, 2), np.float32), 8, t_target=8)
 
-    _, walls["teacher"] = _timed(pretrain, six, cache, out / "teacher", tensorboard=False, **quiet)
+    if args.teacher is None:
+        teacher = out / "teacher"
+        _, walls["teacher"] = _timed(pretrain, six, cache, teacher, tensorboard=False, **quiet)
+    else:
+        teacher = args.teacher
+        saved = load_checkpoint(teacher / "checkpoint.pt")["config"]
+        want = json.loads(json.dumps(six.to_dict()))
+        diff = sorted(k for k in want if k != "workers" and saved.get(k) != want[k])
+        if diff:
+            ap.error(f"--teacher {teacher}: not this preset's six-modality run (differs in {diff})")
+        records = (teacher / "metrics.jsonl").read_text().splitlines()
+        walls["teacher"] = sum(json.loads(line)["seconds"] for line in records)
     print(f"teacher 6s: {six.epochs} epochs in {walls['teacher']:.0f} s", flush=True)
     _, walls["student"] = _timed(
-        distill, dcfg, cache, out / "teacher", out / "student", tensorboard=False, **quiet
+        distill, dcfg, cache, teacher, out / "student", tensorboard=False, **quiet
     )
     print(f"student 3s: {dcfg.epochs} epochs in {walls['student']:.0f} s", flush=True)
 
@@ -103,8 +135,8 @@ def main(argv=None) -> int:
     print(f"3s same wall time: {epochs} epochs in {walls['3s']:.0f} s", flush=True)
 
     rows = {
-        "teacher 6s": ("6s", {"checkpoint": out / "teacher"}),
-        "teacher 3s (its j, v, b)": ("3s", {"checkpoint": out / "teacher"}),
+        "teacher 6s": ("6s", {"checkpoint": teacher}),
+        "teacher 3s (its j, v, b)": ("3s", {"checkpoint": teacher}),
         "student 3s (distilled)": ("3s", {"checkpoint": out / "student"}),
         f"3s pre-trained, same wall time ({epochs} epochs)": (
             "3s",
@@ -125,7 +157,7 @@ def main(argv=None) -> int:
     n_val = results["teacher 6s"]["val_samples"]
     print()
     print(
-        f"{args.classes} synthetic classes x {args.per_class}, {args.split}: {n_train} train / "
+        f"{data}, {args.split}: {n_train} train / "
         f"{n_val} val samples; preset {preset.name}; seed {args.seed}; chance "
         f"{100 / args.classes:.1f}%"
     )
@@ -140,8 +172,9 @@ def main(argv=None) -> int:
         f"3s pre-training {walls['3s']:.0f} s (budget {budget:.0f} s)"
     )
     summary = {
+        "data": data,
         "classes": args.classes,
-        "per_class": args.per_class,
+        "teacher": str(teacher),
         "seed": args.seed,
         "split": args.split,
         "preset": preset.name,
