@@ -32,7 +32,8 @@ from torch import nn
 from skelmod.modalities import compute_modalities
 
 from .engine.checkpoint import CheckpointError, load_run, save_checkpoint
-from .engine.linear_eval import ENCODER_PREFIX, HEADS_NAME
+from .engine.encoders import ENCODER_PREFIX
+from .engine.linear_eval import HEADS_NAME
 from .methods.pretrain import count_parameters
 from .nn.stgcn import STGCN
 

@@ -2,7 +2,8 @@
 
 A training checkpoint (``OUT/checkpoint.pt``, rewritten after every epoch) holds:
 
-* ``kind``: ``"pretrain"`` or ``"distill"`` (linear evaluation writes ``"linear-eval"`` heads);
+* ``kind``: ``"pretrain"``, ``"distill"`` or ``"finetune"`` (linear evaluation writes
+  ``"linear-eval"`` heads);
 * ``model``: the model's state dict, including the queues and pointers (buffers);
 * ``optimizer``: the SGD state (momentum buffers);
 * ``epoch``: the last finished epoch (1-based);
@@ -327,6 +328,7 @@ def load_checkpoint(
 _RUN_KEYS = {
     "pretrain": ("model", "config"),
     "distill": ("model", "config"),
+    "finetune": ("model", "config", "finetune"),
     "linear-eval": ("heads",),
 }
 
@@ -334,7 +336,8 @@ _RUN_KEYS = {
 def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """A training run folder (or checkpoint file) -> ``(checkpoint path, state)``.
 
-    ``state["kind"]`` says what wrote it (``"pretrain"``, ``"distill"``, ``"linear-eval"``;
+    ``state["kind"]`` says what wrote it (``"pretrain"``, ``"distill"``, ``"finetune"``,
+    ``"linear-eval"``;
     ``"pretrain"`` when absent). A linear-evaluation folder (``results.json``, no checkpoint)
     is named as such instead of "no checkpoint". Weights-only, and the keys its kind needs
     are checked (:func:`load_checkpoint`).

@@ -38,130 +38,93 @@ convolutions) at a fraction of the cost.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from skelmod.cache import CacheError, CacheReader
 
-from ..config import (
-    STUDENT_STREAMS,
-    ConfigError,
-    LinearEvalConfig,
-    lr_at,
-    stream_modalities,
-)
+from ..config import LinearEvalConfig, lr_at
 from ..data import LinearEvalDataset, epoch_generator
 from ..errors import NonFiniteLossError
+from ..nn.heads import fused_logits
 from ..nn.init import weights_init
-from ..nn.stgcn import STGCN
-from .checkpoint import (
-    CheckpointError,
-    check_layout,
-    checkpoint_layout,
-    load_run,
-    pretrain_config,
-    save_checkpoint,
-)
+from .checkpoint import save_checkpoint
 from .distributed import resolve_device
+from .encoders import (
+    ENCODER_PREFIX,
+    EncoderSource,
+    build_encoders,
+    encoder_source,
+    eval_datasets,
+    extract_features,
+    recalibrate_batchnorm,
+)
 from .finite import check_finite_features
-from .logging import format_epoch, make_out_dir
+from .logging import format_epoch, make_out_dir, write_json
 from .loop import seed_everything
 
 __all__ = [
+    "ENCODER_PREFIX",
     "HEADS_NAME",
+    "PREDICTIONS_NAME",
     "build_encoders",
     "extract_features",
+    "frozen_features",
     "linear_eval",
+    "pca_2d",
     "recalibrate_batchnorm",
     "standardize_features",
+    "summarize",
     "topk_accuracy",
+    "train_heads",
 ]
-
-
-#: Where each kind of training checkpoint keeps the encoder of modality ``m``.
-ENCODER_PREFIX = {"pretrain": "branches.{m}.encoder_q.", "distill": "students.{m}.encoder."}
 
 
 #: The trained linear heads of a linear-evaluation run (``OUT/heads.pt``).
 HEADS_NAME = "heads.pt"
+#: The final heads' predictions on ``<split>-val`` (``OUT/predictions.npz``): ``rows`` (cache
+#: rows), ``labels``, ``predicted`` (int64, ``(n,)``) and ``embedding`` (float32 ``(n, 2)``:
+#: the two principal components of the stream's features, :func:`pca_2d`), for the report.
+PREDICTIONS_NAME = "predictions.npz"
 
 
-def build_encoders(
-    modalities: Sequence[str],
+def frozen_features(
+    source: EncoderSource,
     backbone: dict[str, Any],
-    state_dict: dict[str, torch.Tensor] | None = None,
-    prefix: str = ENCODER_PREFIX["pretrain"],
-) -> nn.ModuleDict:
-    """Frozen eval-mode encoders, one per modality.
+    modalities: Sequence[str],
+    train_set: LinearEvalDataset,
+    val_set: LinearEvalDataset,
+    batch_size: int,
+    device: torch.device,
+    seed: int,
+    recalibrate_bn: bool = True,
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], bool]:
+    """Features ``{modality: (n, hidden_dim)}`` of ``train_set`` and ``val_set`` from the
+    source's frozen encoders, and whether their BatchNorm statistics were recalibrated.
 
-    With ``state_dict``, encoder ``m`` gets the entries under ``prefix.format(m=m)`` (a
-    pre-training model's ``branches.{m}.encoder_q.`` by default, a student's
-    ``students.{m}.encoder.``); all of them must be there. Otherwise it keeps the random
-    ``weights_init`` initialisation.
+    The encoders are built after seeding with ``seed`` (random init is reproducible). With
+    ``recalibrate_bn``, random-init encoders first estimate their BatchNorm statistics on
+    ``train_set`` (:func:`recalibrate_batchnorm`); checkpoints keep their own (§8). Raises
+    NonFiniteLossError naming the samples whose features are not finite.
     """
-    template = prefix
-    encoders = nn.ModuleDict()
-    for m in modalities:
-        enc = STGCN(**backbone)
-        enc.apply(weights_init)
-        if state_dict is not None:
-            prefix = template.format(m=m)
-            sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
-            if not sub:
-                raise CheckpointError(f"checkpoint has no weights under {prefix!r}")
-            try:
-                enc.load_state_dict(sub, strict=True)
-            except RuntimeError as e:
-                detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-                raise CheckpointError(
-                    f"checkpoint weights under {prefix!r} do not fit: {detail}"
-                ) from None
-        encoders[m] = enc
-    encoders.requires_grad_(False)
-    return encoders.eval()
-
-
-@torch.no_grad()
-def extract_features(
-    encoders: nn.ModuleDict, dataset: LinearEvalDataset, batch_size: int, device: torch.device
-) -> dict[str, torch.Tensor]:
-    """Pooled features ``(n, hidden_dim)`` of every sample of ``dataset``, per modality."""
-    encoders.eval()
-    feats: dict[str, list[torch.Tensor]] = {m: [] for m in encoders}
-    for lo in range(0, len(dataset), batch_size):
-        block = dataset.read_block(lo, lo + batch_size)
-        for m, enc in encoders.items():
-            feats[m].append(enc(block[m].to(device)).float())
-    return {m: torch.cat(v) for m, v in feats.items()}
-
-
-@torch.no_grad()
-def recalibrate_batchnorm(
-    encoders: nn.ModuleDict, dataset: LinearEvalDataset, batch_size: int, device: torch.device
-) -> None:
-    """Set every BatchNorm's running statistics to the average over ``dataset``.
-
-    Label-free and gradient-free: only the BN layers run in training mode (cumulative
-    average, ``momentum=None``), dropout stays off; the encoders end in eval mode.
-    """
-    bns = [m for m in encoders.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-        bn.train()
-    for lo in range(0, len(dataset), batch_size):
-        block = dataset.read_block(lo, lo + batch_size)
-        for m, enc in encoders.items():
-            enc(block[m].to(device))
-    encoders.eval()
+    seed_everything(seed)
+    encoders = source.build(modalities, backbone).to(device)
+    recalibrated = source.random_init and recalibrate_bn
+    if recalibrated:
+        recalibrate_batchnorm(encoders, train_set, batch_size, device)
+    train_x = extract_features(encoders, train_set, batch_size, device)
+    val_x = extract_features(encoders, val_set, batch_size, device)
+    check_finite_features(train_x, train_set.indices, train_set.reader, train_set.split)
+    check_finite_features(val_x, val_set.indices, val_set.reader, val_set.split)
+    return train_x, val_x, recalibrated
 
 
 def standardize_features(
@@ -189,14 +152,123 @@ def topk_accuracy(logits: torch.Tensor, labels: torch.Tensor, ks=(1, 5)) -> list
     return [100.0 * float(hit[:, : min(k, top.shape[1])].any(1).float().mean()) for k in ks]
 
 
-def _fused_logits(heads: nn.ModuleDict, feats: dict[str, torch.Tensor], idx=None):
-    logits = [heads[m](feats[m] if idx is None else feats[m][idx]) for m in heads]
-    return torch.stack(logits).mean(0)
+def train_heads(
+    cfg: LinearEvalConfig,
+    train_x: Mapping[str, torch.Tensor],
+    train_y: torch.Tensor,
+    val_x: Mapping[str, torch.Tensor],
+    val_y: torch.Tensor,
+    num_class: int,
+    device: torch.device,
+    echo: Callable[[str], None] | None = print,
+) -> tuple[nn.ModuleDict, list[dict[str, Any]]]:
+    """Train one ``Linear(hidden_dim, num_class)`` per modality of ``train_x`` jointly on
+    the averaged logits (§8) and return the heads and the per-epoch history.
+
+    SGD with the step schedule of ``cfg``; ``drop_last`` batches in the seeded order of
+    :func:`~ikemtrain.data.epoch_generator`; evaluated on ``val_x`` every ``eval_interval``
+    epochs and at the last (``top1``/``top5`` in those records; ``echo`` prints them).
+    Raises NonFiniteLossError when the loss turns NaN or infinite.
+    """
+    modalities = list(train_x)
+    hidden_dim = train_x[modalities[0]].shape[1]
+    torch.manual_seed(cfg.seed)
+    heads = nn.ModuleDict({m: nn.Linear(hidden_dim, num_class) for m in modalities})
+    heads.apply(weights_init)
+    heads.to(device)
+    optimizer = torch.optim.SGD(
+        heads.parameters(),
+        lr=cfg.lr,
+        momentum=cfg.sgd_momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=False,
+    )
+    history: list[dict[str, Any]] = []
+    n_train = len(train_y)
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        lr = lr_at(cfg.lr, cfg.steps, epoch)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        heads.train()
+        order = torch.randperm(n_train, generator=epoch_generator(cfg.seed, epoch)).to(device)
+        total, batches = 0.0, 0
+        for b in range(n_train // cfg.batch_size):
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            logits = fused_logits(heads, {m: train_x[m][idx] for m in heads})
+            loss = F.cross_entropy(logits, train_y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            batches += 1
+        record: dict[str, Any] = {"epoch": epoch, "loss": total / batches, "lr": lr}
+        if epoch % cfg.eval_interval == 0 or epoch == cfg.epochs:
+            heads.eval()
+            with torch.no_grad():
+                top1, top5 = topk_accuracy(fused_logits(heads, val_x), val_y)
+            record.update(top1=top1, top5=top5)
+            if echo is not None:
+                line = {**record, "epochs": cfg.epochs, "seconds": time.perf_counter() - t0}
+                echo(format_epoch(line))
+        if not torch.isfinite(torch.tensor(record["loss"])):
+            raise NonFiniteLossError(
+                f"epoch {epoch}: the linear-evaluation loss is {record['loss']} on finite "
+                f"features; lower the learning rate (now {lr:g})"
+            )
+        history.append(record)
+    return heads, history
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
+def summarize(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """``top1_final``, ``top5_final`` (the last evaluated epoch) and ``top1_best``,
+    ``top5_best`` (the best over evaluated epochs: the reference's number, bug 15)."""
+    evaluated = [h for h in history if "top1" in h]
+    return {
+        "top1_final": evaluated[-1]["top1"],
+        "top5_final": evaluated[-1]["top5"],
+        "top1_best": max(h["top1"] for h in evaluated),
+        "top5_best": max(h["top5"] for h in evaluated),
+    }
+
+
+def pca_2d(x: torch.Tensor) -> torch.Tensor:
+    """The first two principal components of ``x`` ``(n, d)``: ``(n, 2)`` float32 scores.
+
+    Centred, computed by SVD in float64; each component's sign makes its largest loading
+    positive, so the picture does not flip between runs. Fewer than two components (n < 2
+    or d < 2) are padded with zeros.
+    """
+    x = x.detach().double().cpu()
+    x = x - x.mean(0)
+    out = torch.zeros(x.shape[0], 2, dtype=torch.float64)
+    if x.shape[0] >= 2:
+        _, _, vh = torch.linalg.svd(x, full_matrices=False)
+        comps = vh[:2]
+        signs = torch.sign(comps.gather(1, comps.abs().argmax(1, keepdim=True)))
+        comps = comps * torch.where(signs == 0, 1.0, signs)
+        out[:, : comps.shape[0]] = x @ comps.T
+    return out.float()
+
+
+def _write_predictions(
+    path: Path,
+    heads: nn.ModuleDict,
+    val_x: Mapping[str, torch.Tensor],
+    val_set: LinearEvalDataset,
+) -> None:
+    heads.eval()
+    with torch.no_grad():
+        predicted = fused_logits(heads, val_x).argmax(1).cpu().numpy()
+    embedding = pca_2d(torch.cat([val_x[m] for m in heads], 1)).numpy()
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(
+        tmp,
+        rows=val_set.indices.astype(np.int64),
+        labels=val_set.labels.astype(np.int64),
+        predicted=predicted.astype(np.int64),
+        embedding=embedding.astype(np.float32),
+    )
     os.replace(tmp, path)
 
 
@@ -222,8 +294,9 @@ def linear_eval(
             evaluates on ``<split>-val``.
         split: benchmark name, e.g. ``"xsub"``.
         stream: a modality name, ``"3s"`` or ``"6s"``.
-        checkpoint: a pre-training run (any stream of its modalities) or a student run
-            (``3s`` or ``student-<modality>``), as a folder or checkpoint file; or
+        checkpoint: a pre-training run (any stream of its modalities), a student run
+            (``3s`` or ``student-<modality>``) or a fine-tuning run (its encoders), as a
+            folder or checkpoint file; or
         random_init: evaluate untrained encoders built from ``backbone`` (STGCN kwargs) for
             the pre-training modality set ``modalities``.
         recalibrate_bn: with ``random_init``, first estimate the BatchNorm running statistics
@@ -236,71 +309,23 @@ def linear_eval(
     ``top5_final``, ``top5_best`` (percent), ``history`` (one dict per epoch with ``epoch``,
     ``loss``, ``lr``, and ``top1``/``top5`` where evaluated), the settings and the checkpoint.
     The trained heads go to ``out_dir/heads.pt`` (``kind = "linear-eval"``, tensors and plain
-    types), which ``ikemtrain export --classifier`` packs with a student.
+    types), which ``ikemtrain export --classifier`` packs with a student, and the final
+    heads' predictions on ``<split>-val`` to ``out_dir/predictions.npz``
+    (:data:`PREDICTIONS_NAME`), which ``ikemtrain report`` draws.
+
+    The parts, in order: :func:`~ikemtrain.engine.encoders.encoder_source` (which encoders),
+    :func:`~ikemtrain.engine.encoders.eval_datasets` (which inputs),
+    :func:`frozen_features` (their features, once), :func:`train_heads` (the classifier),
+    :func:`summarize` and the files (the report).
     """
-    if (checkpoint is None) == (not random_init):
-        raise ConfigError("give exactly one of a checkpoint or random_init")
-    needed = stream_modalities(stream)
-    state_dict = None
-    pretrain_cfg: dict[str, Any] | None = None
-    distill_cfg: dict[str, Any] | None = None
-    kind = None
-    prefix = ENCODER_PREFIX["pretrain"]
-    if checkpoint is not None:
-        checkpoint, state = load_run(checkpoint)
-        kind = state["kind"]
-        if kind not in ENCODER_PREFIX:
-            raise CheckpointError(f"{checkpoint}: a {kind} checkpoint holds no encoders")
-        prefix = ENCODER_PREFIX[kind]
-        is_student = kind == "distill"
-        if is_student and stream not in STUDENT_STREAMS:
-            raise ConfigError(
-                f"{checkpoint} is a student run; its streams are {', '.join(STUDENT_STREAMS)}"
-            )
-        if is_student:
-            # the students see the teacher's modality options; their backbone is recorded
-            pcfg = pretrain_config(state["teacher"], checkpoint)
-            distill_cfg = state["config"]
-            backbone, available = (
-                state["student"]["backbone"],
-                tuple(state["student"]["modalities"]),
-            )
-            where = f"student run {checkpoint} (students {', '.join(available)})"
-        else:
-            pcfg = pretrain_config(state, checkpoint)
-            backbone = {**pcfg.backbone, "layout": checkpoint_layout(state)}
-            available = pcfg.modalities
-            where = f"checkpoint {checkpoint} (pre-trained on {', '.join(available)})"
-        pretrain_cfg = pcfg.to_dict()
-        # older checkpoints recorded the preset's options, None there meant the defaults
-        options = {"unit_axis": bool(pcfg.unit_axis), "bones": pcfg.bones or "6v"}
-        state_dict = state["model"]
-    if stream.startswith("student-") and kind != "distill":
-        raise ConfigError(f"stream {stream!r} needs a student run (`ikemtrain distill`)")
-    if checkpoint is None:
-        if backbone is None or modalities is None:
-            raise ConfigError("random_init needs the backbone settings and the modality set")
-        available = tuple(modalities)
-        options = {}  # the cache's own
-        where = f"the random-init modality set ({', '.join(available)})"
-    missing = [m for m in needed if m not in available]
-    if missing:
-        raise ConfigError(f"stream {stream!r} needs {', '.join(missing)}, not in {where}")
+    source = encoder_source(checkpoint, random_init, backbone, modalities)
+    needed = source.modalities_for(stream)
 
     dev = resolve_device(device)
     out = make_out_dir(out_dir)
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
-    if checkpoint is not None:
-        check_layout(state, reader, checkpoint)
-    else:
-        backbone = {**backbone, "layout": reader.layout.name}
-    train_set = LinearEvalDataset(reader, f"{split}-train", needed, **options)
-    val_set = LinearEvalDataset(reader, f"{split}-val", needed, **options)
-    if train_set.computed and echo is not None:
-        echo(
-            f"computing {', '.join(train_set.computed)} from the cached joints (not in the "
-            "cache with the pre-training's modality options)"
-        )
+    backbone = source.check_cache(reader)
+    train_set, val_set = eval_datasets(source, reader, split, needed, echo)
     if len(train_set) < cfg.batch_size:
         raise CacheError(
             f"{reader.path}: split {split}-train has {len(train_set)} samples, fewer than one "
@@ -309,91 +334,34 @@ def linear_eval(
     num_class = reader.num_class
 
     started = time.perf_counter()
-    seed_everything(cfg.seed)
-    encoders = build_encoders(needed, backbone, state_dict, prefix).to(dev)
-    recalibrated = checkpoint is None and recalibrate_bn
-    if recalibrated:
-        recalibrate_batchnorm(encoders, train_set, cfg.eval_batch_size, dev)
-    train_x = extract_features(encoders, train_set, cfg.eval_batch_size, dev)
-    val_x = extract_features(encoders, val_set, cfg.eval_batch_size, dev)
-    check_finite_features(train_x, train_set.indices, reader, f"{split}-train")
-    check_finite_features(val_x, val_set.indices, reader, f"{split}-val")
+    train_x, val_x, recalibrated = frozen_features(
+        source, backbone, needed, train_set, val_set, cfg.eval_batch_size, dev, cfg.seed,
+        recalibrate_bn,
+    )  # fmt: skip
     if cfg.standardize:
         train_x, val_x = standardize_features(train_x, val_x)
     train_y = torch.as_tensor(train_set.labels, device=dev)
     val_y = torch.as_tensor(val_set.labels, device=dev)
     feature_seconds = time.perf_counter() - started
-    del encoders
 
-    hidden_dim = next(iter(train_x.values())).shape[1]
-    torch.manual_seed(cfg.seed)
-    heads = nn.ModuleDict({m: nn.Linear(hidden_dim, num_class) for m in needed})
-    heads.apply(weights_init)
-    heads.to(dev)
-    optimizer = torch.optim.SGD(
-        heads.parameters(),
-        lr=cfg.lr,
-        momentum=cfg.sgd_momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=False,
-    )
-    history: list[dict[str, Any]] = []
-    n_train = len(train_set)
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        lr = lr_at(cfg.lr, cfg.steps, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        heads.train()
-        order = torch.randperm(n_train, generator=epoch_generator(cfg.seed, epoch)).to(dev)
-        total, batches = 0.0, 0
-        for b in range(n_train // cfg.batch_size):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
-            loss = F.cross_entropy(_fused_logits(heads, train_x, idx), train_y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            batches += 1
-        record: dict[str, Any] = {"epoch": epoch, "loss": total / batches, "lr": lr}
-        if epoch % cfg.eval_interval == 0 or epoch == cfg.epochs:
-            heads.eval()
-            with torch.no_grad():
-                top1, top5 = topk_accuracy(_fused_logits(heads, val_x), val_y)
-            record.update(top1=top1, top5=top5)
-            if echo is not None:
-                line = {**record, "epochs": cfg.epochs, "seconds": time.perf_counter() - t0}
-                echo(format_epoch(line))
-        if not torch.isfinite(torch.tensor(record["loss"])):
-            raise NonFiniteLossError(
-                f"epoch {epoch}: the linear-evaluation loss is {record['loss']} on finite "
-                f"features; lower the learning rate (now {lr:g})"
-            )
-        history.append(record)
+    heads, history = train_heads(cfg, train_x, train_y, val_x, val_y, num_class, dev, echo)
 
-    evaluated = [h for h in history if "top1" in h]
     results = {
+        "protocol": "linear-eval",
         "stream": stream,
         "modalities": list(needed),
         "split": split,
-        "top1_final": evaluated[-1]["top1"],
-        "top5_final": evaluated[-1]["top5"],
-        "top1_best": max(h["top1"] for h in evaluated),
-        "top5_best": max(h["top5"] for h in evaluated),
+        **summarize(history),
         "num_class": num_class,
         "layout": reader.layout.name,
         "computed": list(train_set.computed),
-        "train_samples": n_train,
+        "train_samples": len(train_set),
         "val_samples": len(val_set),
-        "checkpoint": str(checkpoint) if checkpoint is not None else None,
-        "random_init": checkpoint is None,
+        **source.record(),
         "bn_recalibrated": recalibrated,
         "standardized": cfg.standardize,
         "backbone": dict(backbone),
         "config": cfg.to_dict(),
-        "pretrain_config": pretrain_cfg,
-        "distill_config": distill_cfg,
-        "encoders": kind or "random-init",
         "cache": str(reader.path),
         "feature_seconds": feature_seconds,
         "seconds": time.perf_counter() - started,
@@ -406,10 +374,11 @@ def linear_eval(
             "stream": stream,
             "modalities": list(needed),
             "num_class": num_class,
-            "hidden_dim": hidden_dim,
+            "hidden_dim": next(iter(train_x.values())).shape[1],
             "heads": {k: v.detach().cpu() for k, v in heads.state_dict().items()},
-            "checkpoint": str(Path(checkpoint).resolve()) if checkpoint is not None else None,
+            "checkpoint": str(source.checkpoint.resolve()) if source.checkpoint else None,
         },
     )
-    _write_json(out / "results.json", results)
+    _write_predictions(out / PREDICTIONS_NAME, heads, val_x, val_set)
+    write_json(out / "results.json", results)
     return results

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import OutputError
 
-__all__ = ["MetricsLog", "format_epoch", "make_out_dir"]
+__all__ = ["MetricsLog", "format_epoch", "make_out_dir", "write_json"]
 
 
 def make_out_dir(out_dir: str | os.PathLike) -> Path:
@@ -33,6 +33,15 @@ def make_out_dir(out_dir: str | os.PathLike) -> Path:
             f"{out}: cannot write the output folder ({e.strerror or type(e).__name__})"
         ) from None
     return out
+
+
+def write_json(path: str | os.PathLike, data: dict[str, Any]) -> Path:
+    """Write ``data`` as indented JSON to ``path`` atomically (temporary file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
 
 
 def format_epoch(record: dict[str, Any]) -> str:

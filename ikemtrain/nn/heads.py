@@ -2,7 +2,8 @@
 
 The MoCo head ``g_u`` is ``ProjectionHead(256, 256, 128)`` (98,688 parameters) and the IKEM
 head ``g~_u`` is ``ProjectionHead(256, n_modalities * feature_dim, n_modalities * feature_dim)``
-(787,968 for six modalities, 246,528 for three). The linear classifier is a plain ``nn.Linear``.
+(787,968 for six modalities, 246,528 for three). The linear classifier is a plain ``nn.Linear``
+per modality; a fused stream averages their logits (:func:`fused_logits`, §8).
 
 ``batch_norm=True`` is a named departure (``head_bn``, off in ``paper-ntu60``): the MoCo v3
 projection head (Chen, Xie & He 2021), a BatchNorm after the hidden Linear and one without
@@ -15,10 +16,18 @@ Centring in the head removes that shared component.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import nn
 
-__all__ = ["ProjectionHead"]
+__all__ = ["ProjectionHead", "fused_logits"]
+
+
+def fused_logits(heads: nn.ModuleDict, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The mean over modalities of ``heads[m](features[m])``: ``(N, num_class)`` (§8 fusion;
+    one modality gives its head's logits)."""
+    return torch.stack([heads[m](features[m]) for m in heads]).mean(0)
 
 
 class ProjectionHead(nn.Module):
