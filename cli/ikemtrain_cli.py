@@ -19,17 +19,23 @@ from pathlib import Path
 
 import click  # noqa: E402
 
-from ikemtrain.config import ConfigError, modality_set  # noqa: E402
+from ikemtrain.config import STREAMS, ConfigError, modality_set  # noqa: E402
 from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
 
 from .errors import with_option  # noqa: E402
 from .options import (  # noqa: E402
+    bn_recalibration_option,
+    check_encoder_choice,
+    checkpoint_option,
     device_option,
+    eval_out_option,
     modalities_option,
     overrides,
     preset_option,
+    random_init_option,
     resume_option,
     run_out_option,
+    seed_option,
     split_option,
     streams_option,
     workers_option,
@@ -52,7 +58,7 @@ def _fail(e: Exception) -> click.ClickException:
 @click.version_option(package_name="ikem-toolkit")
 def main() -> None:
     """Pre-train skeleton encoders on six modalities (IKEM), distil them into a three-stream
-    student, and evaluate them linearly."""
+    student, evaluate them (linear, kNN, fine-tuning) and report the results."""
 
 
 @main.command()
@@ -195,27 +201,19 @@ def distill(
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
+#: --checkpoint of the evaluation protocols.
+ENCODERS_HELP = (
+    "Pre-training run (its query encoders), student run of `ikemtrain distill` (its students) "
+    "or fine-tuning run (its encoders), as a folder or its checkpoint.pt."
+)
+
+
 @main.command("linear-eval")
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @split_option
-@click.option(
-    "--checkpoint",
-    type=click.Path(exists=True, path_type=Path),
-    help="Pre-training run (its query encoders) or student run of `ikemtrain distill` (its "
-    "students), as a folder or its checkpoint.pt.",
-)
-@click.option(
-    "--random-init",
-    is_flag=True,
-    help="Evaluate untrained encoders (the preset's width) instead of a checkpoint.",
-)
-@click.option(
-    "--bn-recalibration/--no-bn-recalibration",
-    default=True,
-    show_default=True,
-    help="With --random-init: estimate BatchNorm statistics on NAME-train (no labels) first; "
-    "without it the untrained features are ~1e-8 and the baseline sits at chance.",
-)
+@checkpoint_option(ENCODERS_HELP)
+@random_init_option("Evaluate untrained encoders (the preset's width) instead of a checkpoint.")
+@bn_recalibration_option
 @click.option(
     "--standardize/--no-standardize",
     default=None,
@@ -225,12 +223,7 @@ def distill(
 @modalities_option
 @streams_option
 @preset_option()
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for results.json.",
-)
+@eval_out_option
 @overrides
 def linear_eval(
     cache,
@@ -258,10 +251,7 @@ def linear_eval(
     """
     from ikemtrain.engine import linear_eval as run_linear_eval
 
-    if (checkpoint is None) == (not random_init):
-        raise click.UsageError("give exactly one of --checkpoint RUN or --random-init")
-    if checkpoint is not None and modalities is not None:
-        raise click.UsageError("--modalities goes with --random-init; a checkpoint knows its own")
+    check_encoder_choice(checkpoint, random_init, modalities)
     try:
         cfg = preset.linear_eval.replace(
             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, standardize=standardize
@@ -285,11 +275,237 @@ def linear_eval(
         )
     except USER_ERRORS as e:
         raise _fail(e) from None
-    click.echo(
-        f"{streams}: top-1 {results['top1_final']:.2f} (best {results['top1_best']:.2f}), "
+    click.echo(_summary_line(streams, results, out))
+
+
+def _summary_line(stream: str, results: dict, out: Path) -> str:
+    return (
+        f"{stream}: top-1 {results['top1_final']:.2f} (best {results['top1_best']:.2f}), "
         f"top-5 {results['top5_final']:.2f} (best {results['top5_best']:.2f}) "
         f"-> {Path(out) / 'results.json'}"
     )
+
+
+def _streams_list(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    streams = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in streams if v not in STREAMS]
+    if unknown or not streams:
+        raise click.BadParameter(
+            f"unknown stream {', '.join(map(repr, unknown)) or repr(value)}; expected a "
+            f"comma-separated list of {', '.join(STREAMS)}"
+        )
+    return streams
+
+
+def _k_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
+    try:
+        ks = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        ks = []
+    if not ks or min(ks) < 1:
+        raise click.BadParameter(f"expected positive integers separated by commas, got {value!r}")
+    return ks
+
+
+@main.command("knn-eval")
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@split_option
+@checkpoint_option(ENCODERS_HELP)
+@random_init_option("Evaluate untrained encoders (the preset's width) instead of a checkpoint.")
+@bn_recalibration_option
+@modalities_option
+@click.option(
+    "--streams",
+    default=None,
+    callback=_streams_list,
+    metavar="S1,S2,...",
+    help="Streams, comma-separated: modalities, 3s, 6s (fused: mean of the cosine "
+    "similarities), student-<m> [default: every stream of the encoders].",
+)
+@click.option(
+    "--k",
+    "ks",
+    default="1,5,20",
+    show_default=True,
+    callback=_k_list,
+    help="Neighbour counts, comma-separated.",
+)
+@preset_option()
+@eval_out_option
+@device_option
+@seed_option
+def knn_eval(
+    cache,
+    split,
+    checkpoint,
+    random_init,
+    bn_recalibration,
+    modalities,
+    streams,
+    ks,
+    preset,
+    out,
+    device,
+    seed,
+):
+    """Weighted kNN on frozen features: NAME-val classified against NAME-train.
+
+    Example: ikemtrain knn-eval ntu60.h5 --split xview --checkpoint runs/xview6
+    --streams joint,3s,6s --k 1,5,20 --out runs/xview6/knn
+
+    The weighted kNN of Wu et al. 2018: the k training samples of highest cosine similarity
+    vote for their class with weight exp(cos / 0.07). Features are computed once, with the
+    preset's [linear_eval] eval_batch_size; random-init encoders take its seed.
+    """
+    from ikemtrain.engine.knn import knn_eval as run_knn_eval
+
+    check_encoder_choice(checkpoint, random_init, modalities)
+    mods = modality_set(modalities) if modalities else preset.pretrain.modalities
+    try:
+        results = run_knn_eval(
+            cache,
+            out,
+            split,
+            streams,
+            ks,
+            checkpoint=checkpoint,
+            random_init=random_init,
+            backbone=preset.pretrain.backbone,
+            modalities=mods,
+            batch_size=preset.linear_eval.eval_batch_size,
+            seed=preset.linear_eval.seed if seed is None else seed,
+            device=device,
+            recalibrate_bn=bn_recalibration,
+        )
+    except USER_ERRORS as e:
+        raise _fail(e) from None
+    click.echo(f"-> {Path(out) / 'results.json'} ({len(results['streams'])} streams)")
+
+
+@main.command()
+@click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@split_option
+@checkpoint_option(ENCODERS_HELP + " A fine-tuning run's linear heads are trained further too.")
+@random_init_option(
+    "Train untrained encoders (the preset's width) instead: the supervised-from-scratch baseline."
+)
+@modalities_option
+@streams_option
+@click.option(
+    "--label-fraction",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Fraction of NAME-train's labels to train on: seeded, class-balanced, at least one "
+    "sample per class (0.01, 0.1: semi-supervised; 1: full fine-tuning) [default: the "
+    "preset's].",
+)
+@preset_option()
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run folder: checkpoint.pt (every epoch), metrics.jsonl and results.json.",
+)
+@resume_option
+@overrides
+@workers_option
+def finetune(
+    cache,
+    split,
+    checkpoint,
+    random_init,
+    modalities,
+    streams,
+    label_fraction,
+    preset,
+    out,
+    resume,
+    epochs,
+    batch_size,
+    lr,
+    device,
+    seed,
+    workers,
+):
+    """Fine-tune whole encoders with a linear classifier on a fraction of the labels.
+
+    Example: ikemtrain finetune ntu60.h5 --split xview --checkpoint runs/xview6
+    --streams 6s --label-fraction 0.1 --preset paper-ntu60 --out runs/xview6/ft-10
+
+    Trains end to end on a seeded class-balanced subset of NAME-train (cached modalities,
+    no augmentation) with the preset's [finetune] settings, evaluates on NAME-val, and
+    writes final and best top-1 / top-5 to OUT/results.json. A checkpoint of another
+    joint layout is refused; another class count is fine (new heads), except for a
+    fine-tuning run, whose heads are kept.
+    """
+    from ikemtrain.engine.finetune import finetune as run_finetune
+
+    check_encoder_choice(checkpoint, random_init, modalities)
+    try:
+        cfg = preset.finetune.replace(
+            label_fraction=label_fraction,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            workers=workers,
+        )
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    mods = modality_set(modalities) if modalities else preset.pretrain.modalities
+    try:
+        results = run_finetune(
+            cfg,
+            cache,
+            out,
+            split,
+            streams,
+            checkpoint=checkpoint,
+            random_init=random_init,
+            backbone=preset.pretrain.backbone,
+            modalities=mods,
+            resume=resume,
+            device=device,
+        )
+    except USER_ERRORS as e:
+        raise _fail(e) from None
+    click.echo(_summary_line(streams, results, out))
+
+
+@main.command()
+@click.argument(
+    "runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
+)
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for report.md, its PNG figures and confusion.csv.",
+)
+@click.option("--no-figures", is_flag=True, help="Tables only, even where matplotlib is installed.")
+def report(runs, out, no_figures):
+    """Write a report of runs and results: Table 1, training curves, confusion, embedding.
+
+    Example: ikemtrain report runs/xview6 runs/xview6-le-6s runs/xview6-knn --out runs/report
+
+    RUNS are folders written by pretrain, distill, finetune, linear-eval or knn-eval (a
+    folder holding several is searched). OUT/report.md has a table in the layout of the
+    paper's Table 1 (final and best top-1), the loss and collapse signal per modality of
+    each training run, the confusion matrix and a PCA embedding of the best linear
+    evaluation, and for every number the command and settings behind it. Figures need
+    matplotlib (pip install 'ikem-toolkit[report]'); without it the report has tables only.
+    """
+    from ikemtrain.report import NO_MATPLOTLIB, matplotlib_figure, write_report
+
+    try:
+        path = write_report(runs, out, figures=not no_figures)
+    except USER_ERRORS as e:
+        raise _fail(e) from None
+    click.echo(f"report: {path}")
+    if not no_figures and matplotlib_figure() is None:
+        click.echo(NO_MATPLOTLIB.split(";")[0])
 
 
 @main.command()

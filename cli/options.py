@@ -116,6 +116,42 @@ run_out_option = click.option(
     help="Run folder: checkpoint.pt (every epoch) and metrics.jsonl.",
 )
 
+eval_out_option = click.option(
+    "--out",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for results.json.",
+)
+
 resume_option = click.option(
     "--resume", is_flag=True, help="Continue the run in --out from its checkpoint."
 )
+
+
+def checkpoint_option(help: str):
+    """``--checkpoint RUN``: the run whose encoders a protocol starts from."""
+    return click.option(
+        "--checkpoint", type=click.Path(exists=True, path_type=Path), default=None, help=help
+    )
+
+
+def random_init_option(help: str):
+    """``--random-init``: untrained encoders of the preset's width instead of a checkpoint."""
+    return click.option("--random-init", is_flag=True, help=help)
+
+
+bn_recalibration_option = click.option(
+    "--bn-recalibration/--no-bn-recalibration",
+    default=True,
+    show_default=True,
+    help="With --random-init: estimate BatchNorm statistics on NAME-train (no labels) first; "
+    "without it the untrained features are ~1e-8 and the baseline sits at chance.",
+)
+
+
+def check_encoder_choice(checkpoint, random_init: bool, modalities) -> None:
+    """Usage errors of ``--checkpoint`` / ``--random-init`` / ``--modalities``."""
+    if (checkpoint is None) == (not random_init):
+        raise click.UsageError("give exactly one of --checkpoint RUN or --random-init")
+    if checkpoint is not None and modalities is not None:
+        raise click.UsageError("--modalities goes with --random-init; a checkpoint knows its own")

@@ -29,6 +29,7 @@ Workers must not be forked from a process whose numba kernels already started Op
 
 from __future__ import annotations
 
+import copy
 import multiprocessing as mp
 import os
 from collections.abc import Iterator, Sequence
@@ -182,8 +183,8 @@ class LinearEvalDataset(Dataset):
     A modality is read from the cache when the cache holds it with the wanted options
     (``unit_axis``, ``bones``; None: the cache's own); otherwise it is computed from the
     cached joints, exactly as ``skelmod features`` would store it (:attr:`computed` names
-    those). Item ``i`` is ``(x, label, frame_count)`` with
-    ``x: dict[str, float32 tensor (3, T, V, M)]``.
+    those). Item ``i`` (or an :class:`EpochSampler` key ``(epoch, i)``) is
+    ``(x, label, frame_count)`` with ``x: dict[str, float32 tensor (3, T, V, M)]``.
     """
 
     def __init__(
@@ -233,9 +234,22 @@ class LinearEvalDataset(Dataset):
             )
         return {m: torch.from_numpy(np.ascontiguousarray(out[m])) for m in self.modalities}
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, key: int | tuple[int, int]):
+        # an EpochSampler key (epoch, i) reads item i: these inputs take no augmentation
+        i = key[1] if isinstance(key, tuple) else key
         x = self._read(int(self.indices[i]))
         return x, int(self.labels[i]), int(self.frame_counts[i])
+
+    def subset(self, positions: np.ndarray, split: str | None = None) -> LinearEvalDataset:
+        """The samples at ``positions`` (indices into this split, e.g. the labelled fraction
+        of semi-supervised fine-tuning), named ``split`` (default: this one's name)."""
+        positions = np.asarray(positions, dtype=np.int64)
+        sub = copy.copy(self)
+        sub.indices = self.indices[positions]
+        sub.labels = self.labels[positions]
+        sub.frame_counts = self.frame_counts[positions]
+        sub.split = self.split if split is None else split
+        return sub
 
     def read_block(self, lo: int, hi: int) -> dict[str, torch.Tensor]:
         """Samples ``lo .. hi-1`` of the split: ``dict[str, (n, 3, T, V, M)]``, one read each.

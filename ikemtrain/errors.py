@@ -23,6 +23,7 @@ __all__ = [
     "NonFiniteLossError",
     "OutputError",
     "OutputExistsError",
+    "ReportError",
     "SkelmodError",
 ]
 
@@ -54,6 +55,17 @@ class OutputExistsError(OutputError, FileExistsError):
     """An output folder that must be new already holds files."""
 
 
+class ReportError(ValueError):
+    """A run or result folder that ``ikemtrain report`` cannot read."""
+
+
 #: What a command shows as ``Error: <message>`` with exit code 1 (skelmod's own errors, e.g. a
 #: bad cache, included).
-USER_ERRORS = (SkelmodError, ConfigError, CheckpointError, NonFiniteLossError, OutputError)
+USER_ERRORS = (
+    SkelmodError,
+    ConfigError,
+    CheckpointError,
+    NonFiniteLossError,
+    OutputError,
+    ReportError,
+)

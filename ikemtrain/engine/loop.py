@@ -71,6 +71,7 @@ __all__ = [
     "resolve_cache_options",
     "run_training",
     "seed_everything",
+    "two_views",
 ]
 
 #: Settings that may differ between a run and its resumption.
@@ -170,6 +171,12 @@ class TrainingJob:
       to match on resume (e.g. the teacher's settings).
     * ``notes``: plain data saved in the checkpoint and not checked (e.g. where the teacher
       came from).
+    * ``batch_args``: a loader batch and the device -> the positional arguments of
+      ``forward`` before the stage (default: the two views of ``(view1, view2, label,
+      frame_count)``); its dict arguments are the inputs a non-finite loss is traced to.
+      Fine-tuning passes ``(x, label)`` from ``(x, label, frame_count)`` items.
+    * ``evaluate``: ``(model, epoch) -> dict`` merged into the epoch's record before it is
+      saved and printed (rank 0 only; e.g. ``top1``/``top5`` on the validation split).
     """
 
     kind: str
@@ -181,6 +188,18 @@ class TrainingJob:
     stage: Callable[[int], int] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     notes: dict[str, Any] = field(default_factory=dict)
+    batch_args: Callable[[Any, torch.device], tuple] | None = None
+    evaluate: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None
+
+
+def two_views(batch: Any, device: torch.device) -> tuple[dict, dict]:
+    """``(view1, view2, label, frame_count)`` -> the two views on ``device`` (contrastive
+    methods' ``forward`` arguments)."""
+    view1, view2, _label, _frame = batch
+    return (
+        {m: v.to(device, non_blocking=True) for m, v in view1.items()},
+        {m: v.to(device, non_blocking=True) for m, v in view2.items()},
+    )
 
 
 def pretrain(
@@ -327,6 +346,8 @@ def run_training(
             record = _train_epoch(
                 net, model, optimizer, loader, sampler, job, batch, epoch, info, dev
             )
+            if info.is_main and job.evaluate is not None:
+                record.update(job.evaluate(model, epoch))
             if info.is_main:
                 save_checkpoint(
                     ckpt_path,
@@ -387,16 +408,17 @@ def _train_epoch(
     iterations = 0
     order = list(sampler)  # this epoch's order, to name the samples of a batch that breaks
     started = time.perf_counter()
-    for view1, view2, _label, _frame in loader:
-        view1 = {m: v.to(dev, non_blocking=True) for m, v in view1.items()}
-        view2 = {m: v.to(dev, non_blocking=True) for m, v in view2.items()}
-        out = net(view1, view2, *args, return_details=True)
+    to_args = job.batch_args or two_views
+    for items in loader:
+        inputs = to_args(items, dev)
+        out = net(*inputs, *args, return_details=True)
         details = out.pop("details")
         # checked before the step (one sync per batch), so no NaN reaches the weights
         if not torch.isfinite(out["loss"]):
             dataset = loader.dataset
             rows = batch_rows(order, dataset.indices, iterations, batch)
-            raise non_finite_loss(out, (view1, view2), rows, dataset.reader, epoch, iterations, lr)
+            views = [x for x in inputs if isinstance(x, dict)]
+            raise non_finite_loss(out, views, rows, dataset.reader, epoch, iterations, lr)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         optimizer.step()

@@ -1,0 +1,562 @@
+"""``ikemtrain report``: one page to look at, from training runs and evaluation results.
+
+Inputs are folders that ``ikemtrain`` wrote: training runs (``pretrain``, ``distill``,
+``finetune``: ``metrics.jsonl`` and ``checkpoint.pt``) and evaluation results
+(``linear-eval``, ``knn-eval``, ``finetune``: ``results.json``). A folder that is neither is
+searched below for them.
+
+``OUT/report.md`` holds:
+
+1. **Table 1** in the layout of the paper's: one row per stream (each modality, ``3s``,
+   ``6s``, the student's) and encoders (a pre-training run, a student run, random init);
+   columns: linear evaluation final and best top-1, kNN top-1 for each ``k``, fine-tuning
+   final and best top-1 for each label fraction. Each number cites its source ``[n]``.
+2. **Training runs**: per run, the last epoch's loss and collapse signal per modality
+   (:mod:`ikemtrain.collapse`) and the epochs where a head collapsed; figures of the loss and
+   of the collapse signal per modality over the epochs.
+3. **The best linear evaluation** (highest final top-1): its confusion matrix on the
+   validation split (``confusion.csv``, and a figure) and a 2-D PCA embedding of its
+   validation features coloured by class (from the run's ``predictions.npz``).
+4. **Sources**: for every ``[n]``, the file, the equivalent command and every setting it ran
+   with (the settings of the pre-training behind it too).
+
+Figures are PNG files beside ``report.md``, drawn with matplotlib, an optional extra
+(``pip install 'ikem-toolkit[report]'``); without it the report is written with its tables
+only and says so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from skelmod.layout import MODALITY_NAMES
+
+from .collapse import COLLAPSE_STD
+from .config import MODALITY_SETS, STUDENT_STREAMS
+from .engine.checkpoint import CHECKPOINT_NAME, load_run
+from .engine.linear_eval import PREDICTIONS_NAME
+from .engine.logging import make_out_dir
+from .errors import CheckpointError, ReportError
+
+__all__ = ["collect", "confusion_matrix", "matplotlib_figure", "table1", "write_report"]
+
+RESULTS_NAME = "results.json"
+METRICS_NAME = "metrics.jsonl"
+REPORT_NAME = "report.md"
+NO_MATPLOTLIB = (
+    "Figures not drawn: matplotlib is not installed (`pip install 'ikem-toolkit[report]'`); "
+    "the tables below hold the same numbers."
+)
+#: Row order of Table 1: the modalities, the fusions, the student's streams.
+STREAM_ORDER = (*MODALITY_NAMES, "3s", "6s", *(s for s in STUDENT_STREAMS if s != "3s"))
+_GROUP_ORDER = {"pretrain": 0, "distill": 1, "finetune": 2, "random-init": 3}
+
+
+@dataclass
+class Result:
+    """One ``results.json``: its folder, its content and its citation number."""
+
+    path: Path
+    data: dict[str, Any]
+    ref: int = 0
+
+    @property
+    def protocol(self) -> str:
+        return self.data.get("protocol", "linear-eval")  # older linear evaluations
+
+
+@dataclass
+class Run:
+    """One training run's folder, its per-epoch records and its checkpoint's settings."""
+
+    path: Path
+    records: list[dict[str, Any]]
+    state: dict[str, Any] = field(default_factory=dict)
+    ref: int = 0
+
+    @property
+    def kind(self) -> str:
+        return self.state.get("kind", "pretrain")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise ReportError(f"{path}: not readable as JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _read_result(folder: Path) -> Result:
+    path = folder / RESULTS_NAME
+    data = _read_json(path)
+    protocol = data.get("protocol", "linear-eval")
+    needed = {
+        "linear-eval": ("stream", "top1_final", "top1_best", "split"),
+        "finetune": ("stream", "top1_final", "top1_best", "label_fraction", "split"),
+        "knn": ("streams", "k", "split"),
+    }.get(protocol)
+    if needed is None:
+        raise ReportError(f"{path}: unknown protocol {protocol!r}")
+    missing = [k for k in needed if k not in data]
+    if missing:
+        raise ReportError(
+            f"{path}: not an ikemtrain {protocol} result (no {', '.join(map(repr, missing))})"
+        )
+    return Result(folder, data)
+
+
+def _read_run(folder: Path) -> Run:
+    path = folder / METRICS_NAME
+    records = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            raise ReportError(f"{path}: line {i} is not JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+            raise ReportError(f"{path}: line {i} is not an epoch record (no integer 'epoch')")
+        records.append(record)
+    state: dict[str, Any] = {}
+    if (folder / CHECKPOINT_NAME).exists():
+        try:
+            _, full = load_run(folder)
+        except CheckpointError as e:
+            raise ReportError(str(e)) from None
+        keep = ("kind", "config", "cache", "layout", "num_class", "teacher_run", "finetune")
+        state = {k: full[k] for k in keep if k in full}
+    return Run(folder, records, state)
+
+
+def collect(paths: Sequence[str | os.PathLike]) -> tuple[list[Result], list[Run]]:
+    """The results and training runs in ``paths`` (folders; searched below where a folder is
+    neither), each once, in the order given.
+
+    Raises ReportError for a path that holds neither, or an unreadable file."""
+    results: dict[Path, Result] = {}
+    runs: dict[Path, Run] = {}
+    for given in map(Path, paths):
+        if not given.is_dir():
+            raise ReportError(f"{given}: not a folder (give run or result folders)")
+        folders = [given]
+        if not any((given / n).is_file() for n in (RESULTS_NAME, METRICS_NAME)):
+            found = {p.parent for n in (RESULTS_NAME, METRICS_NAME) for p in given.rglob(n)}
+            folders = sorted(found)
+        if not folders:
+            raise ReportError(
+                f"{given}: no {RESULTS_NAME} or {METRICS_NAME} in it or below (expected folders "
+                "written by ikemtrain pretrain, distill, finetune, linear-eval or knn-eval)"
+            )
+        for folder in folders:
+            key = folder.resolve()
+            if (folder / RESULTS_NAME).is_file() and key not in results:
+                results[key] = _read_result(folder)
+            if (folder / METRICS_NAME).is_file() and key not in runs:
+                runs[key] = _read_run(folder)
+    for n, item in enumerate([*results.values(), *runs.values()], 1):
+        item.ref = n
+    return list(results.values()), list(runs.values())
+
+
+# --- Table 1 ----------------------------------------------------------------------------------
+
+
+def _run_name(checkpoint: str | None) -> str:
+    if checkpoint is None:
+        return ""
+    path = Path(checkpoint)
+    return str(path.parent if path.name == CHECKPOINT_NAME else path)
+
+
+def _group(data: dict[str, Any]) -> tuple[int, str]:
+    kind = data.get("encoders", "random-init" if data.get("random_init") else "pretrain")
+    label = {
+        "pretrain": "pre-trained",
+        "distill": "student",
+        "finetune": "fine-tuned",
+        "random-init": "random init",
+    }.get(kind, kind)
+    name = _run_name(data.get("checkpoint"))
+    return _GROUP_ORDER.get(kind, 9), f"{label} {name}".strip()
+
+
+def _row_label(stream: str, kind: str) -> str:
+    return "3s-Student" if (stream == "3s" and kind == "student") else stream
+
+
+def _fmt(value: float, ref: int) -> str:
+    return f"{value:.2f} [{ref}]"
+
+
+def table1(results: Sequence[Result]) -> list[str]:
+    """Markdown lines of the paper's Table 1 layout over ``results`` (see the module
+    docstring); cells hold ``value [ref]``, several results of one cell are joined by ``;``."""
+    cells: dict[tuple, dict[str, list[str]]] = {}
+    columns: dict[str, tuple] = {}
+
+    def put(group, stream, column, order, text):
+        columns.setdefault(column, order)
+        cells.setdefault((*group, stream), {}).setdefault(column, []).append(text)
+
+    for r in results:
+        d, group = r.data, _group(r.data)
+        if r.protocol == "linear-eval":
+            put(group, d["stream"], "linear top-1", (0, 0), _fmt(d["top1_final"], r.ref))
+            put(group, d["stream"], "linear best", (0, 1), _fmt(d["top1_best"], r.ref))
+        elif r.protocol == "knn":
+            for stream, s in d["streams"].items():
+                for k, value in s["top1"].items():
+                    put(group, stream, f"kNN k={k}", (1, int(k)), _fmt(value, r.ref))
+        else:
+            pct = f"{100 * d['label_fraction']:g} %"
+            f = d["label_fraction"]
+            put(group, d["stream"], f"FT {pct} top-1", (2, f, 0), _fmt(d["top1_final"], r.ref))
+            put(group, d["stream"], f"FT {pct} best", (2, f, 1), _fmt(d["top1_best"], r.ref))
+    if not cells:
+        return ["No evaluation results were given."]
+    cols = sorted(columns, key=columns.get)
+    order = {s: i for i, s in enumerate(STREAM_ORDER)}
+    lines = [
+        "| encoders | stream | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for key in sorted(cells, key=lambda k: (k[0], k[1], order.get(k[2], len(order)), k[2])):
+        _, label, stream = key
+        row = cells[key]
+        kind = label.split()[0]
+        values = ["; ".join(row.get(c, [])) or "–" for c in cols]
+        lines.append(f"| {label} | {_row_label(stream, kind)} | " + " | ".join(values) + " |")
+    return lines
+
+
+# --- training runs ----------------------------------------------------------------------------
+
+
+def _series(records: Sequence[dict[str, Any]], key: str) -> dict[str, list[tuple[int, float]]]:
+    """``{modality: [(epoch, value)]}`` of ``records[i][key][m]`` (``key`` "losses"), or of
+    ``records[i]["collapse"][m]["std"]`` for ``key`` "collapse"."""
+    out: dict[str, list[tuple[int, float]]] = {}
+    for rec in records:
+        for m, v in (rec.get(key) or {}).items():
+            value = v.get("std") if key == "collapse" and isinstance(v, dict) else v
+            if isinstance(value, (int, float)):
+                out.setdefault(m, []).append((rec["epoch"], float(value)))
+    return out
+
+
+def _run_table(run: Run) -> list[str]:
+    records = run.records
+    if not records:
+        return ["(no epoch finished yet)"]
+    losses, collapse = _series(records, "losses"), _series(records, "collapse")
+    last, n = records[-1], len(records)
+    lines = [
+        f"{n} epoch{'s' if n != 1 else ''}; last: loss {last.get('loss', float('nan')):.4g}, "
+        f"lr {last.get('lr', float('nan')):.4g}"
+        + (f", val top-1 {last['top1']:.2f}" if "top1" in last else "")
+        + f" [{run.ref}]",
+        "",
+    ]
+    names = list(dict.fromkeys([*losses, *collapse]))
+    if names:
+        lines += [
+            "| modality | last loss | last collapse std | lowest std (epoch) | collapsed epochs |",
+            "|---|---|---|---|---|",
+        ]
+        for m in names:
+            loss = f"{losses[m][-1][1]:.4g}" if m in losses else "–"
+            stds = collapse.get(m, [])
+            low = min(stds, key=lambda p: p[1]) if stds else None
+            bad = [e for e, s in stds if s < COLLAPSE_STD]
+            lines.append(
+                f"| {m} | {loss} | {f'{stds[-1][1]:.3g}' if stds else '–'} | "
+                f"{f'{low[1]:.3g} ({low[0]})' if low else '–'} | "
+                f"{', '.join(map(str, bad)) or 'none'} |"
+            )
+    return lines
+
+
+# --- the best linear evaluation ---------------------------------------------------------------
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, num_class: int) -> np.ndarray:
+    """``(num_class, num_class)`` int64 counts: row = true class, column = predicted."""
+    cm = np.zeros((num_class, num_class), dtype=np.int64)
+    np.add.at(cm, (np.asarray(labels, np.int64), np.asarray(predicted, np.int64)), 1)
+    return cm
+
+
+def _predictions(result: Result) -> dict[str, np.ndarray] | None:
+    path = result.path / PREDICTIONS_NAME
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            data = {k: f[k] for k in ("labels", "predicted", "embedding")}
+    except (OSError, KeyError, ValueError) as e:
+        raise ReportError(f"{path}: not readable predictions ({e})") from None
+    n = len(data["labels"])
+    if len(data["predicted"]) != n or data["embedding"].shape != (n, 2):
+        raise ReportError(f"{path}: labels, predicted and embedding differ in length")
+    return data
+
+
+# --- figures (matplotlib, optional) -----------------------------------------------------------
+
+
+def matplotlib_figure():
+    """matplotlib's ``Figure`` class, or None when matplotlib is not installed. Figures are
+    drawn without pyplot (no global state, no display needed)."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None
+    return Figure
+
+
+def _line_figure(Figure, series, title: str, ylabel: str, path: Path, hline=None) -> None:
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    for name, points in series.items():
+        epochs, values = zip(*points, strict=True)
+        ax.plot(epochs, values, marker="o", markersize=3, label=name)
+    if hline is not None:
+        ax.axhline(hline, color="grey", linestyle="--", linewidth=1, label=f"collapse < {hline}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _confusion_figure(Figure, cm: np.ndarray, classes: np.ndarray, title: str, path: Path):
+    fig = Figure(figsize=(6.0, 5.2))
+    ax = fig.add_subplot()
+    rows = cm.sum(1, keepdims=True)
+    im = ax.imshow(cm / np.maximum(rows, 1), vmin=0.0, vmax=1.0, cmap="Blues")
+    ticks = np.arange(len(classes))
+    step = max(1, len(classes) // 20)
+    ax.set_xticks(ticks[::step], [str(c) for c in classes[::step]], fontsize="small")
+    ax.set_yticks(ticks[::step], [str(c) for c in classes[::step]], fontsize="small")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(title, fontsize="medium")
+    fig.colorbar(im, ax=ax, label="fraction of the true class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def _embedding_figure(Figure, xy: np.ndarray, labels: np.ndarray, title: str, path: Path):
+    fig = Figure(figsize=(6.0, 5.2))
+    ax = fig.add_subplot()
+    sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab20" if labels.max() < 20 else "hsv",
+                    s=8)  # fmt: skip
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
+    ax.set_title(title, fontsize="medium")
+    fig.colorbar(sc, ax=ax, label="class")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+# --- sources ----------------------------------------------------------------------------------
+
+
+def _settings(config: dict[str, Any] | None) -> str:
+    if not config:
+        return "–"
+    return ", ".join(
+        f"{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in config.items()
+    )
+
+
+def _encoder_args(d: dict[str, Any]) -> str:
+    if d.get("checkpoint"):
+        return f"--checkpoint {d['checkpoint']}"
+    mods = d.get("modalities") or []
+    n = 3 if set(mods) <= set(MODALITY_SETS[3]) else 6
+    flags = f"--random-init --modalities {n}"
+    if d.get("protocol") != "finetune" and d.get("bn_recalibrated") is False:
+        flags += " --no-bn-recalibration"
+    return flags
+
+
+def _command(result: Result) -> str:
+    d, out = result.data, result.path
+    head = f"ikemtrain {{}} {d.get('cache', 'CACHE')} --split {d['split']} {_encoder_args(d)}"
+    if result.protocol == "knn":
+        streams = ",".join(d["streams"])
+        k = ",".join(map(str, d["k"]))
+        return head.format("knn-eval") + f" --streams {streams} --k {k} --out {out}"
+    if result.protocol == "finetune":
+        return (
+            head.format("finetune")
+            + f" --streams {d['stream']} --label-fraction {d['label_fraction']:g} --out {out}"
+        )
+    std = " --standardize" if d.get("standardized") else ""
+    return head.format("linear-eval") + f" --streams {d['stream']}{std} --out {out}"
+
+
+def _run_command(run: Run) -> str:
+    s, cfg = run.state, run.state.get("config") or {}
+    cache, split = s.get("cache", "CACHE"), cfg.get("split", "SPLIT")
+    if run.kind == "distill":
+        teacher = s.get("teacher_run", "TEACHER")
+        return f"ikemtrain distill {cache} --split {split} --teacher {teacher} --out {run.path}"
+    mods = cfg.get("modalities") or []
+    n = f" --modalities {len(mods)}" if mods else ""
+    return f"ikemtrain pretrain {cache} --split {split}{n} --out {run.path}"
+
+
+def _sources(results: Sequence[Result], runs: Sequence[Run]) -> list[str]:
+    by_folder = {r.path.resolve(): r.ref for r in results}
+    lines = []
+    for item in sorted([*results, *runs], key=lambda x: x.ref):
+        if isinstance(item, Result):
+            d = item.data
+            lines += [
+                f"- **[{item.ref}]** `{item.path / RESULTS_NAME}`: {item.protocol}, "
+                f"{d['split']}, {d.get('train_samples', '?')} train / "
+                f"{d.get('val_samples', '?')} val samples",
+                f"  - command (equivalent; the settings are those it ran with): `{_command(item)}`",
+                f"  - settings: {_settings(d.get('config'))}",
+            ]
+            if d.get("pretrain_config"):
+                lines.append(f"  - encoders' pre-training: {_settings(d['pretrain_config'])}")
+            if d.get("distill_config"):
+                lines.append(f"  - students' distillation: {_settings(d['distill_config'])}")
+            if d.get("backbone"):
+                lines.append(f"  - backbone: {_settings(d['backbone'])}")
+            continue
+        same = by_folder.get(item.path.resolve())
+        command = f"as [{same}]" if same else f"`{_run_command(item)}` (equivalent)"
+        lines += [
+            f"- **[{item.ref}]** `{item.path / METRICS_NAME}`: {item.kind} run",
+            f"  - command: {command}",
+            f"  - settings: {_settings(item.state.get('config'))}",
+        ]
+    return lines
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+
+def _slug(path: Path) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", path.name).strip("-") or "run"
+
+
+def write_report(
+    paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, figures: bool = True
+) -> Path:
+    """Write ``out_dir/report.md`` (and its figures and ``confusion.csv``) for the runs and
+    results in ``paths``; return its path. ``figures=False`` (or no matplotlib) writes the
+    tables only. Raises ReportError for unusable inputs, OutputError for ``out_dir``."""
+    results, runs = collect(paths)
+    out = make_out_dir(out_dir)
+    Figure = matplotlib_figure() if figures else None
+    lines = ["# ikemtrain report", ""]
+    if figures and Figure is None:
+        lines += [NO_MATPLOTLIB, ""]
+    lines += [
+        "## Table 1: top-1 accuracy (%) on the validation split",
+        "",
+        "Layout of the paper's Table 1: a row per stream and encoders. *top-1* is the final "
+        "epoch's (the honest number), *best* the best evaluated epoch's (the reference's, "
+        "model selection on the test set). kNN: weighted kNN (Wu et al. 2018, T 0.07) on frozen "
+        "features; FT: fine-tuning on that fraction of the training labels. [n]: the source "
+        "below.",
+        "",
+        *table1(results),
+        "",
+    ]
+
+    if runs:
+        lines += ["## Training runs", ""]
+    for i, run in enumerate(runs, 1):
+        lines += [f"### {run.path} ({run.kind})", "", *_run_table(run), ""]
+        if Figure is None:
+            continue
+        slug = f"{i}-{_slug(run.path)}"
+        losses = _series(run.records, "losses") or {
+            "loss": [(r["epoch"], r["loss"]) for r in run.records if "loss" in r]
+        }
+        if any(losses.values()):
+            name = f"loss-{slug}.png"
+            _line_figure(Figure, losses, f"loss per modality: {run.path}", "loss", out / name)
+            lines += [f"![loss per modality]({name})", ""]
+        collapse = _series(run.records, "collapse")
+        if collapse:
+            name = f"collapse-{slug}.png"
+            _line_figure(
+                Figure,
+                collapse,
+                f"collapse signal: {run.path}",
+                "std of the normalised queries across the batch (x sqrt d)",
+                out / name,
+                hline=COLLAPSE_STD,
+            )
+            lines += [f"![collapse signal per modality]({name})", ""]
+
+    linear = [r for r in results if r.protocol == "linear-eval"]
+    with_predictions = [(r, p) for r in linear if (p := _predictions(r)) is not None]
+    if with_predictions:
+        best, pred = max(with_predictions, key=lambda rp: rp[0].data["top1_final"])
+        d = best.data
+        cm = confusion_matrix(pred["labels"], pred["predicted"], int(d["num_class"]))
+        classes = np.flatnonzero(cm.sum(0) + cm.sum(1))
+        sub = cm[np.ix_(classes, classes)]
+        header = "true \\ predicted," + ",".join(map(str, classes))
+        body = [f"{c}," + ",".join(map(str, row)) for c, row in zip(classes, sub, strict=True)]
+        (out / "confusion.csv").write_text("\n".join([header, *body]) + "\n")
+        what = f"{_group(d)[1]}, {d['stream']}, {d['split']}-val, final top-1 {d['top1_final']:.2f}"
+        lines += [
+            "## The best linear evaluation",
+            "",
+            f"{what} [{best.ref}]: confusion matrix (rows: true class, columns: predicted, "
+            "classes present only) in `confusion.csv`.",
+            "",
+        ]
+        if Figure is not None:
+            _confusion_figure(Figure, sub, classes, f"confusion: {what}", out / "confusion.png")
+            _embedding_figure(
+                Figure,
+                pred["embedding"],
+                pred["labels"],
+                f"PCA of the validation features: {what}",
+                out / "embedding.png",
+            )
+            lines += [
+                "![confusion matrix](confusion.png)",
+                "",
+                "Its validation features, projected on their two principal components "
+                "(the stream's modalities concatenated), coloured by class:",
+                "",
+                "![embedding](embedding.png)",
+                "",
+            ]
+    elif linear:
+        lines += [
+            "No linear evaluation here saved its predictions (`predictions.npz`, written since "
+            "this version): no confusion matrix or embedding.",
+            "",
+        ]
+
+    lines += ["## Sources", "", *_sources(results, runs), ""]
+    path = out / REPORT_NAME
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
+    return path
