@@ -32,10 +32,12 @@ def make_cache(
     joints: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     layout: str = "ntu25",
+    num_class: int | None = None,
 ) -> Path:
     """A small NTU-60 cache: even samples are xsub-train (subject 1), odd ones xsub-val
     (subject 3); cameras cycle 1, 2, 3 (xview-train is cameras 2 and 3). With ``layout=
-    "kinect-v1-20"`` an N-UCLA-like cache (20 joints, one body; xview-train is views 1, 2)."""
+    "kinect-v1-20"`` an N-UCLA-like cache (20 joints, one body; xview-train is views 1, 2).
+    ``num_class``: the cache's class count (default: the data set's, 60 or 10)."""
     rng = np.random.default_rng(seed)
     v, m = (25, 2) if layout == "ntu25" else (20, 1)
     if joints is None:
@@ -69,7 +71,9 @@ def make_cache(
         "bodies_kept": np.full(n, 2),
     }
     dataset = "ntu60" if layout == "ntu25" else "nucla"
-    return write_cache(path, arrays, meta, dataset, {"test": True}, layout=layout)
+    return write_cache(
+        path, arrays, meta, dataset, {"test": True}, layout=layout, num_class=num_class
+    )
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from skelmod.cache import CacheError, CacheReader
+from skelmod.layout import MODALITY_NAMES
 
 from ..config import STREAMS, STUDENT_STREAMS, ConfigError
 from .distributed import resolve_device
@@ -135,7 +136,8 @@ def knn_eval(
     if len(set(streams)) != len(streams):
         raise ConfigError(f"streams: {', '.join(streams)} names a stream twice")
     per_stream = {s: source.modalities_for(s) for s in streams}
-    needed = tuple(dict.fromkeys(m for mods in per_stream.values() for m in mods))
+    # in the canonical order, so that random-init encoders do not depend on the streams' order
+    needed = tuple(m for m in MODALITY_NAMES if any(m in mods for mods in per_stream.values()))
     ks = sorted({int(k) for k in ks})
     if not ks or ks[0] < 1:
         raise ConfigError(f"k: expected positive neighbour counts, got {ks}")
