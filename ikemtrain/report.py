@@ -327,7 +327,7 @@ def matplotlib_figure():
 
 
 def _line_figure(Figure, series, title: str, ylabel: str, path: Path, hline=None) -> None:
-    fig = Figure(figsize=(6.4, 4.0))
+    fig = Figure(figsize=(6.4, 4.0), tight_layout=True)
     ax = fig.add_subplot()
     for name, points in series.items():
         epochs, values = zip(*points, strict=True)
@@ -338,12 +338,11 @@ def _line_figure(Figure, series, title: str, ylabel: str, path: Path, hline=None
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(fontsize="small")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
 def _confusion_figure(Figure, cm: np.ndarray, classes: np.ndarray, title: str, path: Path):
-    fig = Figure(figsize=(6.0, 5.2))
+    fig = Figure(figsize=(6.0, 5.2), tight_layout=True)
     ax = fig.add_subplot()
     rows = cm.sum(1, keepdims=True)
     im = ax.imshow(cm / np.maximum(rows, 1), vmin=0.0, vmax=1.0, cmap="Blues")
@@ -355,12 +354,11 @@ def _confusion_figure(Figure, cm: np.ndarray, classes: np.ndarray, title: str, p
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize="medium")
     fig.colorbar(im, ax=ax, label="fraction of the true class")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
 def _embedding_figure(Figure, xy: np.ndarray, labels: np.ndarray, title: str, path: Path):
-    fig = Figure(figsize=(6.0, 5.2))
+    fig = Figure(figsize=(6.0, 5.2), tight_layout=True)
     ax = fig.add_subplot()
     sc = ax.scatter(xy[:, 0], xy[:, 1], c=labels, cmap="tab20" if labels.max() < 20 else "hsv",
                     s=8)  # fmt: skip
@@ -368,7 +366,6 @@ def _embedding_figure(Figure, xy: np.ndarray, labels: np.ndarray, title: str, pa
     ax.set_ylabel("principal component 2")
     ax.set_title(title, fontsize="medium")
     fig.colorbar(sc, ax=ax, label="class")
-    fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
