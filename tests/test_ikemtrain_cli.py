@@ -219,3 +219,55 @@ def test_an_error_that_is_not_ikemtrain_s_own_is_a_bug_with_its_traceback(
     )  # fmt: skip
     assert result.exit_code == 1 and isinstance(result.exception, ValueError), result.output
     assert "Error:" not in result.output
+
+
+def test_knn_eval_finetune_and_report(cache: Path, preset: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = invoke(
+        "pretrain", cache, "--split", "xsub", "--preset", preset, "--modalities", "3",
+        "--out", run, "--epochs", "1", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    result = invoke(
+        "knn-eval", cache, "--split", "xsub", "--checkpoint", run, "--streams", "joint,3s",
+        "--k", "1,3", "--preset", preset, "--out", tmp_path / "knn", "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    knn = json.loads((tmp_path / "knn" / "results.json").read_text())
+    assert list(knn["streams"]) == ["joint", "3s"] and knn["k"] == [1, 3]
+    assert f"3s: top-1 k=1 {knn['streams']['3s']['top1']['1']:.2f}" in result.output
+
+    ft = ("--preset", preset, "--batch-size", "4", "--workers", "0", "--device", "cpu")
+    result = invoke(
+        "finetune", cache, "--split", "xsub", "--checkpoint", run, "--streams", "3s",
+        "--label-fraction", "0.5", "--out", tmp_path / "ft", "--epochs", "2", *ft,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epoch 2/2 loss" in result.output and "samples/s" in result.output
+    saved = json.loads((tmp_path / "ft" / "results.json").read_text())
+    assert saved["label_fraction"] == 0.5 and saved["subset_size"] == 6
+    assert f"3s: top-1 {saved['top1_final']:.2f}" in result.output
+    # --resume extends the run; the results cover every epoch
+    result = invoke(
+        "finetune", cache, "--split", "xsub", "--checkpoint", run, "--streams", "3s",
+        "--label-fraction", "0.5", "--out", tmp_path / "ft", "--epochs", "3", *ft, "--resume",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "epoch 3/3" in result.output and "epoch 2/" not in result.output
+    assert len(json.loads((tmp_path / "ft" / "results.json").read_text())["history"]) == 3
+
+    result = invoke(
+        "finetune", cache, "--split", "xsub", "--random-init", "--modalities", "3",
+        "--streams", "bone", "--out", tmp_path / "scratch", "--epochs", "2", *ft,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scratch = json.loads((tmp_path / "scratch" / "results.json").read_text())
+    assert scratch["random_init"] and scratch["backbone"]["hidden_dim"] == 16
+
+    result = invoke("report", tmp_path, "--out", tmp_path / "report")
+    assert result.exit_code == 0, result.output
+    assert f"report: {tmp_path / 'report' / 'report.md'}" in result.output
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert f"| pre-trained {run} | 3s |" in report
+    assert f"| random init | bone | – | – | – | – | {scratch['top1_final']:.2f}" in report

@@ -1,6 +1,7 @@
 """Every user error of ``ikemtrain`` is one line, no traceback, the right exit code.
 
-Table-driven: each row is a bad input to ``pretrain``, ``linear-eval``, ``describe`` or ``demo``,
+Table-driven: each row is a bad input to ``pretrain``, ``linear-eval``, ``knn-eval``, ``finetune``,
+``report``, ``describe`` or ``demo``,
 the exit code (1 a failed run, 2 usage) and the texts the message must hold: what is wrong and
 the file or field it is about. Runs in-process with ``catch_exceptions=False``, so an error
 that is not one of the project's own types fails the test with its traceback; one case also
@@ -62,6 +63,7 @@ def files(tmp_path_factory) -> dict[str, Path]:
         "[pretrain]\nepochs = 1\ncross_epoch = 1\nbatch_size = 4\nqueue_size = 8\n"
         "hidden_channels = 4\nhidden_dim = 16\nfeature_dim = 8\nworkers = 0\nmodalities = 3\n"
         "[linear_eval]\nepochs = 1\nbatch_size = 4\n"
+        "[finetune]\nepochs = 1\nbatch_size = 4\nworkers = 0\n"
     )
     f["bad_toml"] = d / "bad.toml"
     f["bad_toml"].write_text("[pretrain\nepochs = 1\n")
@@ -101,6 +103,20 @@ def files(tmp_path_factory) -> dict[str, Path]:
     assert result.exit_code == 0, result.output
     f["a_file"] = d / "a-file"
     f["a_file"].write_text("")
+
+    # evaluation protocols: a fine-tuning run (60 classes), a cache of 5 classes, report inputs
+    f["five"] = make_cache(d / "five.h5", n=24, t=24, classes=5, seed=1, num_class=5)
+    f["ft_run"] = d / "ft-run"
+    result = invoke(
+        "finetune", f["cache"], "--split", "xsub", "--checkpoint", f["run"], "--streams", "joint",
+        "--preset", f["preset"], "--out", f["ft_run"], "--device", "cpu",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    f["empty_dir"] = d / "empty-dir"
+    f["empty_dir"].mkdir()
+    f["bad_results"] = d / "bad-results"
+    f["bad_results"].mkdir()
+    (f["bad_results"] / "results.json").write_text("{ not json")
     return f
 
 
@@ -242,6 +258,99 @@ CASES = [
         1,
         ["{run}/checkpoint.pt", "needs acceleration"],
     ),
+    # evaluation protocols: kNN, fine-tuning, transfer, report
+    (
+        "knn-k-malformed",
+        "knn-eval {cache} --split xsub --checkpoint {run} --k 1,x {L}",
+        2,
+        ["--k", "'1,x'", "positive integers"],
+    ),
+    (
+        "knn-stream-unknown",
+        "knn-eval {cache} --split xsub --checkpoint {run} --streams joint,9s {L}",
+        2,
+        ["--streams", "'9s'"],
+    ),
+    (
+        "knn-checkpoint-and-random-init",
+        "knn-eval {cache} --split xsub --checkpoint {run} --random-init {L}",
+        2,
+        ["exactly one of --checkpoint RUN or --random-init"],
+    ),
+    (
+        "knn-k-above-the-training-split",
+        "knn-eval {cache} --split xsub --checkpoint {run} --k 1,50 {L}",
+        1,
+        ["{cache}", "xsub-train has 12 samples, fewer than k = 50"],
+    ),
+    (
+        "knn-stream-not-in-checkpoint",
+        "knn-eval {cache} --split xsub --checkpoint {run} --streams 6s {L}",
+        1,
+        ["{run}/checkpoint.pt", "needs acceleration"],
+    ),
+    (
+        "knn-cache-of-another-layout",
+        "knn-eval {nucla} --split xview --checkpoint {run} {L}",
+        1,
+        ["{nucla}", "layout kinect-v1-20, but checkpoint {run}/checkpoint.pt"],
+    ),
+    (
+        "finetune-label-fraction-out-of-range",
+        "finetune {cache} --split xsub --checkpoint {run} --streams joint --label-fraction 1.5 {F}",
+        2,
+        ["--label-fraction", "1.5"],
+    ),
+    (
+        "finetune-label-fraction-below-one-batch",
+        "finetune {cache} --split xsub --checkpoint {run} --streams joint --label-fraction 0.1 {F}",
+        1,
+        ["{cache}", "xsub-train (label_fraction 0.1) has 3 samples", "batch_size"],
+    ),
+    (
+        "finetune-cache-of-another-layout",
+        "finetune {nucla} --split xview --checkpoint {run} --streams joint {F}",
+        1,
+        ["{nucla}", "layout kinect-v1-20, but checkpoint {run}/checkpoint.pt"],
+    ),
+    (
+        "finetune-heads-of-another-class-count",
+        "finetune {five} --split xsub --checkpoint {ft_run} --streams joint {F}",
+        1,
+        ["{five}: 5 classes, but the linear heads of fine-tuning run {ft_run}/checkpoint.pt"],
+    ),
+    (
+        "finetune-exists-without-resume",
+        "finetune {cache} --split xsub --checkpoint {run} --streams joint {Fnoout} --out {ft_run}",
+        1,
+        ["{ft_run}/checkpoint.pt", "exists"],
+    ),
+    (
+        "finetune-resume-another-stream",
+        "finetune {cache} --split xsub --checkpoint {run} --streams bone {Fnoout} --out {ft_run} "
+        "--resume",
+        1,
+        ["{ft_run}/checkpoint.pt", "cannot resume with a different finetune"],
+    ),
+    (
+        "report-nothing-to-report",
+        "report {empty_dir} --out {dir}/report",
+        1,
+        ["{empty_dir}", "no results.json or metrics.jsonl"],
+    ),
+    (
+        "report-results-not-json",
+        "report {bad_results} --out {dir}/report",
+        1,
+        ["{bad_results}/results.json", "not readable as JSON"],
+    ),
+    ("report-folder-missing", "report {dir}/nowhere --out {dir}/report", 2, ["does not exist"]),
+    (
+        "report-out-under-a-file",
+        "report {ft_run} --out {a_file}/report",
+        1,
+        ["{a_file}/report", "cannot write"],
+    ),
     # presets and options
     (
         "preset-unknown",
@@ -333,6 +442,8 @@ def _args(template: str, files: dict[str, Path]) -> list[str]:
         L=f"{common} --out {files['dir']}/le",
         Lnoout=common,
         Lnodev=f"--preset {files['preset']} --out {files['dir']}/le",
+        F=f"{common} --out {files['dir']}/ft",
+        Fnoout=common,
     )
     return template.format(**fields).split()
 
@@ -357,7 +468,15 @@ def test_user_error(files: dict[str, Path], template: str, code: int, texts: lis
 def test_the_table_is_large_enough() -> None:
     assert len(CASES) >= 14
     commands = {c[1].split()[0] for c in CASES}
-    assert commands == {"pretrain", "linear-eval", "describe", "demo"}
+    assert commands == {
+        "pretrain",
+        "linear-eval",
+        "knn-eval",
+        "finetune",
+        "report",
+        "describe",
+        "demo",
+    }
 
 
 def test_a_malicious_checkpoint_in_a_real_process(files: dict[str, Path]) -> None:
