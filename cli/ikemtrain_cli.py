@@ -201,6 +201,18 @@ def distill(
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
+def _encoders(preset, checkpoint, random_init: bool, modalities) -> dict:
+    """The encoder arguments of the evaluation protocols: a checkpoint, or random init with
+    the preset's backbone and the modality set (``--modalities``, else the preset's)."""
+    check_encoder_choice(checkpoint, random_init, modalities)
+    return {
+        "checkpoint": checkpoint,
+        "random_init": random_init,
+        "backbone": preset.pretrain.backbone,
+        "modalities": modality_set(modalities) if modalities else preset.pretrain.modalities,
+    }
+
+
 #: --checkpoint of the evaluation protocols.
 ENCODERS_HELP = (
     "Pre-training run (its query encoders), student run of `ikemtrain distill` (its students) "
@@ -251,28 +263,18 @@ def linear_eval(
     """
     from ikemtrain.engine import linear_eval as run_linear_eval
 
-    check_encoder_choice(checkpoint, random_init, modalities)
+    encoders = _encoders(preset, checkpoint, random_init, modalities)
     try:
         cfg = preset.linear_eval.replace(
             epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, standardize=standardize
         )
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    mods = modality_set(modalities) if modalities else preset.pretrain.modalities
     try:
         results = run_linear_eval(
-            cfg,
-            cache,
-            out,
-            split,
-            streams,
-            checkpoint=checkpoint,
-            random_init=random_init,
-            backbone=preset.pretrain.backbone,
-            modalities=mods,
-            device=device,
-            recalibrate_bn=bn_recalibration,
-        )
+            cfg, cache, out, split, streams, device=device, recalibrate_bn=bn_recalibration,
+            **encoders,
+        )  # fmt: skip
     except USER_ERRORS as e:
         raise _fail(e) from None
     click.echo(_summary_line(streams, results, out))
@@ -361,8 +363,7 @@ def knn_eval(
     """
     from ikemtrain.engine.knn import knn_eval as run_knn_eval
 
-    check_encoder_choice(checkpoint, random_init, modalities)
-    mods = modality_set(modalities) if modalities else preset.pretrain.modalities
+    encoders = _encoders(preset, checkpoint, random_init, modalities)
     try:
         results = run_knn_eval(
             cache,
@@ -370,14 +371,11 @@ def knn_eval(
             split,
             streams,
             ks,
-            checkpoint=checkpoint,
-            random_init=random_init,
-            backbone=preset.pretrain.backbone,
-            modalities=mods,
             batch_size=preset.linear_eval.eval_batch_size,
             seed=preset.linear_eval.seed if seed is None else seed,
             device=device,
             recalibrate_bn=bn_recalibration,
+            **encoders,
         )
     except USER_ERRORS as e:
         raise _fail(e) from None
@@ -442,7 +440,7 @@ def finetune(
     """
     from ikemtrain.engine.finetune import finetune as run_finetune
 
-    check_encoder_choice(checkpoint, random_init, modalities)
+    encoders = _encoders(preset, checkpoint, random_init, modalities)
     try:
         cfg = preset.finetune.replace(
             label_fraction=label_fraction,
@@ -454,20 +452,9 @@ def finetune(
         )
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    mods = modality_set(modalities) if modalities else preset.pretrain.modalities
     try:
         results = run_finetune(
-            cfg,
-            cache,
-            out,
-            split,
-            streams,
-            checkpoint=checkpoint,
-            random_init=random_init,
-            backbone=preset.pretrain.backbone,
-            modalities=mods,
-            resume=resume,
-            device=device,
+            cfg, cache, out, split, streams, resume=resume, device=device, **encoders
         )
     except USER_ERRORS as e:
         raise _fail(e) from None

@@ -230,15 +230,7 @@ _LINEAR_EVAL_CHECKS = {
 
 _FINETUNE_CHECKS = {
     "label_fraction": lambda v: _float(v, 0.0, 1.0, open_lo=True),
-    "epochs": lambda v: _int(v, 1),
-    "lr": lambda v: _float(v, 0.0, open_lo=True),
-    "steps": _steps,
-    "batch_size": lambda v: _int(v, 1),
-    "eval_batch_size": lambda v: _int(v, 1),
-    "weight_decay": lambda v: _float(v, 0.0),
-    "sgd_momentum": lambda v: _float(v, 0.0, 1.0),
-    "eval_interval": lambda v: _int(v, 1),
-    "seed": lambda v: _int(v, 0),
+    **{k: check for k, check in _LINEAR_EVAL_CHECKS.items() if k != "standardize"},
     "workers": lambda v: _int(v, 0),
 }
 
