@@ -117,6 +117,9 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["bad_results"] = d / "bad-results"
     f["bad_results"].mkdir()
     (f["bad_results"] / "results.json").write_text("{ not json")
+    f["knn_dir"] = d / "knn-result"
+    f["knn_dir"].mkdir()
+    (f["knn_dir"] / "results.json").write_text('{"protocol": "knn"}')
     return f
 
 
@@ -294,6 +297,12 @@ CASES = [
         "knn-eval {nucla} --split xview --checkpoint {run} {L}",
         1,
         ["{nucla}", "layout kinect-v1-20, but checkpoint {run}/checkpoint.pt"],
+    ),
+    (
+        "knn-result-as-checkpoint",
+        "finetune {cache} --split xsub --checkpoint {knn_dir} --streams joint {F}",
+        1,
+        ["{knn_dir} is a kNN-evaluation run", "give the training run it evaluated"],
     ),
     (
         "finetune-label-fraction-out-of-range",

@@ -29,6 +29,7 @@ Files are written to a temporary file in the same folder and moved into place wi
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import random
@@ -333,6 +334,15 @@ _RUN_KEYS = {
 }
 
 
+def _evaluation_kind(results: Path) -> str:
+    """What wrote an evaluation folder's ``results.json``, in words."""
+    try:
+        protocol = json.loads(results.read_text()).get("protocol", "linear-eval")
+    except (OSError, ValueError, AttributeError):  # unreadable: name the usual kind
+        protocol = "linear-eval"
+    return "kNN-evaluation" if protocol == "knn" else "linear-evaluation"
+
+
 def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     """A training run folder (or checkpoint file) -> ``(checkpoint path, state)``.
 
@@ -343,9 +353,10 @@ def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     are checked (:func:`load_checkpoint`).
     """
     path = Path(run)
-    if path.is_dir() and not (path / CHECKPOINT_NAME).exists() and (path / "results.json").exists():
+    results = path / "results.json"
+    if path.is_dir() and not (path / CHECKPOINT_NAME).exists() and results.exists():
         raise CheckpointError(
-            f"{path} is a linear-evaluation run (results.json, no {CHECKPOINT_NAME}); "
+            f"{path} is a {_evaluation_kind(results)} run (results.json, no {CHECKPOINT_NAME}); "
             "give the training run it evaluated"
         )
     path = find_checkpoint(path)

@@ -4,9 +4,10 @@ Protocol:
 
 * one ST-GCN per modality of the stream, loaded from a pre-training checkpoint (state-dict
   prefix ``branches.{m}.encoder_q.``), a student checkpoint of ``ikemtrain distill``
-  (``students.{m}.encoder.``; streams ``student-<m>`` and ``3s``, the paper's 3s-Student)
-  or, with ``random_init``, freshly initialised with ``weights_init`` (§5); always in
-  **eval mode** (BN running statistics, no dropout) and frozen;
+  (``students.{m}.encoder.``; streams ``student-<m>`` and ``3s``, the paper's 3s-Student),
+  a fine-tuning run (``encoders.{m}.``) or, with ``random_init``, freshly initialised with
+  ``weights_init`` (§5) (:mod:`ikemtrain.engine.encoders`); always in **eval mode** (BN
+  running statistics, no dropout) and frozen;
 * a ``Linear(hidden_dim, num_class)`` per modality; a fused stream (``3s``: joint, velocity,
   bone; ``6s``: all six) averages the logits and the heads are trained **jointly** on the
   averaged logits with cross-entropy;
