@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
 import re
 import socket
+import sys
 from pathlib import Path
 
 import h5py
@@ -15,13 +17,24 @@ import pytest
 import torch
 from test_data import make_cache
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
 from ikemtrain.config import (
+    PRESET_DIR,
     ConfigError,
+    DistillConfig,
+    FinetuneConfig,
     LinearEvalConfig,
     PretrainConfig,
+    _Settings,
     load_preset,
     lr_at,
     modality_set,
+    preset_names,
+    setting,
     stream_modalities,
 )
 from ikemtrain.engine import linear_eval, pretrain
@@ -149,6 +162,48 @@ def test_bad_settings_name_key_and_value(tmp_path: Path) -> None:
     assert stream_modalities("3s") == ("joint", "velocity", "bone")
     with pytest.raises(ConfigError, match="unknown 'both'"):
         stream_modalities("both")
+
+
+def test_every_setting_carries_its_check() -> None:
+    """Each field of each settings table is declared with its check (``setting``): a value of
+    the wrong kind is refused naming the table and the field, and a field declared without a
+    check cannot be constructed at all."""
+    tables = {c._TABLE: c for c in _Settings.__subclasses__() if c.__module__ == "ikemtrain.config"}
+    assert {"pretrain", "distill", "linear_eval", "finetune"} <= set(tables)
+    for table, cls in tables.items():
+        for f in dataclasses.fields(cls):
+            assert callable(f.metadata.get("check")), f"{cls.__name__}.{f.name}"
+            with pytest.raises(ConfigError, match=rf"^\[{table}\] {f.name}: "):
+                cls(**{f.name: {"not": "a setting"}})
+
+    @dataclasses.dataclass(frozen=True)
+    class Unchecked(_Settings):
+        epochs: int = setting(3, lambda v: v)
+        width: int = 8
+
+        _TABLE = "unchecked"
+
+    with pytest.raises(TypeError, match="Unchecked.width has no check"):
+        Unchecked()
+
+
+def test_the_paper_run_is_the_defaults_and_presets_state_only_departures() -> None:
+    """The paper's values live once, as the defaults; ``paper-ntu60`` adds only the
+    reference's modality options and more workers, and no built-in preset repeats a default."""
+    paper = load_preset("paper-ntu60")
+    assert paper.pretrain == PretrainConfig(unit_axis=False, bones="6v", workers=4)
+    assert paper.linear_eval == LinearEvalConfig()
+    assert paper.distill == DistillConfig(workers=4)
+    assert paper.finetune == FinetuneConfig(workers=4)
+    for name in preset_names():
+        preset = load_preset(name)
+        data = tomllib.loads((PRESET_DIR / f"{name}.toml").read_text(encoding="utf-8"))
+        for table, values in data.items():
+            default = type(getattr(preset, table))()
+            for key in values:
+                assert getattr(getattr(preset, table), key) != getattr(default, key), (
+                    f"{name}.toml [{table}] {key} restates the default"
+                )
 
 
 def test_resolve_device() -> None:
