@@ -53,7 +53,7 @@ def crop_indices(t: int, ratio: int, start: int) -> np.ndarray:
     return np.where(j >= t, 2 * t - 1 - j, j)
 
 
-def temporal_crop(x: np.ndarray, rng: np.random.Generator, ratio: int = 6) -> np.ndarray:
+def temporal_crop(x: np.ndarray, rng: np.random.Generator, ratio: int) -> np.ndarray:
     """Random temporal shift with mirrored borders (§3, ``feeder/tools.py:20-29``).
 
     ``x`` is ``(3, T, V, M)``; the output has the same shape and dtype. ``P = T // ratio``; the
@@ -70,7 +70,7 @@ def temporal_crop(x: np.ndarray, rng: np.random.Generator, ratio: int = 6) -> np
     return x[:, crop_indices(t, ratio, start)]
 
 
-def shear_matrix(rng: np.random.Generator, amplitude: float = 0.5) -> np.ndarray:
+def shear_matrix(rng: np.random.Generator, amplitude: float) -> np.ndarray:
     """The shear matrix ``S`` of §3 (``feeder/tools.py:6-17``), ``(3, 3)`` float64.
 
     Draws ``a0, a1, a2, b0, b1, b2 ~ U(-amplitude, amplitude)`` in that order (one
@@ -80,7 +80,7 @@ def shear_matrix(rng: np.random.Generator, amplitude: float = 0.5) -> np.ndarray
     return np.array([[1.0, a0, b0], [a1, 1.0, b1], [a2, b2, 1.0]])
 
 
-def shear(x: np.ndarray, rng: np.random.Generator, amplitude: float = 0.5) -> np.ndarray:
+def shear(x: np.ndarray, rng: np.random.Generator, amplitude: float) -> np.ndarray:
     """Random shear ``p' = S p`` of every point (§3); ``amplitude <= 0`` disables it (no draw).
 
     ``x`` is ``(3, T, V, M)``; the output has the same shape and dtype. Zeros (absent bodies)
@@ -104,7 +104,7 @@ def rotation_matrix(rng: np.random.Generator, degrees: float) -> np.ndarray:
     return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
 
 
-def rotate(x: np.ndarray, rng: np.random.Generator, degrees: float = 0.0) -> np.ndarray:
+def rotate(x: np.ndarray, rng: np.random.Generator, degrees: float) -> np.ndarray:
     """Random rotation ``p' = R p`` of every point about the vertical axis (not in the reference).
 
     Kinect's y axis points up, so this turns the body as a camera placed elsewhere around it
@@ -125,11 +125,14 @@ def rotate(x: np.ndarray, rng: np.random.Generator, degrees: float = 0.0) -> np.
 def augment(
     x: np.ndarray,
     rng: np.random.Generator,
-    crop_ratio: int = 6,
-    shear_amplitude: float = 0.5,
-    rotation: float = 0.0,
+    crop_ratio: int,
+    shear_amplitude: float,
+    rotation: float,
 ) -> np.ndarray:
     """One pre-training view: :func:`temporal_crop`, then :func:`shear` (§3, ``_aug``), then,
-    only when ``rotation > 0`` (a departure), :func:`rotate` by up to ``rotation`` degrees."""
+    only when ``rotation > 0`` (a departure), :func:`rotate` by up to ``rotation`` degrees.
+
+    The reference's values (ratio 6, amplitude 0.5, no rotation) are the settings' defaults
+    (``PretrainConfig``), so every argument here is required."""
     x = shear(temporal_crop(x, rng, crop_ratio), rng, shear_amplitude)
     return rotate(x, rng, rotation) if rotation > 0 else x

@@ -351,6 +351,18 @@ class DistillConfig(_Settings):
 
     _TABLE: ClassVar[str] = "distill"
 
+    def model_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``ikemtrain.methods.distill.DistillModel`` set here; the
+        network sizes and ``head_bn`` are the teacher's."""
+        return {
+            "queue_size": self.queue_size,
+            "tau": self.tau,
+            "topk": self.topk,
+            "context": self.context,
+            "loss_form": self.loss_form,
+            "reference_compat": self.reference_compat,
+        }
+
 
 @dataclass(frozen=True)
 class LinearEvalConfig(_Settings):

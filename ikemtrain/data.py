@@ -39,7 +39,13 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from skelmod.cache import CacheError, CacheReader
-from skelmod.layout import MODALITY_REGISTRY, LayoutError, ModalityOptions, check_modalities
+from skelmod.layout import (
+    MODALITY_REGISTRY,
+    T_TARGET,
+    LayoutError,
+    ModalityOptions,
+    check_modalities,
+)
 from skelmod.modalities import compute_modalities
 
 from .augment import augment
@@ -98,6 +104,8 @@ class PretrainDataset(Dataset):
         rotation: largest random rotation about the vertical axis, in degrees (0, the
             reference, disables; a departure, :func:`ikemtrain.augment.rotate`).
         seed: base seed of the per-sample streams.
+        crop_ratio, shear, rotation and seed are required: they are settings
+        (``PretrainConfig`` / ``DistillConfig``, whose defaults are the paper's 6, 0.5, 0, 0).
         unit_axis, bones: passed to ``compute_modalities`` (``decisions.md`` 4); None (the
             default) takes the cache's own options.
 
@@ -111,13 +119,14 @@ class PretrainDataset(Dataset):
         cache_path: str | os.PathLike | CacheReader,
         split: str,
         modalities: Sequence[str],
-        t_target: int = 50,
-        crop_ratio: int = 6,
-        shear: float = 0.5,
-        seed: int = 0,
+        *,
+        crop_ratio: int,
+        shear: float,
+        rotation: float,
+        seed: int,
+        t_target: int = T_TARGET,
         unit_axis: bool | None = None,
         bones: str | None = None,
-        rotation: float = 0.0,
     ):
         self.reader = _open(cache_path)
         self.reader.require(["joint"])

@@ -68,8 +68,8 @@ def ekem_loss(
     sim_u: torch.Tensor,
     sim_v: torch.Tensor,
     tau: float,
-    topk: int = 1,
-    context: bool = True,
+    topk: int,
+    context: bool,
 ) -> torch.Tensor:
     """EKEM term ``l_{u<-v}`` (§6), batch mean: modality ``u`` learns from partner ``v``.
 
@@ -115,9 +115,9 @@ def distill_loss(
     sim_u: torch.Tensor,
     sim_v: torch.Tensor,
     tau: float,
-    topk: int = 1,
-    context: bool = True,
-    form: str = "implemented",
+    topk: int,
+    context: bool,
+    form: str,
 ) -> torch.Tensor:
     """Relational distillation term ``l_{v->u}`` (§7), batch mean: student ``u`` learns the
     relations of teacher modality ``v``.
@@ -127,10 +127,11 @@ def distill_loss(
     against the teacher bank) and ``sim_v = q_v . Q_v`` ``(B, K)`` (teacher modality ``v``
     against its own bank), whose top-``topk`` entries are the mined negatives ``j_v``.
 
-    * ``"implemented"`` (default, the reference's code): ``logits = [s_u.t, S^u, S^u * S^v] /
-      tau`` (no product block without ``context``), positives column 0 and ``j_v`` in each
-      block, minus the mean log-probability over them. It is :func:`ekem_loss` with the
-      student in place of the query and the teacher in place of the key.
+    * ``"implemented"`` (the reference's code; the default ``loss_form`` setting):
+      ``logits = [s_u.t, S^u, S^u * S^v] / tau`` (no product block without ``context``),
+      positives column 0 and ``j_v`` in each block, minus the mean log-probability over them.
+      It is :func:`ekem_loss` with the student in place of the query and the teacher in place
+      of the key.
     * ``"paper"`` (eq. 7-8): ``-log[(e^{s_u.t/tau} + sum_{j_v} e^{S^u_j S^v_j/tau}) /
       (e^{s_u.t/tau} + sum_i e^{S^u_i S^v_i/tau})]``; ``context`` does not apply.
     """

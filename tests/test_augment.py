@@ -8,6 +8,9 @@ import pytest
 
 from ikemtrain import augment
 
+#: §3: every pre-training config uses crop ratio 6 and shear amplitude 0.5 (no rotation)
+CROP, SHEAR = 6, 0.5
+
 
 def _sample(rng: np.random.Generator, t: int = 50, m: int = 2) -> np.ndarray:
     x = rng.standard_normal((3, t, 25, m)).astype(np.float32)
@@ -31,7 +34,7 @@ def test_crop_covers_every_start_and_shift() -> None:
     firsts = set()
     rng = np.random.default_rng(0)
     for _ in range(2000):
-        firsts.add(float(augment.temporal_crop(x, rng)[0, 0, 0, 0]))
+        firsts.add(float(augment.temporal_crop(x, rng, CROP)[0, 0, 0, 0]))
     # P = 8: start 0..16 -> first frame x_7, ..., x_0, x_0, x_1, ..., x_8
     assert firsts == set(range(9))
     # start 0 is a shift of -8 frames: x_7 .. x_0 then x_0 .. x_41
@@ -69,7 +72,7 @@ def test_shear_matrix_layout_and_range() -> None:
 
 def test_shear_keeps_zeros_and_float32() -> None:
     x = _sample(np.random.default_rng(2))
-    y = augment.shear(x, np.random.default_rng(0))
+    y = augment.shear(x, np.random.default_rng(0), SHEAR)
     assert y.dtype == np.float32 and y.shape == x.shape
     assert not y[..., 1].any()
     assert not np.allclose(y[..., 0], x[..., 0])
@@ -78,24 +81,24 @@ def test_shear_keeps_zeros_and_float32() -> None:
 def test_disabled_augmentations_draw_nothing() -> None:
     x = _sample(np.random.default_rng(4))
     rng = np.random.default_rng(0)
-    np.testing.assert_array_equal(augment.augment(x, rng, crop_ratio=0, shear_amplitude=0), x)
+    np.testing.assert_array_equal(augment.augment(x, rng, 0, 0.0, 0.0), x)
     assert rng.integers(1 << 30) == np.random.default_rng(0).integers(1 << 30)
 
 
 def test_augment_is_crop_then_shear() -> None:
     x = _sample(np.random.default_rng(5))
-    a = augment.augment(x, np.random.default_rng(9))
+    a = augment.augment(x, np.random.default_rng(9), CROP, SHEAR, 0.0)
     rng = np.random.default_rng(9)
-    b = naive.shear(naive.temporal_crop(x, rng), rng)
+    b = naive.shear(naive.temporal_crop(x, rng, CROP), rng, SHEAR)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
 def test_bad_shapes_are_named() -> None:
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match=r"temporal_crop: expected a sample of shape"):
-        augment.temporal_crop(np.zeros((2, 50, 25, 2), np.float32), rng)
+        augment.temporal_crop(np.zeros((2, 50, 25, 2), np.float32), rng, CROP)
     with pytest.raises(ValueError, match="floating-point"):
-        augment.shear(np.zeros((3, 50, 25, 2), np.int32), rng)
+        augment.shear(np.zeros((3, 50, 25, 2), np.int32), rng, SHEAR)
 
 
 @pytest.mark.parametrize("degrees", [45.0, 10.0, 180.0])
@@ -128,11 +131,12 @@ def test_rotate_is_rigid_about_the_vertical_axis_within_the_bound() -> None:
 
 def test_augment_rotates_last_and_only_when_asked() -> None:
     x = _sample(np.random.default_rng(8))
-    a = augment.augment(x, np.random.default_rng(9), rotation=30.0)
+    a = augment.augment(x, np.random.default_rng(9), CROP, SHEAR, 30.0)
     rng = np.random.default_rng(9)
-    b = naive.rotate(naive.shear(naive.temporal_crop(x, rng), rng), rng, 30.0)
+    b = naive.rotate(naive.shear(naive.temporal_crop(x, rng, CROP), rng, SHEAR), rng, 30.0)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
-    # rotation 0 (the reference) draws nothing more: the same stream as before
+    # rotation 0 (the reference) draws nothing more: the same stream as crop then shear
     rng0, rng1 = np.random.default_rng(9), np.random.default_rng(9)
-    np.testing.assert_array_equal(augment.augment(x, rng0, rotation=0.0), augment.augment(x, rng1))
+    plain = augment.shear(augment.temporal_crop(x, rng1, CROP), rng1, SHEAR)
+    np.testing.assert_array_equal(augment.augment(x, rng0, CROP, SHEAR, 0.0), plain)
     assert rng0.integers(1 << 30) == rng1.integers(1 << 30)

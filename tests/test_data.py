@@ -82,10 +82,17 @@ def cache(tmp_path_factory) -> Path:
 
 
 MODS = ("joint", "velocity", "bone", "angular_velocity")
+#: §3: the reference's augmentations (crop ratio 6, shear amplitude 0.5, no rotation)
+REFERENCE_AUG = {"crop_ratio": 6, "shear": 0.5, "rotation": 0.0}
+
+
+def pretrain_views(cache, split, modalities, seed=0, **changes) -> PretrainDataset:
+    """A PretrainDataset with the reference's augmentations unless ``changes`` says otherwise."""
+    return PretrainDataset(cache, split, modalities, **{**REFERENCE_AUG, "seed": seed, **changes})
 
 
 def test_item_is_two_views_of_recomputed_modalities(cache: Path) -> None:
-    ds = PretrainDataset(cache, "xsub-train", MODS, seed=7)
+    ds = pretrain_views(cache, "xsub-train", MODS, seed=7)
     ds.set_epoch(3)
     reader = CacheReader(cache)
     assert len(ds) == 8
@@ -99,7 +106,7 @@ def test_item_is_two_views_of_recomputed_modalities(cache: Path) -> None:
     joints = reader.read("joint", index)
     rng = sample_generator(7, 3, index)
     for view in (view1, view2):
-        x = augment(joints, rng, 6, 0.5)
+        x = augment(joints, rng, 6, 0.5, 0.0)
         expected = compute_modalities(x, frame_count, t_target=50, modalities=MODS)
         for m in MODS:
             assert view[m].dtype == torch.float32 and view[m].shape == (3, 50, 25, 2)
@@ -108,7 +115,7 @@ def test_item_is_two_views_of_recomputed_modalities(cache: Path) -> None:
 
 
 def test_rotation_is_drawn_after_crop_and_shear_for_each_view(cache: Path) -> None:
-    ds = PretrainDataset(cache, "xsub-train", ("joint", "bone"), seed=7, rotation=40.0)
+    ds = pretrain_views(cache, "xsub-train", ("joint", "bone"), seed=7, rotation=40.0)
     ds.set_epoch(1)
     view1, view2, _, frame_count = ds[1]
     joints = CacheReader(cache).read("joint", int(ds.indices[1]))
@@ -118,13 +125,13 @@ def test_rotation_is_drawn_after_crop_and_shear_for_each_view(cache: Path) -> No
         np.testing.assert_array_equal(view["joint"].numpy(), x)
         expected = compute_modalities(x, frame_count, t_target=50, modalities=("bone",))
         np.testing.assert_array_equal(view["bone"].numpy(), expected["bone"])
-    plain = PretrainDataset(cache, "xsub-train", ("joint",), seed=7)
+    plain = pretrain_views(cache, "xsub-train", ("joint",), seed=7)
     plain.set_epoch(1)
     assert not torch.allclose(plain[1][0]["joint"], view1["joint"])
 
 
 def test_streams_are_per_sample_per_epoch(cache: Path) -> None:
-    ds = PretrainDataset(cache, "xsub-train", ("joint",), seed=0)
+    ds = pretrain_views(cache, "xsub-train", ("joint",), seed=0)
     ds.set_epoch(1)
     a = ds[0][0]["joint"]
     again = ds[0][0]["joint"]
@@ -134,7 +141,7 @@ def test_streams_are_per_sample_per_epoch(cache: Path) -> None:
     torch.testing.assert_close(a, again, rtol=0, atol=0)
     assert not torch.equal(a, next_epoch)  # bug 14: augmentations must not repeat each epoch
     assert not torch.equal(a, other_sample)
-    ds2 = PretrainDataset(cache, "xsub-train", ("joint",), seed=1)
+    ds2 = pretrain_views(cache, "xsub-train", ("joint",), seed=1)
     ds2.set_epoch(1)
     assert not torch.equal(a, ds2[0][0]["joint"])
 
@@ -153,7 +160,7 @@ def _collect(ds, workers: int, epoch: int):
 
 
 def test_batches_are_the_same_for_any_worker_count(cache: Path) -> None:
-    ds = PretrainDataset(cache, "xview-train", ("joint", "velocity"), seed=3)
+    ds = pretrain_views(cache, "xview-train", ("joint", "velocity"), seed=3)
     assert ds.reader._h5 is None  # nothing but metadata read in the main process
     ds.reader.read("joint", 0)  # the handle is never handed to workers even when open here
     b0 = _collect(ds, 0, epoch=5)
@@ -227,14 +234,14 @@ def test_bad_split_and_modality_names_are_clear(tmp_path: Path) -> None:
     with pytest.raises(CacheError, match="unknown split 'xset-train'"):
         LinearEvalDataset(path, "xset-train", ("joint",))
     with pytest.raises(CacheError, match="unknown split"):
-        PretrainDataset(path, "xsub", ("joint",))
+        pretrain_views(path, "xsub", ("joint",))
     with pytest.raises(ValueError, match="unknown modalities"):
-        PretrainDataset(path, "xsub-train", ("joint", "speed"))
+        pretrain_views(path, "xsub-train", ("joint", "speed"))
     with pytest.raises(ValueError, match="t_target=64"):
-        PretrainDataset(path, "xsub-train", ("joint",), t_target=64)
+        pretrain_views(path, "xsub-train", ("joint",), t_target=64)
 
 
 def test_empty_split_is_an_error(tmp_path: Path) -> None:
     path = make_cache(tmp_path / "one.h5", n=1, modalities=("joint",))
     with pytest.raises(CacheError, match="holds no samples"):
-        PretrainDataset(path, "xsub-val", ("joint",))
+        pretrain_views(path, "xsub-val", ("joint",))

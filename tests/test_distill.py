@@ -68,7 +68,7 @@ def test_implemented_loss_matches_twin(context, topk, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_paper_loss_matches_twin(topk, dtype):
     s_u, t, sim_u, sim_v = _pair(dtype)
-    got = distill_loss(s_u, t, sim_u, sim_v, TAU, topk, form="paper").item()
+    got = distill_loss(s_u, t, sim_u, sim_v, TAU, topk, True, "paper").item()
     want = naive.distill_paper(np_(s_u), np_(t), np_(sim_u), np_(sim_v), TAU, topk)
     assert got == pytest.approx(want, rel=1e-5, abs=1e-5)
     if dtype == torch.float64:
@@ -83,11 +83,11 @@ def test_mined_negatives_are_the_teachers_nearest_neighbours():
     other = sim_v.clone()
     other[:, 0] = 2.0  # now j_v = 0 for every row
     for form in ("implemented", "paper"):
-        a = distill_loss(s_u, t, sim_u, sim_v, TAU, form=form)
-        b = distill_loss(s_u, t, sim_u, other, TAU, form=form)
+        a = distill_loss(s_u, t, sim_u, sim_v, TAU, 1, True, form)
+        b = distill_loss(s_u, t, sim_u, other, TAU, 1, True, form)
         assert not torch.isclose(a, b)
     with pytest.raises(ValueError, match="form must be one of"):
-        distill_loss(s_u, t, sim_u, sim_v, TAU, form="eq7")
+        distill_loss(s_u, t, sim_u, sim_v, TAU, 1, True, "eq7")
 
 
 def _tiny_model(**kwargs) -> DistillModel:
@@ -97,8 +97,8 @@ def _tiny_model(**kwargs) -> DistillModel:
         STUDENT_MODALITIES,
         backbone=BACKBONE,
         feature_dim=4,
-        queue_size=16,
-        **kwargs,
+        head_bn=False,
+        **{**DistillConfig(queue_size=16).model_kwargs(), **kwargs},
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import pickle
@@ -22,6 +23,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from ikemtrain import augment
 from ikemtrain.config import (
     PRESET_DIR,
     ConfigError,
@@ -37,6 +39,7 @@ from ikemtrain.config import (
     setting,
     stream_modalities,
 )
+from ikemtrain.data import PretrainDataset
 from ikemtrain.engine import linear_eval, pretrain
 from ikemtrain.engine.checkpoint import (
     CheckpointError,
@@ -48,6 +51,12 @@ from ikemtrain.engine.distributed import resolve_device
 from ikemtrain.engine.finite import check_finite_features, non_finite_loss
 from ikemtrain.engine.loop import build_model, seed_everything
 from ikemtrain.errors import NonFiniteLossError
+from ikemtrain.losses import distill_loss, ekem_loss
+from ikemtrain.methods.branch import ModalityBranch
+from ikemtrain.methods.distill import DistillModel, Stream
+from ikemtrain.methods.pretrain import PretrainModel
+from ikemtrain.nn.heads import ProjectionHead
+from ikemtrain.nn.stgcn import STGCN
 from skelmod.cache import CacheError, CacheReader
 
 
@@ -204,6 +213,36 @@ def test_the_paper_run_is_the_defaults_and_presets_state_only_departures() -> No
                 assert getattr(getattr(preset, table), key) != getattr(default, key), (
                     f"{name}.toml [{table}] {key} restates the default"
                 )
+
+
+def test_models_and_augmentations_take_settings_without_defaults_of_their_own() -> None:
+    """The paper's values are stated only as the settings' defaults: a model, dataset,
+    augmentation or loss keeps a default only for what is no setting (the ST-GCN constants of
+    §5, the joint layout and T of the cache) or for None (the cache's modality options)."""
+    not_settings = {"in_channels", "edge_importance", "t_kernel", "layout", "t_target"}
+    takers = [
+        STGCN,
+        ProjectionHead,
+        ModalityBranch,
+        PretrainModel,
+        Stream,
+        DistillModel,
+        PretrainDataset,
+        augment.augment,
+        augment.temporal_crop,
+        augment.shear,
+        augment.shear_matrix,
+        augment.rotate,
+        ekem_loss,
+        distill_loss,
+    ]
+    for taker in takers:
+        own = {
+            name: p.default
+            for name, p in inspect.signature(taker).parameters.items()
+            if p.default not in (inspect.Parameter.empty, None) and name not in not_settings
+        }
+        assert not own, f"{taker.__qualname__} has defaults of its own: {own}"
 
 
 def test_resolve_device() -> None:

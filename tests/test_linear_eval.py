@@ -230,7 +230,7 @@ def test_random_init_features_are_degenerate_without_bn_recalibration(cache: Pat
     from ikemtrain.engine.linear_eval import extract_features, recalibrate_batchnorm
 
     seed_everything(0)
-    encoders = build_encoders(("joint",), {"hidden_channels": 8, "hidden_dim": 32})
+    encoders = build_encoders(("joint",), {"hidden_channels": 8, "hidden_dim": 32, "dropout": 0.5})
     data = LinearEvalDataset(cache, "xview-train", ("joint",))
     before = extract_features(encoders, data, 8, torch.device("cpu"))["joint"]
     recalibrate_batchnorm(encoders, data, 8, torch.device("cpu"))

@@ -104,9 +104,9 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="q and k"):
         losses.info_nce(q, q[:2], Q, TAU)
     with pytest.raises(ValueError, match="topk"):
-        losses.ekem_loss(q, q, q @ Q, q @ Q, TAU, topk=8)
+        losses.ekem_loss(q, q, q @ Q, q @ Q, TAU, 8, True)
     with pytest.raises(ValueError, match="sim_u and sim_v"):
-        losses.ekem_loss(q, q, q @ Q, (q @ Q)[:, :3], TAU)
+        losses.ekem_loss(q, q, q @ Q, (q @ Q)[:, :3], TAU, 1, True)
     with pytest.raises(ValueError, match="bank_c"):
         losses.ikem_loss(q, q, Q[:2], TAU)
 

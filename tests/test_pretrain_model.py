@@ -5,6 +5,7 @@ import naive_losses as naive
 import pytest
 import torch
 
+from ikemtrain.config import PretrainConfig
 from ikemtrain.methods.pretrain import PretrainModel, count_parameters, describe
 from ikemtrain.nn.momentum import copy_params, momentum_update
 from ikemtrain.nn.queue import MemoryBank
@@ -12,7 +13,9 @@ from ikemtrain.nn.stgcn import STGCN
 
 SIX = ("joint", "velocity", "acceleration", "bone", "rotation_axis", "angular_velocity")
 THREE = ("joint", "velocity", "bone")
-TINY = dict(backbone=dict(hidden_channels=4, hidden_dim=16), feature_dim=8, queue_size=32)
+#: the paper's model (the settings' defaults) and a narrow one with a short queue
+PAPER = PretrainConfig().model_kwargs()
+TINY = PretrainConfig(hidden_channels=4, hidden_dim=16, feature_dim=8, queue_size=32).model_kwargs()
 B = 4
 
 
@@ -38,7 +41,7 @@ def query_side(branch):
 
 
 def test_six_view_counts_from_describe():
-    rows = dict(describe(SIX))
+    rows = dict(describe(SIX, **PAPER))
     assert rows["backbone (one STGCN)"] == 821_380
     assert rows["total"] == 15_768_624
     assert rows["trainable (keys frozen)"] == 10_248_216
@@ -48,7 +51,7 @@ def test_six_view_counts_from_describe():
 
 
 def test_three_view_counts_from_describe():
-    rows = dict(describe(THREE))
+    rows = dict(describe(THREE, **PAPER))
     assert rows["branches.joint.ikem_head"] == 246_528
     assert rows["total"] == 3 * (2 * 920_068 + 246_528)
     assert rows["trainable (keys frozen)"] == 3 * (920_068 + 246_528)

@@ -10,6 +10,13 @@ from ikemtrain.nn.stgcn import STGCN, ConvTemporalGraphical
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
+#: §5: the width and dropout of every config (hidden_channels 16, hidden_dim 256, dropout 0.5)
+PAPER = {"hidden_channels": 16, "hidden_dim": 256, "dropout": 0.5}
+
+
+def stgcn(**changes) -> STGCN:
+    return STGCN(**{**PAPER, **changes})
+
 
 def n_params(*modules):
     return sum(p.numel() for m in modules for p in m.parameters())
@@ -18,7 +25,7 @@ def n_params(*modules):
 @pytest.fixture(scope="module")
 def backbone():
     torch.manual_seed(0)
-    return STGCN()
+    return stgcn()
 
 
 def test_backbone_count_and_its_parts(backbone):
@@ -32,15 +39,15 @@ def test_backbone_count_and_its_parts(backbone):
 def test_counts_with_heads(backbone):
     assert n_params(backbone, nn.Linear(256, 60)) == 836_800
     assert n_params(backbone, nn.Linear(256, 120)) == 852_220
-    assert n_params(backbone, ProjectionHead(256, 256, 128)) == 920_068
-    assert n_params(ProjectionHead(256, 768, 768)) == 787_968
-    assert n_params(ProjectionHead(256, 384, 384)) == 246_528
-    assert n_params(backbone, ProjectionHead(256, 768, 768)) == 1_609_348
+    assert n_params(backbone, ProjectionHead(256, 256, 128, False)) == 920_068
+    assert n_params(ProjectionHead(256, 768, 768, False)) == 787_968
+    assert n_params(ProjectionHead(256, 384, 384, False)) == 246_528
+    assert n_params(backbone, ProjectionHead(256, 768, 768, False)) == 1_609_348
     assert 3 * n_params(backbone, nn.Linear(256, 60)) == 2_510_400  # the paper's "2.510M"
 
 
 def test_without_edge_importance():
-    assert n_params(STGCN(edge_importance=False)) == 821_380 - 18_750
+    assert n_params(stgcn(edge_importance=False)) == 821_380 - 18_750
 
 
 def test_output_shape_and_temporal_strides(backbone):
@@ -61,14 +68,14 @@ def test_output_shape_and_temporal_strides(backbone):
 
 
 def test_widths_scale_with_hidden_channels():
-    net = STGCN(hidden_channels=4, hidden_dim=16)
+    net = stgcn(hidden_channels=4, hidden_dim=16)
     assert net(torch.randn(3, 3, 20, 25, 2)).shape == (3, 16)
     outs = [b.tcn[2].out_channels for b in net.st_gcn_networks]
     assert outs == [4] * 4 + [8] * 3 + [16] * 2 + [16]
 
 
 def test_data_bn_channel_index_is_v_times_3_plus_c():
-    net = STGCN(hidden_channels=4, hidden_dim=8).eval()
+    net = stgcn(hidden_channels=4, hidden_dim=8).eval()
     captured = {}
     net.data_bn.register_forward_hook(lambda m, inp, out: captured.update(x=inp[0]))
     x = torch.randn(2, 3, 7, 25, 2)
@@ -95,7 +102,7 @@ def test_graph_convolution_matches_a_loop():
 
 def test_absent_zero_body_still_contributes_to_the_mean():
     torch.manual_seed(2)
-    net = STGCN(hidden_channels=4, hidden_dim=8).eval()  # default torch init: biases non-zero
+    net = stgcn(hidden_channels=4, hidden_dim=8).eval()  # default torch init: biases non-zero
     body = torch.randn(2, 3, 10, 25, 1)
     zero = torch.zeros_like(body)
     f_zero = net(zero)
@@ -106,14 +113,14 @@ def test_absent_zero_body_still_contributes_to_the_mean():
 
 def test_edge_importance_is_ones_and_learns(backbone):
     assert all(torch.equal(e, torch.ones(3, 25, 25)) for e in backbone.edge_importance)
-    net = STGCN(hidden_channels=4, hidden_dim=8)
+    net = stgcn(hidden_channels=4, hidden_dim=8)
     net(torch.randn(2, 3, 10, 25, 2)).sum().backward()
     assert all(e.grad is not None and e.grad.abs().sum() > 0 for e in net.edge_importance)
 
 
 def test_weights_init():
     torch.manual_seed(3)
-    net = weights_init(nn.Sequential(STGCN(), ProjectionHead()))
+    net = weights_init(nn.Sequential(stgcn(), ProjectionHead(256, 256, 128, False)))
     convs = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     w = torch.cat([m.weight.flatten() for m in convs])
     assert abs(w.mean()) < 1e-3 and abs(w.std() - 0.02) < 1e-3
@@ -133,16 +140,16 @@ def test_bad_input_shapes_are_clear_errors(backbone, shape):
 
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="hidden_channels"):
-        STGCN(hidden_channels=0)
+        stgcn(hidden_channels=0)
     with pytest.raises(ValueError, match="t_kernel"):
-        STGCN(t_kernel=4)
+        stgcn(t_kernel=4)
     with pytest.raises(ValueError, match="dropout"):
-        STGCN(dropout=1.5)
+        stgcn(dropout=1.5)
 
 
 def test_kinect_v1_backbone_has_the_20_joint_graph():
     """Only data_bn (2 * 3 * V) and the edge importance (10 * 3 * V * V) depend on V."""
-    net = STGCN(layout="kinect-v1-20")
+    net = stgcn(layout="kinect-v1-20")
     assert n_params(net.data_bn) == 2 * 3 * 20
     assert sum(p.numel() for p in net.edge_importance) == 10 * 3 * 20 * 20
     assert n_params(net) == 821_380 - 150 - 18_750 + 120 + 12_000
@@ -150,4 +157,4 @@ def test_kinect_v1_backbone_has_the_20_joint_graph():
     with torch.no_grad():
         assert net(torch.randn(2, 3, 50, 20, 1)).shape == (2, 256)
     with pytest.raises(ValueError, match="25 joints"):
-        STGCN()(torch.randn(1, 3, 50, 20, 1))
+        stgcn()(torch.randn(1, 3, 50, 20, 1))

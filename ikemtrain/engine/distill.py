@@ -119,13 +119,8 @@ def distill(
             STUDENT_MODALITIES,
             backbone=backbone,
             feature_dim=pcfg.feature_dim,
-            queue_size=cfg.queue_size,
-            tau=cfg.tau,
-            topk=cfg.topk,
-            context=cfg.context,
-            loss_form=cfg.loss_form,
-            reference_compat=cfg.reference_compat,
             head_bn=pcfg.head_bn,
+            **cfg.model_kwargs(),
         )
         try:
             model.load_teacher(teacher_weights)

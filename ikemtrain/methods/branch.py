@@ -33,14 +33,14 @@ class ModalityBranch(nn.Module):
 
     def __init__(
         self,
-        backbone: Mapping[str, Any] | None = None,
-        feature_dim: int = 128,
-        queue_size: int = 32768,
-        ikem_dim: int = 768,
-        head_bn: bool = False,
+        backbone: Mapping[str, Any],
+        feature_dim: int,
+        queue_size: int,
+        ikem_dim: int,
+        head_bn: bool,
     ):
         super().__init__()
-        backbone = dict(backbone or {})
+        backbone = dict(backbone)
         self.encoder_q = STGCN(**backbone)
         self.encoder_k = STGCN(**backbone)
         hidden = self.encoder_q.hidden_dim

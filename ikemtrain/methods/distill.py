@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ikemtrain.config import MODALITY_SETS
 from ikemtrain.losses import DISTILL_LOSS_FORMS, distill_loss
 from ikemtrain.nn.heads import ProjectionHead
 from ikemtrain.nn.init import weights_init
@@ -40,8 +41,8 @@ from ikemtrain.nn.stgcn import STGCN
 
 __all__ = ["STUDENT_MODALITIES", "DistillModel", "Stream", "teacher_state_dict"]
 
-#: The students of §7: joint, velocity and bone.
-STUDENT_MODALITIES = ("joint", "velocity", "bone")
+#: The students of §7: joint, velocity and bone (the 3s set of :mod:`ikemtrain.config`).
+STUDENT_MODALITIES = MODALITY_SETS[3]
 #: Bug 1 (§7, ``crossclr_6views.py:804``): the reference computes S^Omega with the bone bank.
 _COMPAT_SIMILARITY_BANK = {"angular_velocity": "bone"}
 
@@ -57,7 +58,7 @@ class Stream(nn.Module):
         backbone: Mapping[str, Any],
         head_hidden: int | None,
         out: int,
-        head_bn: bool = False,
+        head_bn: bool,
     ):
         super().__init__()
         self.encoder = STGCN(**dict(backbone))
@@ -95,6 +96,10 @@ def teacher_state_dict(
 class DistillModel(nn.Module):
     """Frozen teacher, trainable students, teacher banks, and the §7 loss.
 
+    Every argument is required: the paper's values (in brackets) are the defaults of
+    :class:`~ikemtrain.config.DistillConfig` and, for the teacher's sizes and ``head_bn``, of
+    the teacher's :class:`~ikemtrain.config.PretrainConfig`.
+
     Args:
         teacher_modalities: the teacher's modalities (six in the paper), the order of ``t``.
         student_modalities: the students' (joint, velocity, bone); each must be a teacher
@@ -114,17 +119,17 @@ class DistillModel(nn.Module):
     def __init__(
         self,
         teacher_modalities: Sequence[str],
-        student_modalities: Sequence[str] = STUDENT_MODALITIES,
+        student_modalities: Sequence[str],
         *,
-        backbone: Mapping[str, Any] | None = None,
-        feature_dim: int = 128,
-        queue_size: int = 32768,
-        tau: float = 0.07,
-        topk: int = 1,
-        context: bool = True,
-        loss_form: str = "implemented",
-        reference_compat: bool = False,
-        head_bn: bool = False,
+        backbone: Mapping[str, Any],
+        feature_dim: int,
+        queue_size: int,
+        tau: float,
+        topk: int,
+        context: bool,
+        loss_form: str,
+        reference_compat: bool,
+        head_bn: bool,
     ):
         super().__init__()
         teacher_modalities, student_modalities = (
@@ -147,7 +152,7 @@ class DistillModel(nn.Module):
             raise ValueError(f"topk must be in [1, queue_size={queue_size}], got {topk}")
         self.teacher_modalities = teacher_modalities
         self.student_modalities = student_modalities
-        self.backbone = dict(backbone or {})
+        self.backbone = dict(backbone)
         self.feature_dim = feature_dim
         self.tau, self.topk, self.context = tau, topk, context
         self.loss_form = loss_form

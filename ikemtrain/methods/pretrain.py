@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ikemtrain.config import PretrainConfig
 from ikemtrain.losses import ekem_loss, ikem_loss, info_nce
 from ikemtrain.methods.branch import ModalityBranch
 from ikemtrain.nn.init import weights_init
@@ -31,8 +32,9 @@ from ikemtrain.nn.stgcn import STGCN
 
 __all__ = ["DEFAULT_FROZEN_KEYS", "PretrainModel", "count_parameters", "describe"]
 
-#: Key encoders held fixed in stage 2 (§6: the "high-performance modalities").
-DEFAULT_FROZEN_KEYS = ("joint", "bone", "rotation_axis")
+#: Key encoders held fixed in stage 2 (§6: the "high-performance modalities"); the default of
+#: ``PretrainConfig.frozen_keys``, where the paper's settings live.
+DEFAULT_FROZEN_KEYS = PretrainConfig().frozen_keys
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -42,6 +44,9 @@ def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
 
 class PretrainModel(nn.Module):
     """MoCo + CrosSCLR-EKEM + IKEM over ``modalities`` (3 for the 3s baseline, or 6).
+
+    Every argument is required: the paper's values (in brackets) are the defaults of
+    :class:`~ikemtrain.config.PretrainConfig`, whose ``model_kwargs()`` gives all of them.
 
     Args:
         modalities: names of the modalities, e.g. ``("joint", "velocity", "bone")``; the
@@ -55,9 +60,9 @@ class PretrainModel(nn.Module):
         topk: mined positives per partner modality in EKEM (1).
         context: include the ``S_u * S_v`` block in EKEM (True).
         ekem, ikem: which stage-2 terms to use (Table 1a: EKEM only, IKEM only, both).
-        frozen_keys: key encoders not momentum-updated in stage 2; names absent from
-            ``modalities`` are ignored.
-        reference_compat: False (default) copies the keys from the queries after
+        frozen_keys: key encoders not momentum-updated in stage 2 (joint, bone,
+            rotation_axis); names absent from ``modalities`` are ignored.
+        reference_compat: False (the default setting) copies the keys from the queries after
             ``weights_init`` (MoCo-correct, fix of bug 2); True initialises keys
             independently, as the reference does.
         head_bn: BatchNorm in the MoCo and IKEM heads (a departure from §6, for the CPU
@@ -68,18 +73,18 @@ class PretrainModel(nn.Module):
         self,
         modalities: Sequence[str],
         *,
-        backbone: Mapping[str, Any] | None = None,
-        feature_dim: int = 128,
-        queue_size: int = 32768,
-        momentum: float = 0.999,
-        tau: float = 0.07,
-        topk: int = 1,
-        context: bool = True,
-        ekem: bool = True,
-        ikem: bool = True,
-        frozen_keys: Sequence[str] = DEFAULT_FROZEN_KEYS,
-        reference_compat: bool = False,
-        head_bn: bool = False,
+        backbone: Mapping[str, Any],
+        feature_dim: int,
+        queue_size: int,
+        momentum: float,
+        tau: float,
+        topk: int,
+        context: bool,
+        ekem: bool,
+        ikem: bool,
+        frozen_keys: Sequence[str],
+        reference_compat: bool,
+        head_bn: bool,
     ):
         super().__init__()
         if isinstance(modalities, str):
@@ -125,7 +130,7 @@ class PretrainModel(nn.Module):
         self.frozen_keys = tuple(m for m in modalities if m in set(frozen_keys))
         self.reference_compat = reference_compat
         self.head_bn = head_bn
-        self.backbone = dict(backbone or {})
+        self.backbone = dict(backbone)
         ikem_dim = len(modalities) * feature_dim
         self.branches = nn.ModuleDict(
             {
@@ -220,7 +225,8 @@ class PretrainModel(nn.Module):
 
 
 def describe(modalities: Sequence[str], **kwargs: Any) -> list[tuple[str, int]]:
-    """Parameter counts of ``PretrainModel(modalities, **kwargs)`` as ``(name, count)`` rows.
+    """Parameter counts of ``PretrainModel(modalities, **kwargs)`` as ``(name, count)`` rows
+    (``kwargs``: e.g. ``PretrainConfig().model_kwargs()``, the paper's model).
 
     Rows: ``"backbone (one STGCN)"``, then ``"branches.<m>.<part>"`` for every module of
     every branch (these rows sum to the total), ``"trainable (keys frozen)"`` and ``"total"``.

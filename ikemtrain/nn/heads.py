@@ -34,11 +34,11 @@ class ProjectionHead(nn.Module):
     """``(N, in_dim) -> (N, out)`` through ``Linear(in_dim, hidden) -> ReLU -> Linear``.
 
     With ``batch_norm``: ``Linear -> BatchNorm1d -> ReLU -> Linear -> BatchNorm1d(affine=False)``.
+    Every argument is required: the sizes and ``batch_norm`` (``head_bn``) come from the
+    settings (:mod:`ikemtrain.config`).
     """
 
-    def __init__(
-        self, in_dim: int = 256, hidden: int = 256, out: int = 128, batch_norm: bool = False
-    ):
+    def __init__(self, in_dim: int, hidden: int, out: int, batch_norm: bool):
         super().__init__()
         if batch_norm:
             self.layers = nn.Sequential(

@@ -95,7 +95,10 @@ class STGCN(nn.Module):
 
     Widths: ``hidden_channels`` (blocks 1-4), ``2*hidden_channels`` (5-7), ``4*hidden_channels``
     (8-9), ``hidden_dim`` (10); temporal strides 2 at blocks 5 and 8 (T 50 -> 25 -> 13).
-    Block 1 has no residual and no dropout. With the defaults it has 821,380 parameters.
+    Block 1 has no residual and no dropout. At the paper's width (``hidden_channels=16``,
+    ``hidden_dim=256``, the ``PretrainConfig`` defaults; ``dropout`` adds no parameters) it has
+    821,380 parameters; the width and dropout are required, since the settings
+    (:mod:`ikemtrain.config`) are their one home.
     ``A`` (the §5 spatial partition of ``layout``'s graph, ``(3, V, V)``; ``ntu25`` by default)
     is a buffer; with ``edge_importance`` each block multiplies it by its own learnable
     ``(3, V, V)`` mask initialised to ones.
@@ -104,9 +107,10 @@ class STGCN(nn.Module):
     def __init__(
         self,
         in_channels: int = 3,
-        hidden_channels: int = 16,
-        hidden_dim: int = 256,
-        dropout: float = 0.5,
+        *,
+        hidden_channels: int,
+        hidden_dim: int,
+        dropout: float,
         edge_importance: bool = True,
         t_kernel: int = 9,
         layout: str = "ntu25",
