@@ -142,13 +142,19 @@ class JointLayout:
         raise LayoutError(f"bones must be one of {', '.join(BONE_CONVENTIONS)}, got {bones!r}")
 
 
-#: NTU joint names, index = id - 1.
-JOINT_NAMES = (
-    "spine_base", "spine_mid", "neck", "head",
+#: Joints 5-20 (shoulders to feet): the same joints, in the same order, in the Kinect v1 SDK
+#: and in NTU (Kinect v2).
+_LIMB_JOINT_NAMES = (
     "left_shoulder", "left_elbow", "left_wrist", "left_hand",
     "right_shoulder", "right_elbow", "right_wrist", "right_hand",
     "left_hip", "left_knee", "left_ankle", "left_foot",
     "right_hip", "right_knee", "right_ankle", "right_foot",
+)  # fmt: skip
+
+#: NTU joint names, index = id - 1.
+JOINT_NAMES = (
+    "spine_base", "spine_mid", "neck", "head",
+    *_LIMB_JOINT_NAMES,
     "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb",
 )  # fmt: skip
 
@@ -196,13 +202,7 @@ NTU25 = JointLayout(
 )
 
 #: Kinect v1 SDK joint names (``NUI_SKELETON_POSITION_INDEX`` order), index = id - 1.
-KINECT_V1_JOINT_NAMES = (
-    "hip_center", "spine", "shoulder_center", "head",
-    "left_shoulder", "left_elbow", "left_wrist", "left_hand",
-    "right_shoulder", "right_elbow", "right_wrist", "right_hand",
-    "left_hip", "left_knee", "left_ankle", "left_foot",
-    "right_hip", "right_knee", "right_ankle", "right_foot",
-)  # fmt: skip
+KINECT_V1_JOINT_NAMES = ("hip_center", "spine", "shoulder_center", "head", *_LIMB_JOINT_NAMES)
 
 
 def _kinect_v1_parents() -> np.ndarray:
