@@ -32,10 +32,9 @@ import torch
 from skelmod.cache import CacheReader
 
 from ..config import MODALITY_SETS, ConfigError, DistillConfig, PretrainConfig
-from ..data import PretrainDataset
 from ..methods.distill import STUDENT_MODALITIES, DistillModel
 from .checkpoint import CheckpointError, check_layout, checkpoint_layout, load_run
-from .loop import TrainingJob, run_training
+from .loop import TrainingJob, run_training, training_views
 
 __all__ = ["distill", "load_teacher"]
 
@@ -98,18 +97,7 @@ def distill(
     # (older checkpoints recorded None for the defaults)
     backbone = {**pcfg.backbone, "layout": checkpoint_layout(tstate)}
     unit_axis, bones = bool(pcfg.unit_axis), pcfg.bones or "6v"
-    dataset = PretrainDataset(
-        reader,
-        f"{cfg.split}-train",
-        pcfg.modalities,
-        t_target=reader.t,
-        crop_ratio=cfg.crop_ratio,
-        shear=cfg.shear,
-        rotation=cfg.rotation,
-        seed=cfg.seed,
-        unit_axis=unit_axis,
-        bones=bones,
-    )
+    dataset = training_views(reader, cfg, pcfg.modalities, unit_axis, bones)
     teacher_weights = tstate["model"]
     del tstate
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,30 @@ def make_loader(
     return loader, sampler
 
 
+def training_views(
+    reader: CacheReader,
+    cfg: Any,
+    modalities: Sequence[str],
+    unit_axis: bool | None,
+    bones: str | None,
+) -> PretrainDataset:
+    """The two augmented views of ``<cfg.split>-train`` that a contrastive run trains on
+    (pre-training, distillation): ``modalities`` computed with ``unit_axis`` / ``bones``, and
+    ``cfg``'s augmentations (``crop_ratio``, ``shear``, ``rotation``, §3) and ``seed``."""
+    return PretrainDataset(
+        reader,
+        f"{cfg.split}-train",
+        modalities,
+        t_target=reader.t,
+        crop_ratio=cfg.crop_ratio,
+        shear=cfg.shear,
+        rotation=cfg.rotation,
+        seed=cfg.seed,
+        unit_axis=unit_axis,
+        bones=bones,
+    )
+
+
 @dataclass
 class TrainingJob:
     """What the shared training loop needs from a method (pre-training or distillation).
@@ -229,22 +253,10 @@ def pretrain(
     """
     reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
     cfg = resolve_cache_options(cfg, reader)
-    dataset = PretrainDataset(
-        reader,
-        f"{cfg.split}-train",
-        cfg.modalities,
-        t_target=reader.t,
-        crop_ratio=cfg.crop_ratio,
-        shear=cfg.shear,
-        rotation=cfg.rotation,
-        seed=cfg.seed,
-        unit_axis=cfg.unit_axis,
-        bones=cfg.bones,
-    )
     job = TrainingJob(
         kind="pretrain",
         cfg=cfg,
-        dataset=dataset,
+        dataset=training_views(reader, cfg, cfg.modalities, cfg.unit_axis, cfg.bones),
         build_model=lambda: build_model(cfg, reader.layout.name),
         loss_names=cfg.modalities,
         pairs=lambda d: {m: (d["q"][m], d["k"][m]) for m in cfg.modalities},
