@@ -14,6 +14,7 @@ import os
 # other (several times slower on 2 cores). Must be set before either runtime starts.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 from pathlib import Path
 
@@ -35,10 +36,10 @@ from .options import (  # noqa: E402
     random_init_option,
     resume_option,
     run_out_option,
+    run_overrides,
     seed_option,
     split_option,
     streams_option,
-    workers_option,
 )
 
 #: The option of each library parameter that an error names (``e.param``).
@@ -52,6 +53,25 @@ _FLAGS = {
 
 def _fail(e: Exception) -> click.ClickException:
     return click.ClickException(with_option(e, _FLAGS))
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Show ikemtrain's own errors as one line and exit 1; anything else is a bug and keeps
+    its traceback."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        raise _fail(e) from None
+
+
+def _settings(table, **changes):
+    """The preset's ``table`` with the options' ``changes`` (``None`` keeps the preset's
+    value); a rejected value is a usage error."""
+    try:
+        return table.replace(**changes)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,24 +96,9 @@ def main() -> None:
     default=None,
     help="Replicate the reference's key-encoder initialisation (bug 2) for ablations.",
 )
-@overrides
-@workers_option
+@run_overrides
 def pretrain(
-    cache,
-    split,
-    preset,
-    modalities,
-    out,
-    resume,
-    ekem,
-    ikem,
-    reference_compat,
-    epochs,
-    batch_size,
-    lr,
-    device,
-    seed,
-    workers,
+    cache, split, preset, modalities, out, resume, ekem, ikem, reference_compat, device, overrides
 ):
     """Pre-train on CACHE's NAME-train split; writes a checkpoint every epoch.
 
@@ -105,25 +110,17 @@ def pretrain(
     """
     from ikemtrain.engine import pretrain as run_pretrain
 
-    try:
-        cfg = preset.pretrain.replace(
-            split=split,
-            modalities=modality_set(modalities) if modalities else None,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            workers=workers,
-            seed=seed,
-            ekem=ekem,
-            ikem=ikem,
-            reference_compat=reference_compat,
-        )
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    try:
+    cfg = _settings(
+        preset.pretrain,
+        split=split,
+        modalities=modality_set(modalities) if modalities else None,
+        ekem=ekem,
+        ikem=ikem,
+        reference_compat=reference_compat,
+        **overrides,
+    )
+    with _user_errors():
         result = run_pretrain(cfg, cache, out, resume=resume, device=device)
-    except USER_ERRORS as e:
-        raise _fail(e) from None
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
@@ -152,23 +149,9 @@ def pretrain(
     help="Replicate the reference's teacher in train mode (bug 13) and its Omega similarities "
     "from the bone bank (bug 1), for ablations.",
 )
-@overrides
-@workers_option
+@run_overrides
 def distill(
-    cache,
-    split,
-    teacher,
-    preset,
-    out,
-    resume,
-    loss_form,
-    reference_compat,
-    epochs,
-    batch_size,
-    lr,
-    device,
-    seed,
-    workers,
+    cache, split, teacher, preset, out, resume, loss_form, reference_compat, device, overrides
 ):
     """Distil a six-modality teacher into a three-stream student (joint, velocity, bone).
 
@@ -181,23 +164,15 @@ def distill(
     """
     from ikemtrain.engine import distill as run_distill
 
-    try:
-        cfg = preset.distill.replace(
-            split=split,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            workers=workers,
-            seed=seed,
-            loss_form=loss_form,
-            reference_compat=reference_compat,
-        )
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    try:
+    cfg = _settings(
+        preset.distill,
+        split=split,
+        loss_form=loss_form,
+        reference_compat=reference_compat,
+        **overrides,
+    )
+    with _user_errors():
         result = run_distill(cfg, cache, teacher, out, resume=resume, device=device)
-    except USER_ERRORS as e:
-        raise _fail(e) from None
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
@@ -248,11 +223,8 @@ def linear_eval(
     streams,
     preset,
     out,
-    epochs,
-    batch_size,
-    lr,
     device,
-    seed,
+    overrides,
 ):
     """Train linear classifiers on frozen encoders; report final and best top-1 / top-5.
 
@@ -264,19 +236,12 @@ def linear_eval(
     from ikemtrain.engine import linear_eval as run_linear_eval
 
     encoders = _encoders(preset, checkpoint, random_init, modalities)
-    try:
-        cfg = preset.linear_eval.replace(
-            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, standardize=standardize
-        )
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    try:
+    cfg = _settings(preset.linear_eval, standardize=standardize, **overrides)
+    with _user_errors():
         results = run_linear_eval(
             cfg, cache, out, split, streams, device=device, recalibrate_bn=bn_recalibration,
             **encoders,
         )  # fmt: skip
-    except USER_ERRORS as e:
-        raise _fail(e) from None
     click.echo(_summary_line(streams, results, out))
 
 
@@ -364,7 +329,7 @@ def knn_eval(
     from ikemtrain.engine.knn import knn_eval as run_knn_eval
 
     encoders = _encoders(preset, checkpoint, random_init, modalities)
-    try:
+    with _user_errors():
         results = run_knn_eval(
             cache,
             out,
@@ -377,8 +342,6 @@ def knn_eval(
             recalibrate_bn=bn_recalibration,
             **encoders,
         )
-    except USER_ERRORS as e:
-        raise _fail(e) from None
     click.echo(f"-> {Path(out) / 'results.json'} ({len(results['streams'])} streams)")
 
 
@@ -407,8 +370,7 @@ def knn_eval(
     help="Run folder: checkpoint.pt (every epoch), metrics.jsonl and results.json.",
 )
 @resume_option
-@overrides
-@workers_option
+@run_overrides
 def finetune(
     cache,
     split,
@@ -420,12 +382,8 @@ def finetune(
     preset,
     out,
     resume,
-    epochs,
-    batch_size,
-    lr,
     device,
-    seed,
-    workers,
+    overrides,
 ):
     """Fine-tune whole encoders with a linear classifier on a fraction of the labels.
 
@@ -441,23 +399,11 @@ def finetune(
     from ikemtrain.engine.finetune import finetune as run_finetune
 
     encoders = _encoders(preset, checkpoint, random_init, modalities)
-    try:
-        cfg = preset.finetune.replace(
-            label_fraction=label_fraction,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
-            workers=workers,
-        )
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    try:
+    cfg = _settings(preset.finetune, label_fraction=label_fraction, **overrides)
+    with _user_errors():
         results = run_finetune(
             cfg, cache, out, split, streams, resume=resume, device=device, **encoders
         )
-    except USER_ERRORS as e:
-        raise _fail(e) from None
     click.echo(_summary_line(streams, results, out))
 
 
@@ -486,10 +432,8 @@ def report(runs, out, no_figures):
     """
     from ikemtrain.report import NO_MATPLOTLIB, matplotlib_figure, write_report
 
-    try:
+    with _user_errors():
         path = write_report(runs, out, figures=not no_figures)
-    except USER_ERRORS as e:
-        raise _fail(e) from None
     click.echo(f"report: {path}")
     if not no_figures and matplotlib_figure() is None:
         click.echo(NO_MATPLOTLIB.split(";")[0])
@@ -568,10 +512,8 @@ def export(run, out, classifier, overwrite):
 
     if out.exists() and not overwrite:
         raise click.UsageError(f"{out} exists; pass --overwrite to replace it")
-    try:
+    with _user_errors():
         student = export_student(run, out, classifier)
-    except USER_ERRORS as e:
-        raise _fail(e) from None
     heads = (
         f"classifier {', '.join(student.classifier)} ({student.num_class} classes)"
         if student.classifier is not None
@@ -623,14 +565,11 @@ def demo(out, classes, per_class, seed, workers, split, preset, device):
     """
     from ikemtrain.demo import RESULT_KEYS, run_demo
 
-    try:
-        preset = dataclasses.replace(
-            preset,
-            pretrain=preset.pretrain.replace(split=split, seed=seed, workers=workers),
-            linear_eval=preset.linear_eval.replace(seed=seed),
-        )
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+    preset = dataclasses.replace(
+        preset,
+        pretrain=_settings(preset.pretrain, split=split, seed=seed, workers=workers),
+        linear_eval=_settings(preset.linear_eval, seed=seed),
+    )
     try:
         summary = run_demo(
             out,

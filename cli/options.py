@@ -5,6 +5,7 @@ Override options default to ``None``, meaning "keep the preset's value".
 
 from __future__ import annotations
 
+import functools
 import re
 from pathlib import Path
 
@@ -39,11 +40,16 @@ split_option = click.option(
     "imported cache's split: trains on NAME-train and evaluates on NAME-val.",
 )
 
-modalities_option = click.option(
+
+def preset_override(*names: str, help: str, **kwargs):
+    """An option that replaces one preset setting; not given (``None``) keeps the preset's."""
+    return click.option(*names, default=None, help=f"{help} [default: the preset's].", **kwargs)
+
+
+modalities_option = preset_override(
     "--modalities",
     type=click.Choice(["3", "6"]),
-    default=None,
-    help="3 (joint, velocity, bone: the 3s baseline) or 6 modalities [default: the preset's].",
+    help="3 (joint, velocity, bone: the 3s baseline) or 6 modalities",
 )
 
 streams_option = click.option(
@@ -70,43 +76,45 @@ device_option = click.option(
     help="Where to run; auto picks CUDA when available.",
 )
 
-workers_option = click.option(
-    "--workers",
-    type=click.IntRange(min=0),
-    default=None,
-    help="DataLoader worker processes [default: the preset's].",
+workers_option = preset_override(
+    "--workers", type=click.IntRange(min=0), help="DataLoader worker processes"
 )
-
-seed_option = click.option(
-    "--seed", type=click.IntRange(min=0), default=None, help="Random seed [default: the preset's]."
-)
-
-epochs_option = click.option(
-    "--epochs", type=click.IntRange(min=1), default=None, help="Epochs [default: the preset's]."
-)
-
-batch_size_option = click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Batch size [default: the preset's].",
-)
-
-lr_option = click.option(
-    "--lr",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    help="Base learning rate [default: the preset's].",
+seed_option = preset_override("--seed", type=click.IntRange(min=0), help="Random seed")
+epochs_option = preset_override("--epochs", type=click.IntRange(min=1), help="Epochs")
+batch_size_option = preset_override("--batch-size", type=click.IntRange(min=1), help="Batch size")
+lr_option = preset_override(
+    "--lr", type=click.FloatRange(min=0, min_open=True), help="Base learning rate"
 )
 
 
-def overrides(f):
-    """``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--seed``."""
-    for option in reversed(
-        (epochs_option, batch_size_option, lr_option, device_option, seed_option)
-    ):
-        f = option(f)
-    return f
+def _gathered_overrides(workers: bool):
+    """``--epochs``, ``--batch-size``, ``--lr``, ``--device``, ``--seed`` (and ``--workers``).
+
+    The command receives ``device`` and, as one dict ``overrides``, the values of the others
+    for ``Settings.replace`` (``None`` keeps the preset's value).
+    """
+    names = ("epochs", "batch_size", "lr", "seed") + (("workers",) if workers else ())
+    options = (epochs_option, batch_size_option, lr_option, device_option, seed_option)
+    options += (workers_option,) if workers else ()
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(**kwargs):
+            kwargs["overrides"] = {name: kwargs.pop(name) for name in names}
+            return f(**kwargs)
+
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
+#: The evaluation protocols' overrides: ``--epochs``, ``--batch-size``, ``--lr``, ``--device``,
+#: ``--seed``.
+overrides = _gathered_overrides(workers=False)
+#: The training runs' overrides: those of :data:`overrides` and ``--workers``.
+run_overrides = _gathered_overrides(workers=True)
 
 
 run_out_option = click.option(

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 partial failure (some files rejected) or a failed run, 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import sys
@@ -155,6 +156,37 @@ def _feature_options(keep: bool = False):
     return decorate
 
 
+_BODIES_OPTION = click.option(
+    "--bodies",
+    type=click.Choice(BODY_RULES),
+    default="reference",
+    show_default=True,
+    help="Body selection: listing order (reference), motion energy, or denoising.",
+)
+
+
+def _conversion_options(bodies: bool = False):
+    """What a conversion computes, shared by convert and import: ``--bodies`` (with
+    ``bodies``), ``--frames``, ``--yaw``, ``--no-centre``, ``--modalities`` and
+    ``--unit-axis/--raw-axis``, ``--bones``. The command receives them as one ``options``, a
+    ``ConvertOptions`` (a rejected value is a usage error)."""
+    names = ("frames", "yaw", "no_centre", "modalities", "unit_axis", "bones")
+    names += ("bodies",) if bodies else ()
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(**kwargs):
+            values = {name: kwargs.pop(name) for name in names}
+            values["centre"] = not values.pop("no_centre")
+            kwargs["options"] = _options(**values)
+            return f(**kwargs)
+
+        command = _normalise_options(_modalities_option("joint")(_feature_options()(command)))
+        return _BODIES_OPTION(command) if bodies else command
+
+    return decorate
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ikem-toolkit")
 def main() -> None:
@@ -191,16 +223,7 @@ def main() -> None:
     default=None,
     help="Worker processes [default: all cores].",
 )
-@click.option(
-    "--bodies",
-    type=click.Choice(BODY_RULES),
-    default="reference",
-    show_default=True,
-    help="Body selection: listing order (reference), motion energy, or denoising.",
-)
-@_normalise_options
-@_modalities_option("joint")
-@_feature_options()
+@_conversion_options(bodies=True)
 @click.option(
     "--resume",
     is_flag=True,
@@ -208,23 +231,7 @@ def main() -> None:
     "samples whose file is unchanged, converts the rest.",
 )
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def convert(
-    raw_dir,
-    out,
-    overwrite,
-    dataset,
-    missing_list,
-    workers,
-    frames,
-    bodies,
-    yaw,
-    no_centre,
-    modalities,
-    unit_axis,
-    bones,
-    resume,
-    quiet,
-):
+def convert(raw_dir, out, overwrite, dataset, missing_list, workers, options, resume, quiet):
     """Convert a directory of raw .skeleton files into one cache.
 
     Example: skelmod convert nturgb+d_skeletons/ -o ntu60.h5 --missing-list
@@ -235,15 +242,6 @@ def convert(
     """
     from skelmod.convert import ConvertError, OutputError, convert
 
-    options = _options(
-        frames=frames,
-        bodies=bodies,
-        centre=not no_centre,
-        yaw=yaw,
-        modalities=modalities,
-        unit_axis=unit_axis,
-        bones=bones,
-    )
     try:
         with Progress("converting", quiet) as progress:
             report = convert(
@@ -283,11 +281,9 @@ def convert(
     type=click.Choice(list(layout.LAYOUTS)),
     help="Joint layout of the arrays (V joints in its order).",
 )
-@_normalise_options
-@_modalities_option("joint")
-@_feature_options()
+@_conversion_options()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def import_(arrays, out, layout_name, frames, yaw, no_centre, modalities, unit_axis, bones, quiet):
+def import_(arrays, out, layout_name, options, quiet):
     """Convert an .npz of concatenated sequences (any Kinect-style data set) into a cache.
 
     Example: skelmod import utkinect.npz --layout kinect-v1-20 -o utkinect.h5
@@ -300,14 +296,6 @@ def import_(arrays, out, layout_name, frames, yaw, no_centre, modalities, unit_a
     """
     from skelmod.importer import import_arrays
 
-    options = _options(
-        frames=frames,
-        centre=not no_centre,
-        yaw=yaw,
-        modalities=modalities,
-        unit_axis=unit_axis,
-        bones=bones,
-    )
     with _user_errors(), Progress("importing", quiet) as progress:
         report = import_arrays(
             arrays, out, layout_name=layout_name, options=options, progress=progress
