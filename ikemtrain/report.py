@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,6 +327,11 @@ def matplotlib_figure():
     return Figure
 
 
+def _wrap(title: str, width: int = 56) -> str:
+    """A figure title broken into lines that fit the figure (long run paths otherwise overflow)."""
+    return textwrap.fill(title, width=width, break_long_words=True, break_on_hyphens=False)
+
+
 def _line_figure(Figure, series, title: str, ylabel: str, path: Path, hline=None) -> None:
     fig = Figure(figsize=(6.4, 4.0), tight_layout=True)
     ax = fig.add_subplot()
@@ -336,7 +342,7 @@ def _line_figure(Figure, series, title: str, ylabel: str, path: Path, hline=None
         ax.axhline(hline, color="grey", linestyle="--", linewidth=1, label=f"collapse < {hline}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(_wrap(title))
     ax.legend(fontsize="small")
     fig.savefig(path, dpi=100)
 
@@ -352,7 +358,7 @@ def _confusion_figure(Figure, cm: np.ndarray, classes: np.ndarray, title: str, p
     ax.set_yticks(ticks[::step], [str(c) for c in classes[::step]], fontsize="small")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title, fontsize="medium")
+    ax.set_title(_wrap(title), fontsize="medium")
     fig.colorbar(im, ax=ax, label="fraction of the true class")
     fig.savefig(path, dpi=100)
 
@@ -364,7 +370,7 @@ def _embedding_figure(Figure, xy: np.ndarray, labels: np.ndarray, title: str, pa
                     s=8)  # fmt: skip
     ax.set_xlabel("principal component 1")
     ax.set_ylabel("principal component 2")
-    ax.set_title(title, fontsize="medium")
+    ax.set_title(_wrap(title), fontsize="medium")
     fig.colorbar(sc, ax=ax, label="class")
     fig.savefig(path, dpi=100)
 
