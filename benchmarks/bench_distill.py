@@ -107,7 +107,12 @@ def main(argv=None) -> int:
         teacher = args.teacher
         saved = load_checkpoint(teacher / "checkpoint.pt")["config"]
         want = json.loads(json.dumps(six.to_dict()))
-        diff = sorted(k for k in want if k != "workers" and saved.get(k) != want[k])
+        # workers may differ; None (unit_axis, bones) means "the cache's", resolved when it ran
+        diff = sorted(
+            k
+            for k in want
+            if k != "workers" and want[k] is not None and saved.get(k) != want[k]
+        )
         if diff:
             ap.error(f"--teacher {teacher}: not this preset's six-modality run (differs in {diff})")
         records = (teacher / "metrics.jsonl").read_text().splitlines()
