@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from protocol_runs import BACKBONE, pretrain_run
 from test_data import make_cache
 from torch import nn
 
-from ikemtrain.config import ConfigError, LinearEvalConfig, PretrainConfig, lr_at
+from ikemtrain.config import ConfigError, LinearEvalConfig, lr_at
 from ikemtrain.data import LinearEvalDataset, epoch_generator
-from ikemtrain.engine import linear_eval, pretrain
+from ikemtrain.engine import linear_eval
 from ikemtrain.engine.checkpoint import CheckpointError, load_checkpoint
 from ikemtrain.engine.linear_eval import (
     build_encoders,
@@ -24,9 +25,6 @@ from ikemtrain.engine.linear_eval import (
 from ikemtrain.engine.loop import seed_everything
 from ikemtrain.nn.init import weights_init
 from skelmod.cache import CacheError
-
-BACKBONE = {"hidden_channels": 4, "hidden_dim": 16, "dropout": 0.5}
-
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
@@ -38,19 +36,7 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run(cache: Path, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    cfg = PretrainConfig(
-        modalities=("joint", "velocity", "bone"),
-        epochs=1,
-        cross_epoch=1,
-        batch_size=4,
-        queue_size=8,
-        workers=0,
-        **BACKBONE,
-        feature_dim=8,
-    )
-    pretrain(cfg, cache, out, device="cpu", echo=None, tensorboard=False)
-    return out
+    return pretrain_run(cache, tmp_path_factory.mktemp("run"))
 
 
 def le_cfg(**changes) -> LinearEvalConfig:
