@@ -9,6 +9,12 @@ Every file is parsed by each version in turn (order rotated), ``--reps`` times, 
 time (``time.process_time``: other processes' load does not count, contention for the core's
 caches still does). MB/s come from the per-file median and minimum; the control shows how
 far two identical parsers measure apart. The outputs of both versions must be equal.
+
+The copies are compiled afresh in each run, while this checkout's parser loads its machine
+code from numba's cache; where each version's code lands in memory moves its speed by a few
+percent, so one version always loaded and the other always compiled is not a fair match.
+``--keep DIR`` keeps the copies (and their numba caches) in DIR: from the second run with
+the same DIR on, every version loads its code from its cache, as users' processes do.
 """
 
 from __future__ import annotations
@@ -37,15 +43,18 @@ def main() -> None:
     ap.add_argument("other", type=Path, help="checkout holding the other skelmod/")
     ap.add_argument("data_dir", nargs="?", type=Path, default=default_data_dir())
     ap.add_argument("--reps", type=int, default=30, help="parses of each file by each version")
+    ap.add_argument("--keep", type=Path, help="folder for the copies, kept with their caches")
     args = ap.parse_args()
 
     blobs = [p.read_bytes() for p in sorted(args.data_dir.glob("*.skeleton"))]
     if not blobs:
         sys.exit(f"no .skeleton files in {args.data_dir}")
     mb = sum(map(len, blobs)) / 1e6
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = str(args.keep or scratch)
         for name in ("skelmod_other", "skelmod_control"):
-            shutil.copytree(args.other / "skelmod", Path(tmp) / name,
+            # Unchanged sources keep their cache; changed ones replace it (dirs_exist_ok).
+            shutil.copytree(args.other / "skelmod", Path(tmp) / name, dirs_exist_ok=True,
                             ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
         sys.path.insert(0, tmp)
         parsers = {
