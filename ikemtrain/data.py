@@ -54,6 +54,7 @@ __all__ = [
     "EpochSampler",
     "LinearEvalDataset",
     "PretrainDataset",
+    "open_cache",
     "sample_generator",
     "worker_context",
 ]
@@ -64,7 +65,9 @@ def sample_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence((seed, epoch, index))))
 
 
-def _open(cache: str | os.PathLike | CacheReader) -> CacheReader:
+def open_cache(cache: str | os.PathLike | CacheReader) -> CacheReader:
+    """``cache`` itself if it is an open :class:`~skelmod.cache.CacheReader`, else one on that
+    path: what every function taking a cache accepts."""
     return cache if isinstance(cache, CacheReader) else CacheReader(cache)
 
 
@@ -128,7 +131,7 @@ class PretrainDataset(Dataset):
         unit_axis: bool | None = None,
         bones: str | None = None,
     ):
-        self.reader = _open(cache_path)
+        self.reader = open_cache(cache_path)
         self.reader.require(["joint"])
         modalities = _modalities(modalities)
         if self.reader.t != t_target:
@@ -204,7 +207,7 @@ class LinearEvalDataset(Dataset):
         unit_axis: bool | None = None,
         bones: str | None = None,
     ):
-        self.reader = _open(cache_path)
+        self.reader = open_cache(cache_path)
         self.modalities = _modalities(modalities)
         self.options = _options(self.reader, unit_axis, bones)
         self.computed = tuple(m for m in self.modalities if not self._cached(m))

@@ -1,10 +1,13 @@
-"""Shared fixtures: where the real NTU files are, and small seeded data."""
+"""Shared fixtures: where the real NTU files are, small seeded data, gloo process groups."""
 
 from __future__ import annotations
 
 import os
+import socket
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -76,3 +79,42 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _gloo_rank(rank: int, world: int, port: int, worker: Callable[..., None], args: tuple) -> None:
+    # What torchrun gives each process, so that init_distributed() joins a group of `world`.
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+    )
+    import torch
+
+    torch.set_num_threads(1)
+    worker(rank, *args)
+
+
+@pytest.fixture
+def spawn_gloo() -> Callable[..., None]:
+    """``spawn_gloo(worker, world, *args)`` runs ``worker(rank, *args)`` in ``world`` processes
+    with the torchrun environment of one gloo group on a free local port (``MASTER_ADDR``,
+    ``MASTER_PORT``, ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and one torch thread each, and
+    waits for them; a failing rank fails the test. ``worker`` is a module-level function (it
+    is pickled into the spawned processes)."""
+
+    def spawn(worker: Callable[..., None], world: int, *args: Any) -> None:
+        import torch
+
+        torch.multiprocessing.spawn(
+            _gloo_rank, args=(world, _free_port(), worker, args), nprocs=world, join=True
+        )
+
+    return spawn

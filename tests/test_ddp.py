@@ -10,8 +10,6 @@ full loop under DDP (sampler, metrics, checkpoint) is the slow test in ``test_en
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import torch
@@ -35,26 +33,12 @@ CFG = PretrainConfig(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _views(rank: int, step: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(1000 * rank + step)  # each rank sees other samples
     return {m: torch.randn(B, 3, T, 25, 2, generator=g) for m in CFG.modalities}
 
 
-def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+def _worker(rank: int, out_dir: str) -> None:
     from ikemtrain.engine.distributed import init_distributed, shutdown_distributed, wrap_model
     from ikemtrain.engine.loop import build_model, seed_everything
 
@@ -79,8 +63,8 @@ def _worker(rank: int, world: int, port: int, out_dir: str) -> None:
         shutdown_distributed()
 
 
-def test_two_gloo_ranks_end_a_step_with_identical_queues_and_weights(tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+def test_two_gloo_ranks_end_a_step_with_identical_queues_and_weights(tmp_path, spawn_gloo) -> None:
+    spawn_gloo(_worker, 2, str(tmp_path))
     saved = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
     assert [s["info"] for s in saved] == [(0, 2), (1, 2)]
     a, b = (s["state"] for s in saved)

@@ -5,10 +5,8 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-import os
 import pickle
 import re
-import socket
 import sys
 from pathlib import Path
 
@@ -506,21 +504,7 @@ def test_checkpoint_files_are_checked(tmp_path: Path) -> None:
 # --- DDP --------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
-    os.environ.update(
-        MASTER_ADDR="127.0.0.1",
-        MASTER_PORT=str(port),
-        RANK=str(rank),
-        WORLD_SIZE=str(world),
-        LOCAL_RANK=str(rank),
-    )
-    torch.set_num_threads(1)
+def _ddp_worker(rank: int, cache: str, out: str) -> None:
     from ikemtrain.engine.distributed import shutdown_distributed
 
     try:
@@ -530,10 +514,8 @@ def _ddp_worker(rank: int, world: int, port: int, cache: str, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_ddp_two_gloo_processes(cache: Path, tmp_path: Path) -> None:
-    torch.multiprocessing.spawn(
-        _ddp_worker, args=(2, _free_port(), str(cache), str(tmp_path)), nprocs=2, join=True
-    )
+def test_ddp_two_gloo_processes(cache: Path, tmp_path: Path, spawn_gloo) -> None:
+    spawn_gloo(_ddp_worker, 2, str(cache), str(tmp_path))
     records = _read_metrics(tmp_path)
     assert [r["epoch"] for r in records] == [1, 2] and [r["stage"] for r in records] == [1, 2]
     assert all(r["iterations"] == 2 for r in records)  # 8 samples / 2 ranks / batch 2 each

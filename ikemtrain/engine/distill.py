@@ -32,6 +32,7 @@ import torch
 from skelmod.cache import CacheReader
 
 from ..config import MODALITY_SETS, ConfigError, DistillConfig, PretrainConfig
+from ..data import open_cache
 from ..methods.distill import STUDENT_MODALITIES, DistillModel
 from .checkpoint import CheckpointError, check_layout, checkpoint_layout, load_run
 from .loop import TrainingJob, run_training, training_views
@@ -91,7 +92,7 @@ def distill(
         CacheError / ConfigError / FileExistsError: as for pre-training.
     """
     teacher_path, pcfg, tstate = load_teacher(teacher)
-    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    reader = open_cache(cache)
     check_layout(tstate, reader, teacher_path)
     # the students see what the teacher saw in pre-training: its graph and modality options
     # (older checkpoints recorded None for the defaults)

@@ -41,6 +41,7 @@ import torch.distributed as dist
 from skelmod.cache import CacheReader
 
 from ..config import FinetuneConfig
+from ..data import open_cache
 from ..methods.finetune import Classifier
 from .checkpoint import CheckpointError
 from .encoders import EncoderSource, encoder_source, eval_datasets
@@ -135,7 +136,7 @@ def finetune(
     """
     source = encoder_source(checkpoint, random_init, backbone, modalities)
     needed = source.modalities_for(stream)
-    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    reader = open_cache(cache)
     backbone = source.check_cache(reader)
     heads = _source_heads(source, needed, reader)
     train_set, val_set = eval_datasets(source, reader, split, needed, echo)

@@ -34,6 +34,7 @@ from skelmod.cache import CacheError, CacheReader
 from skelmod.layout import MODALITY_NAMES
 
 from ..config import STREAMS, STUDENT_STREAMS, ConfigError
+from ..data import open_cache
 from .distributed import resolve_device
 from .encoders import EncoderSource, encoder_source, eval_datasets
 from .linear_eval import frozen_features, topk_accuracy
@@ -144,7 +145,7 @@ def knn_eval(
 
     dev = resolve_device(device)
     out = make_out_dir(out_dir)
-    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    reader = open_cache(cache)
     backbone = source.check_cache(reader)
     train_set, val_set = eval_datasets(source, reader, split, needed, echo)
     if ks[-1] > len(train_set):

@@ -53,7 +53,7 @@ from torch import nn
 from skelmod.cache import CacheError, CacheReader
 
 from ..config import LinearEvalConfig, lr_at
-from ..data import LinearEvalDataset, epoch_generator
+from ..data import LinearEvalDataset, epoch_generator, open_cache
 from ..errors import NonFiniteLossError
 from ..nn.heads import fused_logits
 from ..nn.init import weights_init
@@ -324,7 +324,7 @@ def linear_eval(
 
     dev = resolve_device(device)
     out = make_out_dir(out_dir)
-    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    reader = open_cache(cache)
     backbone = source.check_cache(reader)
     train_set, val_set = eval_datasets(source, reader, split, needed, echo)
     if len(train_set) < cfg.batch_size:

@@ -41,7 +41,7 @@ from skelmod.cache import CacheError, CacheReader
 
 from ..collapse import COLLAPSE_STD, collapse_stats, is_collapsed
 from ..config import ConfigError, PretrainConfig, lr_at
-from ..data import EpochSampler, PretrainDataset, worker_context
+from ..data import EpochSampler, PretrainDataset, open_cache, worker_context
 from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
 from .checkpoint import (
@@ -251,7 +251,7 @@ def pretrain(
         cannot be written; NonFiniteLossError: the loss turned NaN or infinite (the message
         names the batch's samples and the data check to run).
     """
-    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    reader = open_cache(cache)
     cfg = resolve_cache_options(cfg, reader)
     job = TrainingJob(
         kind="pretrain",
