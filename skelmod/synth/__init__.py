@@ -1,20 +1,25 @@
 """Procedural NTU-format ``.skeleton`` files: a stand-in dataset when the real one is absent.
 
 Each sample is one *performance* of a named action program (:data:`ACTIONS`) by a subject
-whose body proportions are fixed per subject id, seen by one of three Kinect cameras:
+whose body proportions and style are fixed per subject id, seen by one of three Kinect cameras:
 
 1. **Motion**: joint-angle trajectories per action (random amplitude, timing, repetitions,
-   side and speed; sequence length 30..300 frames at 30 fps) on top of an idle sway, turned
-   into positions by forward kinematics on a rest skeleton with NTU's median bone lengths
-   (measured on the real files), scaled per subject. Feet stay on the floor.
+   side and speed; sequence length 30..300 frames at 30 fps) on top of an idle sway and
+   fidgeting of every joint, turned into positions by forward kinematics on a rest skeleton
+   with NTU's median bone lengths (measured on the real files), scaled per subject. Each
+   subject has a style (:func:`~skelmod.synth.actions.subject_style`): how restless they are
+   and how fast they act. Feet stay on the floor.
 2. **Scene**: camera ``c`` in 1..3 looks from world yaw 0°, -45°, +45°; the performer faces
    -45° in replication 1 and +45° in replication 2, so camera 1 always sees a 45° view and
    cameras 2/3 see front or side views, as in NTU. Distance 2.7..4.3 m, camera height and tilt
    per setup; the whole scene is rotated about y (Kinect camera space: x right, y up, z depth).
-3. **Sensor**: gaussian jitter (more on hands and feet), runs of ``trackingState`` 1
-   ("inferred") joints, short tracking glitches of a hand or foot, now and then a new body id
-   for the same person, empty leading frames, and in about 10 % of one-person samples a short
-   object-like noise body. Interaction classes always have two persons.
+3. **Sensor**: the tracker's frontal bias (a body turned away from the camera gets its
+   shoulder and hip lines turned back towards it, so its limbs keep a residue of the view
+   after the §2 normalisation; :func:`~skelmod.synth.sensor.frontal_bias`), gaussian jitter
+   (more on hands and feet), runs of ``trackingState`` 1 ("inferred") joints, short tracking
+   glitches of a hand or foot, now and then a new body id for the same person, empty leading
+   frames, and in about 10 % of one-person samples a short object-like noise body.
+   Interaction classes always have two persons.
 
 The text layout is exactly ``reference-ikem.md`` §1.1; numbers are written with 7 significant
 digits (``%.7G``), as Kinect's own files are. Names ``SsssCcccPpppRrrrAaaa`` follow §1.2, so

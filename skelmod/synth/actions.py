@@ -16,7 +16,7 @@ import numpy as np
 
 from .kinematics import ANGLE_DOFS, DOFS, SIDES, Pose
 
-__all__ = ["ACTIONS", "Action", "neutral_pose"]
+__all__ = ["ACTIONS", "Action", "Style", "neutral_pose", "subject_style"]
 
 
 # --- envelopes -------------------------------------------------------------------------------
@@ -75,8 +75,37 @@ def _smooth_noise(t: np.ndarray, rng: np.random.Generator, amp: np.ndarray, f_hi
     return np.asarray(amp)[:, None] * np.sin(2 * np.pi * f * t + ph).sum(1) / 1.7
 
 
-def neutral_pose(t: np.ndarray, rng: np.random.Generator) -> Pose:
-    """Standing at rest with a subject-like posture and a slow idle sway."""
+@dataclass(frozen=True)
+class Style:
+    """How one subject moves, the same in all their samples (:func:`subject_style`).
+
+    ``restless`` scales the idle sway and fidgeting of :func:`neutral_pose` (people differ:
+    some stand still, some shift their weight, look around and move their free hands);
+    ``tempo`` stretches the duration of every action they perform.
+    """
+
+    restless: float
+    tempo: float
+
+
+#: The amplitude of the idle sway and fidgeting at ``restless = 1``: body yaw and every joint
+#: angle (degrees), floor position (m); and the highest frequency of the joint angles (Hz).
+IDLE_ANGLE, IDLE_SHIFT, IDLE_HZ = 9.0, 0.035, 1.2
+
+
+def subject_style(world_seed: int, subject: int) -> Style:
+    """The :class:`Style` of one subject: same ``(world_seed, subject)`` -> same style.
+
+    ``restless`` is uniform in [0.6, 1.6]; ``tempo`` log-normal (sigma 0.15) around 1.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([world_seed, 1_000_039, subject]))
+    return Style(restless=float(rng.uniform(0.6, 1.6)), tempo=float(np.exp(rng.normal(0, 0.15))))
+
+
+def neutral_pose(t: np.ndarray, rng: np.random.Generator, restless: float = 1.0) -> Pose:
+    """Standing at rest with a subject-like posture, an idle sway and fidgeting: smooth
+    random motion of the body yaw, the floor position and every joint angle, of amplitude
+    ``restless`` times :data:`IDLE_ANGLE` / :data:`IDLE_SHIFT`, below :data:`IDLE_HZ`."""
     T = t.shape[0]
     p = {k: np.zeros(T) for k in DOFS}
     arm_abd, elbow, knee = rng.uniform(4, 14), rng.uniform(5, 25), rng.uniform(0, 8)
@@ -90,8 +119,8 @@ def neutral_pose(t: np.ndarray, rng: np.random.Generator) -> Pose:
     p["spine_flex"] += rng.uniform(-3, 10)
     p["neck_flex"] += rng.uniform(-5, 10)
     keys = (*ANGLE_DOFS, "x", "z")
-    amp = np.array([4.0 if k == "yaw" else 0.015 if k in ("x", "z") else 2.5 for k in keys])
-    f_hi = np.array([0.3 if k == "yaw" else 0.4 if k in ("x", "z") else 0.8 for k in keys])
+    amp = restless * np.array([IDLE_SHIFT if k in ("x", "z") else IDLE_ANGLE for k in keys])
+    f_hi = np.array([0.3 if k == "yaw" else 0.4 if k in ("x", "z") else IDLE_HZ for k in keys])
     for k, wiggle in zip(keys, _smooth_noise(t, rng, amp, f_hi), strict=True):
         p[k] += wiggle
     return p

@@ -19,7 +19,7 @@ from skelmod.errors import SkelmodError
 from skelmod.names import SampleId
 from skelmod.ntu import RawSkeleton
 
-from .actions import ACTIONS, neutral_pose
+from .actions import ACTIONS, neutral_pose, subject_style
 from .kinematics import forward_kinematics, rot, subject_lengths
 from .sensor import noise_body, sensor_track
 
@@ -126,10 +126,22 @@ class SyntheticSample:
         return select_bodies(self.to_raw(), "reference", max_bodies)[0]
 
 
-def _setup_scene(world_seed: int, setup: int) -> tuple[float, float, float]:
-    """Camera distance (m), height above the floor (m) and downward tilt (deg) of a setup."""
+#: Range of the tracker's frontal-bias factor ``k`` of a setup
+#: (:func:`skelmod.synth.sensor.frontal_bias`; 1 would be no bias).
+FRONTAL_BIAS = (0.3, 0.5)
+
+
+def _setup_scene(world_seed: int, setup: int) -> tuple[float, float, float, float]:
+    """Camera distance (m), height above the floor (m), downward tilt (deg) and the tracker's
+    frontal-bias factor of a setup (drawn from the world seed, so that a sample's own draws
+    do not depend on it)."""
     rng = np.random.default_rng(np.random.SeedSequence([world_seed, 1_000_033, setup]))
-    return rng.uniform(3.0, 4.0), rng.uniform(0.65, 0.95), rng.uniform(0.0, 6.0)
+    return (
+        rng.uniform(3.0, 4.0),
+        rng.uniform(0.65, 0.95),
+        rng.uniform(0.0, 6.0),
+        rng.uniform(*FRONTAL_BIAS),
+    )
 
 
 def synthesize_sample(
@@ -163,21 +175,21 @@ def synthesize_sample(
                 f"{what} must be in 1..999 to fit the 3-digit name, got {v}", param=what
             )
     action = ACTIONS[label]
-    seconds = action.seconds * float(np.exp(rng.normal(0.0, 0.35)))
+    people = [subject] if action.persons == 1 else [subject, int(rng.integers(1, 1000))]
+    styles = [subject_style(world_seed, who) for who in people]
+    seconds = action.seconds * styles[0].tempo * float(np.exp(rng.normal(0.0, 0.35)))
     T = int(np.clip(round(seconds * FPS), MIN_FRAMES, MAX_FRAMES))
     t = np.arange(T) / FPS
     u = np.linspace(0.0, 1.0, T)
 
     # Performance, in world coordinates (floor y = 0, the person or pair centred at the origin).
-    poses = [neutral_pose(t, rng) for _ in range(action.persons)]
-    lengths = [subject_lengths(world_seed, subject)]
+    poses = [neutral_pose(t, rng, style.restless) for style in styles]
+    lengths = [subject_lengths(world_seed, who) for who in people]
     if action.persons == 1:
         action.program(poses[0], t, u, rng)
         places = [(0.0, 0.0)]
     else:
         gap = action.program(poses[0], poses[1], t, u, rng)
-        partner = int(rng.integers(1, 1000))
-        lengths.append(subject_lengths(world_seed, partner))
         face = rng.normal(0.0, 10.0, 2)
         places = [(-90.0 + face[0], -gap / 2), (90.0 + face[1], gap / 2)]
     persons = []
@@ -189,7 +201,7 @@ def synthesize_sample(
 
     # Camera: rotate the scene about y by the view yaw, place it in front of the camera, then
     # tilt the camera down (points further away appear higher).
-    distance, height, tilt = _setup_scene(world_seed, setup)
+    distance, height, tilt, bias = _setup_scene(world_seed, setup)
     yaw = _FACING_YAW[replication] - _CAMERA_YAW[camera] + rng.normal(0.0, 8.0)
     R_tilt = rot(0, np.array(-tilt - rng.normal(0.0, 1.0)))
     view = R_tilt @ rot(1, np.array(yaw))
@@ -204,7 +216,7 @@ def synthesize_sample(
     base_id = _BODY_ID_BASE + int(rng.integers(1000, 90000))
     tracks: list[BodyTrack] = []
     for P, R in persons:
-        joints, info = sensor_track(rng, P, R, view, shift, noise)
+        joints, info = sensor_track(rng, P, R, view, shift, noise, bias)
         tracks.append(BodyTrack(base_id + len(tracks) * int(rng.integers(1, 60)), 0, joints, info))
 
     # Sensor hiccups: empty leading frames, a re-acquired track with a new id, a noise body.
