@@ -20,17 +20,23 @@ length gives. Each body record first tries :func:`_read_body`, a call-free fast
 path for plain records (every real NTU record); anything else is read again line
 by line by :func:`_read_values` / :func:`_read_count`, which either handle it
 (values left to Python's ``float``) or report the error. Both paths read numbers
-with the one decimal parser :func:`_number`, inlined into each. Numbers are
-rounded exactly: an integer mantissa below 2**53 and a power of ten up to 1e22
-need one IEEE operation (Clinger's fast path); the rest is parsed by Python.
+with the one decimal parser :func:`_number`, inlined into each; it reads the
+digits after a decimal point eight bytes at a time (:func:`_fraction_digits`).
+Numbers are rounded exactly: an integer mantissa below 2**53 and a power of ten
+up to 1e22 need one IEEE operation (Clinger's fast path); the rest is parsed by
+Python.
 
 With ``NUMBA_DISABLE_JIT=1`` the kernels run as plain Python (the tests do so
-once): the two intrinsics below then have Python twins.
+once): the intrinsics below then have Python twins, and Python ints stand for
+numba's uint64.
 """
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
+from llvmlite import ir
 from numba import njit
 from numba.core import config, types
 from numba.extending import intrinsic
@@ -83,6 +89,9 @@ _SAFE_DIGITS = 15  # 10**15 - 1 < 2**53: any mantissa this long is exact
 _EXACT_MANTISSA = 2**53  # integers below this are exact in float64
 # 10**k is exact in float64 for k <= 22, so w * 10**q and w / 10**-q round once (Clinger).
 _POW10 = np.array([10.0**k for k in range(23)])
+# Integer powers 10**k for the k <= 8 digits that _digits adds at once (an array: numba
+# compiles a tuple indexed at run time into a jump table).
+_POW10_INT = np.array([10**k for k in range(9)], np.int64)
 # Fewest bytes a complete body record takes: a body line of 10 one-character values, "25",
 # then 25 joint lines of 12 one-character values (the last may lack its line end). So a file
 # of n bytes holds fewer than n // _MIN_BODY_BYTES + 1 bodies, which sizes the output arrays.
@@ -143,7 +152,22 @@ if config.DISABLE_JIT:
             raise IndexError(f"_put: negative index {i}")
         out[i] = v
 
+    def _load8(data, i):
+        if i < 0 or i + 8 > data.size:
+            raise IndexError(f"_load8: bytes {i}..{i + 7} outside 0..{data.size - 1}")
+        return int.from_bytes(data[i : i + 8].tobytes(), "little")
+
+    def _low_zeros(x):
+        return (x & -x).bit_length() - 1 if x else 64
+
+    # Python ints stand for numba's uint64 and int64: _digits masks every result whose bits
+    # above 63 would differ, so both compute the same values.
+    _u64 = _i64 = int
+
 else:
+    from numba.cpython.unsafe.numbers import trailing_zeros as _low_zeros
+
+    _u64, _i64 = np.uint64, np.int64
 
     @intrinsic
     def _bytes_of(typingctx, buf):
@@ -190,6 +214,24 @@ else:
 
         return types.none(out, types.intp, types.float64), codegen
 
+    @intrinsic
+    def _load8(typingctx, data, i):
+        """The eight bytes ``data[i:i + 8]`` as one little-endian uint64 (``data[i]`` lowest).
+
+        Unchecked like :func:`_byte`: the caller guarantees ``0 <= i <= buf.size - 8``. An
+        unaligned load, which x86 and ARMv8 do at the speed of an aligned one (byte-swapped
+        on a big-endian machine).
+        """
+        if not (isinstance(data, types.CPointer) and data.dtype == types.uint8):
+            return None
+
+        def codegen(context, builder, sig, args):
+            ptr = builder.bitcast(builder.gep(args[0], [args[1]]), ir.IntType(64).as_pointer())
+            raw = builder.load(ptr, align=1)
+            return raw if sys.byteorder == "little" else builder.bswap(raw)
+
+        return types.uint64(data, types.intp), codegen
+
 
 @njit(cache=True, inline="always")
 def _sign(data, i):
@@ -199,6 +241,32 @@ def _sign(data, i):
     if neg or c == 43:
         i += 1
     return neg, i
+
+
+# SWAR ("SIMD within a register") constants for _fraction_digits: eight bytes in one uint64.
+_ASCII_0 = _u64(0x3030303030303030)  # b"00000000"
+_ABOVE_9 = _u64(0x4646464646464646)  # a byte + 0x46 reaches 0x80 when the byte is above b"9"
+_HIGH_BITS = _u64(0x8080808080808080)
+_U64_MASK = _u64(2**64 - 1)
+_U32_MASK = _u64(2**32 - 1)
+_PAIRS = _u64(0x000000FF000000FF)  # bytes 0 and 4
+_MUL_HI = _u64(100 + (1000000 << 32))
+_MUL_LO = _u64(1 + (10000 << 32))
+
+
+@njit(cache=True, inline="always")
+def _eight_digits(raw, k):
+    """The number written by the first ``k`` bytes (1 <= k <= 8) of ``raw``, ASCII digits.
+
+    ``raw`` is from :func:`_load8`: ``data[i]`` is its lowest byte. The ``k`` digits are
+    shifted to the top, zero digits fill the bytes below them, and the classic multiply
+    and mask steps combine neighbouring digits, then pairs, then fours (as simdjson and
+    fast_float do). The masks keep Python ints equal to numba's wrapping uint64.
+    """
+    d = ((raw - _ASCII_0) << _u64(64 - 8 * k)) & _U64_MASK
+    d = d * _u64(10) + (d >> _u64(8))  # byte j: 10 * digit j + digit j + 1, two digits
+    d = (((d & _PAIRS) * _MUL_HI + ((d >> _u64(16)) & _PAIRS) * _MUL_LO) >> _u64(32)) & _U32_MASK
+    return _i64(d)
 
 
 @njit(cache=True, inline="always")
@@ -217,14 +285,38 @@ def _digits(data, i, w):
 
 
 @njit(cache=True, inline="always")
-def _number(data, pos, careful):
+def _fraction_digits(data, i, w, lim):
+    """:func:`_digits` eight bytes at a time (:func:`_load8`) while ``i <= lim``.
+
+    ``lim`` is at most the data's size minus 8. The digit count of eight bytes is where the
+    first byte outside ``0``...``9`` sets its high bit. For the digits after a decimal
+    point, many and of varying count: the byte loop's exit, which the CPU mispredicts
+    there, is a data dependency here. (Integer parts, of one to four digits in real
+    files, are faster byte by byte: the CPU predicts the end and runs on.)
+    """
+    if i <= lim:
+        raw = _load8(data, i)
+        k = _i64(_low_zeros(((raw + _ABOVE_9) | (raw - _ASCII_0)) & _HIGH_BITS)) >> 3
+        if k == 0:
+            return w, i
+        # _i64: a Python int under NUMBA_DISABLE_JIT, where a numpy int64 would warn as it wraps.
+        w = w * _i64(_POW10_INT[k]) + _eight_digits(raw, k)
+        i += k
+        if k < 8:
+            return w, i
+    return _digits(data, i, w)
+
+
+@njit(cache=True, inline="always")
+def _number(data, pos, careful, lim):
     """The decimal number at ``data[pos]`` (from :func:`_bytes_of`): ``(status, value, end)``.
 
     The one number parser of both paths. The grammar is
     ``[+-](digits[.digits]|.digits)[(e|E)[+-]digits]``; ``end`` is the index of the first
     byte that does not continue it, and whether that byte ends the token is the caller's
     question. Unchecked: a blank or line end follows ``pos`` in the data, so reads need
-    no test for its end (a third of the time of a digit).
+    no test for its end (a third of the time of a digit), and ``lim`` is at most the
+    data's size minus 8 (:func:`_digits` reads eight bytes at a time up to it).
 
     status 0: ok, ``value`` is the correctly rounded float64. Clinger's fast path: an
     integer mantissa ``w`` below 2**53 and a decimal exponent ``q`` within ±22, so that
@@ -246,7 +338,7 @@ def _number(data, pos, careful):
     nd = i - first  # digits read into w, leading zeros included
     q = 0  # value = w * 10**q
     if _byte(data, i) == 46:
-        w, end = _digits(data, i + 1, w)
+        w, end = _fraction_digits(data, i + 1, w, lim)
         q = i + 1 - end
         nd -= q
         i = end
@@ -304,12 +396,12 @@ def _parse_number(buf, pos):
     while end < n and not (_is_blank(buf[end]) or _is_eol(buf[end])):
         end += 1
     if end < n:
-        status, v, i = _number(_bytes_of(buf), pos, True)
+        status, v, i = _number(_bytes_of(buf), pos, True, n - 8)
     else:
         # The token runs to the end of the data: parse a copy that a blank ends.
         tail = np.full(n - pos + 1, 32, np.uint8)
-        tail[:-1] = buf[pos:]
-        status, v, i = _number(_bytes_of(tail), 0, True)
+        tail[: n - pos] = buf[pos:]
+        status, v, i = _number(_bytes_of(tail), 0, True, tail.size - 8)
         i += pos
     return (status if i == end else 1), v, end
 
@@ -376,6 +468,7 @@ def _read_body(buf, pos, info, joints, b, sep):
     can be read unchecked; a token starting later sends the record to the careful path.
     """
     n = buf.size
+    lim = n - 8
     data = _bytes_of(buf)
     # The bodyID, an integer of at most 18 digits.
     while pos < n and _is_blank(_byte(data, pos)):
@@ -423,7 +516,7 @@ def _read_body(buf, pos, info, joints, b, sep):
                 break
             if count == nvals or pos >= sep:
                 return pos, body_id, False
-            status, v, pos = _number(data, pos, False)
+            status, v, pos = _number(data, pos, False, lim)
             c = _byte(data, pos)  # pos <= sep < n
             if status != 0 or not (_is_blank(c) or _is_eol(c)):
                 return pos, body_id, False

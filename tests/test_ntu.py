@@ -6,6 +6,7 @@ All but the two tests that parse many files also run with ``NUMBA_DISABLE_JIT=1`
 
 from __future__ import annotations
 
+import itertools
 import pickle
 
 import numpy as np
@@ -145,13 +146,43 @@ def test_exponents_signs_and_leading_dot():
               "9007199254740993", "-1E+2", "00012.5000", "0.0000000000000000001234",
               "-0000000000000000000000.5", "1234567890123456789012345e-30"]  # fmt: skip
     values = (tokens * 30)[:300]
-    info = values[:9]
-    joints = np.array(values).reshape(25, 12)
-    text = "1\n1\n7 " + " ".join(info) + "\n25\n" + "\n".join(" ".join(r) for r in joints) + "\n"
-    raw = parse_skeleton(text.encode())
-    np.testing.assert_array_equal(raw.body_info[0], [float(t) for t in info])
-    np.testing.assert_array_equal(raw.joints[0], [[float(t) for t in r] for r in joints])
+    raw = parse_skeleton(one_body_text(values))
+    assert_same(raw, expected_from_text(one_body_text(values)))
     assert np.signbit(raw.body_info[0, values.index("-0")])
+
+
+def one_body_text(values: list[str]) -> bytes:
+    """A one-frame, one-body file: the 300 tokens ``values`` as joint values, the first 9
+    also as body values."""
+    rows = [" ".join(values[12 * j : 12 * j + 12]) for j in range(25)]
+    return ("1\n1\n7 " + " ".join(values[:9]) + "\n25\n" + "\n".join(rows) + "\n").encode()
+
+
+def test_fractions_of_every_length():
+    # The digits after a point are read eight bytes at a time (_tokenize._fraction_digits),
+    # those of the last eight bytes of the data one by one: fractions of 0 to 17 digits
+    # (beyond 15 digits in all, the careful path's), integer parts of 0 to 4 digits.
+    rng = np.random.default_rng(0)
+    values = []
+    for k in range(300):
+        digits = "".join(rng.choice(list("0123456789"), size=k % 18 + k // 18 % 5))
+        cut = k // 18 % 5
+        values.append(("-" if k % 7 == 3 else "") + digits[:cut] + "." + digits[cut:])
+    values = [v if v.strip("-.") else "0." for v in values]  # "." alone is not a number
+    assert_same(parse_skeleton(one_body_text(values)), expected_from_text(one_body_text(values)))
+
+
+@pytest.mark.parametrize("after", [b"/", b":", b"a", b".", b"\xff"])
+def test_fraction_ends_at_any_other_byte(after):
+    # A byte just outside 0-9 (or beyond ASCII) after k fraction digits, wherever it falls
+    # in the eight bytes read at once: the token is not a number.
+    # Far from the end of the data and among its last bytes (read one by one).
+    for where, k in itertools.product((20, 298), range(10)):
+        values = ["0.25"] * 300
+        values[where] = "1." + "123456789"[:k] + "@"
+        data = one_body_text(values).replace(b"@", after)
+        with pytest.raises(SkeletonFormatError, match="expected a number"):
+            parse_skeleton(data)
 
 
 def test_fast_and_careful_paths_mix(ntu_real_dir, tmp_path):
