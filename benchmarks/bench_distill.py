@@ -95,7 +95,8 @@ def main(argv=None) -> int:
         cache = args.cache
         reader = CacheReader(cache)
         reader.require(MODALITY_NAMES)
-        args.classes = reader.num_class
+        # the classes present (an NTU-layout cache of synthetic files declares 60)
+        args.classes = len(np.unique(reader.meta["label"]))
         data = f"{cache} ({reader.dataset}, {reader.layout.name}, {args.classes} classes)"
     # numba's kernels load once per process: pay it before any clock starts
     compute_modalities(np.zeros((1, 3, 8, 25, 2), np.float32), 8, t_target=8)
