@@ -344,7 +344,9 @@ def test_frontal_bias_turns_shoulder_and_hip_lines_towards_the_camera():
         yaw = np.radians(np.linspace(-80, 80, 40))
         half = rng.uniform(0.1, 0.2, 40)
         mid = xyz[:, left]
-        xyz[:, right] = mid + np.stack([half * np.cos(yaw), 0.05 + 0 * yaw, half * np.sin(yaw)], 1)
+        xyz[:, right] = mid + np.stack(
+            [half * np.cos(yaw), np.full(40, 0.05), half * np.sin(yaw)], 1
+        )
     out = frontal_bias(xyz, 0.4)
     np.testing.assert_allclose(frontal_bias(xyz, 1.0), xyz, atol=1e-12)
     moved = sorted(j for p in pairs for j in p)

@@ -83,7 +83,7 @@ def frontal_bias(xyz: np.ndarray, k: float) -> np.ndarray:
     the camera's x axis) to ``k * phi``, keeping its length and height difference. ``k = 1``
     is no bias. The §2 normalisation aligns the shoulder line, so a turned body comes out
     with its limbs rotated by ``(1 - k) phi``: a residue of the view that a frontal camera does
-    not show (largest near 45-60 degrees), like the view shortcut of real data sets.
+    not show and a side view shows most, like the view shortcut of real data sets.
     """
     out = xyz.copy()
     for left, right in _BIASED_PAIRS:
