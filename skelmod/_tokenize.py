@@ -316,7 +316,7 @@ def _number(data, pos, careful, lim):
     byte that does not continue it, and whether that byte ends the token is the caller's
     question. Unchecked: a blank or line end follows ``pos`` in the data, so reads need
     no test for its end (a third of the time of a digit), and ``lim`` is at most the
-    data's size minus 8 (:func:`_digits` reads eight bytes at a time up to it).
+    data's size minus 8 (:func:`_fraction_digits` reads eight bytes at a time up to it).
 
     status 0: ok, ``value`` is the correctly rounded float64. Clinger's fast path: an
     integer mantissa ``w`` below 2**53 and a decimal exponent ``q`` within ±22, so that
