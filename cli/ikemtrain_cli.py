@@ -149,9 +149,26 @@ def pretrain(
     help="Replicate the reference's teacher in train mode (bug 13) and its Omega similarities "
     "from the bone bank (bug 1), for ablations.",
 )
+@click.option(
+    "--student-init",
+    type=click.Choice(["random", "teacher"]),
+    default=None,
+    help="random: fresh student encoders (§7); teacher: start each from the teacher's encoder "
+    "of its modality [default: the preset's].",
+)
 @run_overrides
 def distill(
-    cache, split, teacher, preset, out, resume, loss_form, reference_compat, device, overrides
+    cache,
+    split,
+    teacher,
+    preset,
+    out,
+    resume,
+    loss_form,
+    reference_compat,
+    student_init,
+    device,
+    overrides,
 ):
     """Distil a six-modality teacher into a three-stream student (joint, velocity, bone).
 
@@ -169,6 +186,7 @@ def distill(
         split=split,
         loss_form=loss_form,
         reference_compat=reference_compat,
+        student_init=student_init,
         **overrides,
     )
     with _user_errors():

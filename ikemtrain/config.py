@@ -159,6 +159,13 @@ def _modalities(v: Any) -> tuple[str, ...]:
         raise ValueError(str(e).removeprefix("modalities: ")) from None
 
 
+def _modalities_or_none(v: Any) -> tuple[str, ...]:
+    """Like ``_modalities``, and an empty list (or ``""``) is no modality at all."""
+    if isinstance(v, (list, tuple)) and not v or v == "":
+        return ()
+    return _modalities(v)
+
+
 def _split(v: Any) -> str:
     if not isinstance(v, str) or not v or "-" in v:
         raise ValueError(f"expected a benchmark name such as 'xsub' or 'xview', got {v!r}")
@@ -258,8 +265,9 @@ class PretrainConfig(_Settings):
     reference_compat: bool = setting(False, _bool)
     #: departure (CPU presets): BatchNorm in the projection heads, as SimCLR / MoCo v3
     head_bn: bool = setting(False, _bool)
-    #: key encoders held fixed in stage 2 (§6: the "high-performance modalities")
-    frozen_keys: tuple[str, ...] = setting(("joint", "bone", "rotation_axis"), _modalities)
+    #: key encoders held fixed in stage 2 (§6: the "high-performance modalities"); departure
+    #: ``[]``: every key encoder stays a momentum average of its query encoder, as in stage 1
+    frozen_keys: tuple[str, ...] = setting(("joint", "bone", "rotation_axis"), _modalities_or_none)
     hidden_channels: int = setting(16, _AT_LEAST_ONE)
     hidden_dim: int = setting(256, _AT_LEAST_ONE)
     feature_dim: int = setting(128, _AT_LEAST_ONE)
@@ -346,6 +354,9 @@ class DistillConfig(_Settings):
     shear: float = setting(0.5, _NON_NEGATIVE)
     #: departure (CPU presets): random rotation about the vertical axis, up to this many degrees
     rotation: float = setting(0.0, _DEGREES)
+    #: ``"random"``: fresh student encoders (§7); departure ``"teacher"``: each student's
+    #: encoder starts as a copy of the teacher's encoder of its modality (its head stays fresh)
+    student_init: str = setting("random", _choice("random", "teacher"))
     seed: int = setting(0, _COUNT)
     workers: int = setting(2, _COUNT)
 
@@ -361,6 +372,7 @@ class DistillConfig(_Settings):
             "context": self.context,
             "loss_form": self.loss_form,
             "reference_compat": self.reference_compat,
+            "student_init": self.student_init,
         }
 
 

@@ -196,6 +196,31 @@ def test_teacher_is_frozen(compat):
     assert any(not torch.equal(v, students_before[k]) for k, v in model.students.named_parameters())
 
 
+@pytest.mark.parametrize("init", ["random", "teacher"])
+def test_student_init_copies_the_teachers_encoders_only_when_asked(init):
+    pre = _teacher_state()
+    model = _tiny_model(student_init=init)
+    model.load_teacher(pre)
+    for u in STUDENT_MODALITIES:
+        teacher_enc = model.teacher[u].encoder.state_dict()
+        student_enc = model.students[u].encoder.state_dict()
+        same = [torch.equal(v, teacher_enc[k]) for k, v in student_enc.items()]
+        # copied: every weight and BN statistic is the teacher's own modality's
+        assert all(same) if init == "teacher" else not all(same), u
+        w, wt = model.students[u].encoder.data_bn.weight, model.teacher[u].encoder.data_bn.weight
+        assert w.requires_grad and w.data_ptr() != wt.data_ptr()  # a copy, trainable
+    assert model.students["joint"].head.layers[0].out_features == 6 * 4  # heads stay fresh
+    if init == "teacher":  # each student gets its own modality's encoder, not another one's
+        key = "st_gcn_networks.0.gcn.conv.weight"
+        for u in STUDENT_MODALITIES:
+            w = model.students[u].encoder.state_dict()[key]
+            assert torch.equal(w, pre[f"branches.{u}.encoder_q.{key}"])
+            others = [v for v in MODALITY_NAMES if v != u]
+            assert not any(torch.equal(w, pre[f"branches.{v}.encoder_q.{key}"]) for v in others)
+    with pytest.raises(ValueError, match="student_init"):
+        _tiny_model(student_init="imagenet")
+
+
 # --- runs: fixtures -----------------------------------------------------------------------
 
 
@@ -453,12 +478,18 @@ def test_cli_distill_linear_eval_export(cache: Path, teacher: Path, tmp_path: Pa
     run = tmp_path / "run"
     common = ("--split", "xsub", "--teacher", teacher, "--preset", preset, "--out", run,
               "--device", "cpu")  # fmt: skip
-    result = invoke("distill", cache, *common, "--epochs", "1", "--loss-form", "paper")
+    result = invoke(
+        "distill", cache, *common, "--epochs", "1", "--loss-form", "paper",
+        "--student-init", "teacher",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "epoch 1/1 loss" in result.output and "samples/s" in result.output
-    result = invoke("distill", cache, *common, "--loss-form", "paper", "--resume")
+    result = invoke(
+        "distill", cache, *common, "--loss-form", "paper", "--student-init", "teacher", "--resume"
+    )
     assert result.exit_code == 0 and "epoch 2/2 loss" in result.output, result.output
-    assert load_checkpoint(run)["config"]["loss_form"] == "paper"
+    saved = load_checkpoint(run)["config"]
+    assert (saved["loss_form"], saved["student_init"]) == ("paper", "teacher")
     le = tmp_path / "le"
     result = invoke(
         "linear-eval", cache, "--split", "xsub", "--checkpoint", run,

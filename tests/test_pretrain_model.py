@@ -166,12 +166,24 @@ def test_stage2_momentum_skips_frozen_keys(modalities):
     assert moved(before, model) == {m: m not in frozen for m in modalities}
 
 
-def test_frozen_keys_are_configurable():
-    model = tiny(THREE, momentum=0.5, frozen_keys=("velocity",))
+@pytest.mark.parametrize(
+    "setting, frozen",
+    [
+        (("velocity",), {"velocity"}),
+        ("velocity,bone", {"velocity", "bone"}),
+        ([], set()),
+        ("", set()),
+    ],
+)
+def test_frozen_keys_are_configurable(setting, frozen):
+    """From a preset value through PretrainConfig to the model; [] freezes no key encoder."""
+    cfg = PretrainConfig(modalities=THREE, frozen_keys=setting)
+    assert set(cfg.frozen_keys) == frozen
+    model = tiny(THREE, momentum=0.5, frozen_keys=cfg.model_kwargs()["frozen_keys"])
     perturb_queries(model)
     before = snapshot_keys(model)
     model(*views(THREE), stage=2)
-    assert moved(before, model) == {"joint": True, "velocity": False, "bone": True}
+    assert moved(before, model) == {m: m not in frozen for m in THREE}
 
 
 def test_queue_receives_the_keys_and_pointer_advances():

@@ -7,7 +7,8 @@
   ``reference_compat`` in train mode like the reference (dropout on, batch-statistics BN whose
   running statistics drift).
 * **Students**: one :class:`Stream` per student modality u (joint, velocity, bone), a fresh
-  ST-GCN with the teacher's backbone and the head ``hidden_dim -> D -> D``, where
+  ST-GCN with the teacher's backbone (or, with ``student_init="teacher"``, a copy of the
+  teacher's encoder of modality u) and a fresh head ``hidden_dim -> D -> D``, where
   ``D = n_teacher_modalities * feature_dim`` (768 at the paper's width; bug 12: never a literal).
 * **Banks** (:class:`~ikemtrain.nn.queue.MemoryBank`, restarted from random as in §7):
   ``Q_v`` ``(feature_dim, K)`` per teacher modality, filled with ``q_v``, and ``Q_T``
@@ -39,10 +40,12 @@ from ikemtrain.nn.init import weights_init
 from ikemtrain.nn.queue import MemoryBank
 from ikemtrain.nn.stgcn import STGCN
 
-__all__ = ["STUDENT_MODALITIES", "DistillModel", "Stream", "teacher_state_dict"]
+__all__ = ["STUDENT_INITS", "STUDENT_MODALITIES", "DistillModel", "Stream", "teacher_state_dict"]
 
 #: The students of §7: joint, velocity and bone (the 3s set of :mod:`ikemtrain.config`).
 STUDENT_MODALITIES = MODALITY_SETS[3]
+#: How the students' encoders start: fresh (§7) or as copies of the teacher's (a departure).
+STUDENT_INITS = ("random", "teacher")
 #: Bug 1 (§7, ``crossclr_6views.py:804``): the reference computes S^Omega with the bone bank.
 _COMPAT_SIMILARITY_BANK = {"angular_velocity": "bone"}
 
@@ -114,6 +117,9 @@ class DistillModel(nn.Module):
         head_bn: BatchNorm in the heads (:class:`~ikemtrain.nn.heads.ProjectionHead`, the
             CPU presets' departure): the teacher's must be its pre-training's, and the
             students take the same.
+        student_init: ``"random"`` (§7: fresh students) or ``"teacher"`` (a departure:
+            :meth:`load_teacher` also copies each student modality's teacher encoder into its
+            student's encoder; the students' heads stay fresh, being of another size).
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class DistillModel(nn.Module):
         loss_form: str,
         reference_compat: bool,
         head_bn: bool,
+        student_init: str = "random",
     ):
         super().__init__()
         teacher_modalities, student_modalities = (
@@ -144,6 +151,8 @@ class DistillModel(nn.Module):
         stray = [u for u in student_modalities if u not in teacher_modalities]
         if stray:
             raise ValueError(f"student modalities {stray} are not teacher modalities")
+        if student_init not in STUDENT_INITS:
+            raise ValueError(f"student_init must be one of {STUDENT_INITS}, got {student_init!r}")
         if loss_form not in DISTILL_LOSS_FORMS:
             raise ValueError(f"loss_form must be one of {DISTILL_LOSS_FORMS}, got {loss_form!r}")
         if tau <= 0:
@@ -157,6 +166,7 @@ class DistillModel(nn.Module):
         self.tau, self.topk, self.context = tau, topk, context
         self.loss_form = loss_form
         self.reference_compat = reference_compat
+        self.student_init = student_init
         self.student_dim = len(teacher_modalities) * feature_dim  # bug 12: no literal 768
         self.teacher = nn.ModuleDict(
             {v: Stream(self.backbone, None, feature_dim, head_bn) for v in teacher_modalities}
@@ -181,10 +191,14 @@ class DistillModel(nn.Module):
         }
 
     def load_teacher(self, pretrain_state: Mapping[str, torch.Tensor]) -> None:
-        """Load the teacher from a pre-training state dict (strict: every tensor must fit)."""
+        """Load the teacher from a pre-training state dict (strict: every tensor must fit);
+        with ``student_init="teacher"`` also start each student's encoder from it."""
         self.teacher.load_state_dict(
             teacher_state_dict(pretrain_state, self.teacher_modalities), strict=True
         )
+        if self.student_init == "teacher":
+            for u, stream in self.students.items():
+                stream.encoder.load_state_dict(self.teacher[u].encoder.state_dict(), strict=True)
 
     def train(self, mode: bool = True) -> DistillModel:
         """Students follow ``mode``; the teacher stays in eval mode unless ``reference_compat``."""
