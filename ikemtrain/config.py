@@ -43,6 +43,7 @@ __all__ = [
     "modality_set",
     "preset_names",
     "stream_modalities",
+    "warmup_factor",
 ]
 
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
@@ -97,6 +98,16 @@ def stream_modalities(stream: str) -> tuple[str, ...]:
 def lr_at(base_lr: float, steps: Sequence[int], epoch: int) -> float:
     """Step schedule of §6/§8: ``base_lr · 0.1^{#(epoch > step)}``, with 1-based epochs."""
     return base_lr * 0.1 ** sum(epoch > s for s in steps)
+
+
+def warmup_factor(warmup_epochs: int, epoch: int, iteration: int, iterations: int) -> float:
+    """Linear warm-up (a departure; MoCo v3, SimCLR): the factor on the scheduled lr at
+    ``iteration`` (0-based) of ``epoch`` (1-based), each epoch having ``iterations`` steps:
+    ``(step + 1) / (warmup_epochs * iterations)`` for the first ``warmup_epochs`` epochs'
+    steps, then 1. ``warmup_epochs = 0`` is the paper's schedule (always 1)."""
+    total = warmup_epochs * iterations
+    step = (epoch - 1) * iterations + iteration
+    return 1.0 if step >= total else (step + 1) / total
 
 
 # --- value checks ---------------------------------------------------------------------------
@@ -251,6 +262,8 @@ class PretrainConfig(_Settings):
     cross_epoch: int = setting(150, _COUNT)
     lr: float = setting(0.1, _POSITIVE)
     steps: tuple[int, ...] = setting((250,), _steps)
+    #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
+    warmup_epochs: int = setting(0, _COUNT)
     batch_size: int = setting(128, _AT_LEAST_ONE)
     weight_decay: float = setting(1e-4, _NON_NEGATIVE)
     sgd_momentum: float = setting(0.9, _UNIT_INTERVAL)
@@ -341,6 +354,8 @@ class DistillConfig(_Settings):
     epochs: int = setting(150, _AT_LEAST_ONE)
     lr: float = setting(0.1, _POSITIVE)
     steps: tuple[int, ...] = setting((125,), _steps)
+    #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
+    warmup_epochs: int = setting(0, _COUNT)
     batch_size: int = setting(128, _AT_LEAST_ONE)
     weight_decay: float = setting(1e-4, _NON_NEGATIVE)
     sgd_momentum: float = setting(0.9, _UNIT_INTERVAL)

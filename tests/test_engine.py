@@ -36,6 +36,7 @@ from ikemtrain.config import (
     preset_names,
     setting,
     stream_modalities,
+    warmup_factor,
 )
 from ikemtrain.data import PretrainDataset
 from ikemtrain.engine import linear_eval, pretrain
@@ -107,6 +108,40 @@ def test_lr_schedule_is_the_step_rule() -> None:
     assert [lr_at(0.1, [250], e) for e in (1, 250, 251, 300)] == [0.1, 0.1, 0.1 * 0.1, 0.1 * 0.1]
     assert lr_at(3.0, [2, 4], 5) == pytest.approx(0.03)
     assert lr_at(3.0, [], 99) == 3.0
+
+
+def test_warmup_rises_linearly_over_its_epochs_then_stops() -> None:
+    got = [warmup_factor(2, e, i, 5) for e in (1, 2, 3) for i in range(5)]
+    assert got == pytest.approx([k / 10 for k in range(1, 11)] + [1.0] * 5)
+    assert {warmup_factor(0, e, i, 5) for e in (1, 2) for i in range(5)} == {1.0}
+    assert PretrainConfig().warmup_epochs == 0 and DistillConfig().warmup_epochs == 0  # paper
+
+
+def test_warmup_sets_each_steps_lr_and_resumes_exactly(cache: Path, tmp_path: Path) -> None:
+    """The optimiser sees the warmed-up lr at every step (steps 1-6 of 2 epochs of 3 steps:
+    lr/6 ... lr), and a run stopped inside the warm-up resumes to the uninterrupted weights."""
+    seen: list[float] = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    cfg = tiny(warmup_epochs=2)
+    whole = tmp_path / "whole"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", spy)
+        pretrain(cfg, cache, whole, device="cpu", echo=None, tensorboard=False)
+    steps = len(seen) // 3
+    want = [0.1 * (k + 1) / (2 * steps) for k in range(2 * steps)] + [0.01] * steps
+    assert seen == pytest.approx(want)  # epoch 3 is after the step at 2: 0.1 * 0.1
+    part = tmp_path / "part"
+    pretrain(cfg.replace(epochs=1), cache, part, device="cpu", echo=None, tensorboard=False)
+    pretrain(cfg, cache, part, resume=True, device="cpu", echo=None, tensorboard=False)
+    assert _states_equal(load_checkpoint(part)["model"], load_checkpoint(whole)["model"]) == []
+    plain = tmp_path / "plain"
+    pretrain(tiny(), cache, plain, device="cpu", echo=None, tensorboard=False)
+    assert _states_equal(load_checkpoint(plain)["model"], load_checkpoint(whole)["model"])
 
 
 def test_presets_load_and_match_the_paper() -> None:

@@ -7,7 +7,9 @@
 * SGD (momentum 0.9, no Nesterov, weight decay 1e-4) over the parameters with
   ``requires_grad``; parameters without a gradient in a step (the IKEM heads in stage 1) are
   skipped by SGD, as in the reference.
-* Step schedule ``lr = base · 0.1^{#(epoch > step)}`` (:func:`ikemtrain.config.lr_at`).
+* Step schedule ``lr = base · 0.1^{#(epoch > step)}`` (:func:`ikemtrain.config.lr_at`), with an
+  optional linear warm-up over the first ``warmup_epochs`` epochs' steps
+  (:func:`ikemtrain.config.warmup_factor`).
 * ``drop_last`` batches; the order of epoch ``e`` comes from a torch generator seeded with
   ``(seed, e)`` and the augmentations from per-sample streams (``ikemtrain.data``), so a run is
   a function of its seed and a resumed run continues exactly (``ikemtrain.engine.checkpoint``)
@@ -40,7 +42,7 @@ from torch.utils.data import DataLoader
 from skelmod.cache import CacheError, CacheReader
 
 from ..collapse import COLLAPSE_STD, collapse_stats, is_collapsed
-from ..config import ConfigError, PretrainConfig, lr_at
+from ..config import ConfigError, PretrainConfig, lr_at, warmup_factor
 from ..data import EpochSampler, PretrainDataset, open_cache, worker_context
 from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
@@ -411,7 +413,8 @@ def _train_epoch(
     cfg = job.cfg
     stage = job.stage(epoch) if job.stage is not None else None
     args = () if stage is None else (stage,)
-    lr = lr_at(cfg.lr, cfg.steps, epoch)
+    base_lr = lr = lr_at(cfg.lr, cfg.steps, epoch)
+    warmup = getattr(cfg, "warmup_epochs", 0)
     for group in optimizer.param_groups:
         group["lr"] = lr
     sampler.set_epoch(epoch)
@@ -421,7 +424,12 @@ def _train_epoch(
     order = list(sampler)  # this epoch's order, to name the samples of a batch that breaks
     started = time.perf_counter()
     to_args = job.batch_args or two_views
+    steps_per_epoch = len(loader)
     for items in loader:
+        if warmup:
+            lr = base_lr * warmup_factor(warmup, epoch, iterations, steps_per_epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
         inputs = to_args(items, dev)
         out = net(*inputs, *args, return_details=True)
         details = out.pop("details")
