@@ -136,7 +136,7 @@ class DistillModel(nn.Module):
         loss_form: str,
         reference_compat: bool,
         head_bn: bool,
-        student_init: str = "random",
+        student_init: str,
     ):
         super().__init__()
         teacher_modalities, student_modalities = (
