@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click  # noqa: E402
 
-from ikemtrain.config import STREAMS, ConfigError, modality_set  # noqa: E402
+from ikemtrain.config import STREAMS, STUDENT_INITS, ConfigError, modality_set  # noqa: E402
 from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
 
 from .errors import with_option  # noqa: E402
@@ -151,7 +151,7 @@ def pretrain(
 )
 @click.option(
     "--student-init",
-    type=click.Choice(["random", "teacher"]),
+    type=click.Choice(STUDENT_INITS),
     default=None,
     help="random: fresh student encoders (§7); teacher: start each from the teacher's encoder "
     "of its modality [default: the preset's].",

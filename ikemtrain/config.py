@@ -31,6 +31,7 @@ else:  # pragma: no cover
 __all__ = [
     "MODALITY_SETS",
     "STREAMS",
+    "STUDENT_INITS",
     "STUDENT_STREAMS",
     "ConfigError",
     "DistillConfig",
@@ -59,6 +60,9 @@ STUDENT_STREAMS: dict[str, tuple[str, ...]] = {
     **{f"student-{m}": (m,) for m in MODALITY_SETS[3]},
     "3s": MODALITY_SETS[3],
 }
+#: How distillation's students start (``DistillConfig.student_init``): fresh encoders (§7), or
+#: copies of the teacher's encoders of their modalities (a departure).
+STUDENT_INITS = ("random", "teacher")
 #: Linear-evaluation streams: one modality, or a fusion of several (mean of logits, §8).
 #: ``student-*`` streams need a student run.
 STREAMS: dict[str, tuple[str, ...]] = {
@@ -170,7 +174,7 @@ def _modalities(v: Any) -> tuple[str, ...]:
         raise ValueError(str(e).removeprefix("modalities: ")) from None
 
 
-def _modalities_or_none(v: Any) -> tuple[str, ...]:
+def _modalities_or_empty(v: Any) -> tuple[str, ...]:
     """Like ``_modalities``, and an empty list (or ``""``) is no modality at all."""
     if isinstance(v, (list, tuple)) and not v or v == "":
         return ()
@@ -280,7 +284,7 @@ class PretrainConfig(_Settings):
     head_bn: bool = setting(False, _bool)
     #: key encoders held fixed in stage 2 (§6: the "high-performance modalities"); departure
     #: ``[]``: every key encoder stays a momentum average of its query encoder, as in stage 1
-    frozen_keys: tuple[str, ...] = setting(("joint", "bone", "rotation_axis"), _modalities_or_none)
+    frozen_keys: tuple[str, ...] = setting(("joint", "bone", "rotation_axis"), _modalities_or_empty)
     hidden_channels: int = setting(16, _AT_LEAST_ONE)
     hidden_dim: int = setting(256, _AT_LEAST_ONE)
     feature_dim: int = setting(128, _AT_LEAST_ONE)
@@ -371,7 +375,7 @@ class DistillConfig(_Settings):
     rotation: float = setting(0.0, _DEGREES)
     #: ``"random"``: fresh student encoders (§7); departure ``"teacher"``: each student's
     #: encoder starts as a copy of the teacher's encoder of its modality (its head stays fresh)
-    student_init: str = setting("random", _choice("random", "teacher"))
+    student_init: str = setting("random", _choice(*STUDENT_INITS))
     seed: int = setting(0, _COUNT)
     workers: int = setting(2, _COUNT)
 

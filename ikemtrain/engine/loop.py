@@ -184,7 +184,8 @@ class TrainingJob:
 
     * ``kind``: ``"pretrain"`` or ``"distill"``; saved in the checkpoint, checked on resume.
     * ``cfg``: settings with ``epochs``, ``lr``, ``steps``, ``batch_size``, ``weight_decay``,
-      ``sgd_momentum``, ``seed``, ``workers`` and ``to_dict()``.
+      ``sgd_momentum``, ``seed``, ``workers`` and ``to_dict()``, and optionally
+      ``warmup_epochs`` (absent: no warm-up).
     * ``dataset``: yields ``(view1, view2, label, frame_count)``.
     * ``build_model``: called once, after seeding, on the CPU; the model's ``forward(view1,
       view2[, stage], return_details=True)`` returns ``"details"``, ``"loss"`` and detached

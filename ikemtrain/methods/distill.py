@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ikemtrain.config import MODALITY_SETS
+from ikemtrain.config import MODALITY_SETS, STUDENT_INITS
 from ikemtrain.losses import DISTILL_LOSS_FORMS, distill_loss
 from ikemtrain.nn.heads import ProjectionHead
 from ikemtrain.nn.init import weights_init
@@ -44,8 +44,6 @@ __all__ = ["STUDENT_INITS", "STUDENT_MODALITIES", "DistillModel", "Stream", "tea
 
 #: The students of §7: joint, velocity and bone (the 3s set of :mod:`ikemtrain.config`).
 STUDENT_MODALITIES = MODALITY_SETS[3]
-#: How the students' encoders start: fresh (§7) or as copies of the teacher's (a departure).
-STUDENT_INITS = ("random", "teacher")
 #: Bug 1 (§7, ``crossclr_6views.py:804``): the reference computes S^Omega with the bone bank.
 _COMPAT_SIMILARITY_BANK = {"angular_velocity": "bone"}
 
