@@ -106,8 +106,9 @@ def main(argv=None) -> int:
         _, walls["teacher"] = _timed(pretrain, six, cache, teacher, tensorboard=False, **quiet)
     else:
         teacher = args.teacher
-        saved = load_checkpoint(teacher / "checkpoint.pt")["config"]
-        want = json.loads(json.dumps(six.to_dict()))
+        # a setting added since the run was made takes its default, as when the run is loaded
+        saved = type(six)(**load_checkpoint(teacher / "checkpoint.pt")["config"])
+        saved, want = (json.loads(json.dumps(c.to_dict())) for c in (saved, six))
         # workers may differ; None (unit_axis, bones) means "the cache's", resolved when it ran
         diff = sorted(
             k

@@ -20,7 +20,13 @@ from pathlib import Path
 
 import click  # noqa: E402
 
-from ikemtrain.config import STREAMS, STUDENT_INITS, ConfigError, modality_set  # noqa: E402
+from ikemtrain.config import (  # noqa: E402
+    DISTILL_LOSS_FORMS,
+    STREAMS,
+    STUDENT_INITS,
+    ConfigError,
+    modality_set,
+)
 from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
 
 from .errors import with_option  # noqa: E402
@@ -138,7 +144,7 @@ def pretrain(
 @resume_option
 @click.option(
     "--loss-form",
-    type=click.Choice(["implemented", "paper"]),
+    type=click.Choice(DISTILL_LOSS_FORMS),
     default=None,
     help="implemented: §7 as the reference code does it; paper: eq. 7-8 [default: the preset's].",
 )

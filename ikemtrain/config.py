@@ -29,6 +29,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 __all__ = [
+    "DISTILL_LOSS_FORMS",
     "MODALITY_SETS",
     "STREAMS",
     "STUDENT_INITS",
@@ -63,6 +64,9 @@ STUDENT_STREAMS: dict[str, tuple[str, ...]] = {
 #: How distillation's students start (``DistillConfig.student_init``): fresh encoders (§7), or
 #: copies of the teacher's encoders of their modalities (a departure).
 STUDENT_INITS = ("random", "teacher")
+#: Forms of the distillation loss (``DistillConfig.loss_form``, ``losses.distill_loss``): §7 as
+#: the reference implements it, or the paper's eq. 7-8.
+DISTILL_LOSS_FORMS = ("implemented", "paper")
 #: Linear-evaluation streams: one modality, or a fusion of several (mean of logits, §8).
 #: ``student-*`` streams need a student run.
 STREAMS: dict[str, tuple[str, ...]] = {
@@ -367,7 +371,7 @@ class DistillConfig(_Settings):
     tau: float = setting(0.07, _POSITIVE)
     topk: int = setting(1, _AT_LEAST_ONE)
     context: bool = setting(True, _bool)
-    loss_form: str = setting("implemented", _choice("implemented", "paper"))
+    loss_form: str = setting("implemented", _choice(*DISTILL_LOSS_FORMS))
     reference_compat: bool = setting(False, _bool)
     crop_ratio: int = setting(6, _ANY_INT)
     shear: float = setting(0.5, _NON_NEGATIVE)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .config import DISTILL_LOSS_FORMS
+
 __all__ = [
     "DISTILL_LOSS_FORMS",
     "distill_loss",
@@ -18,9 +20,6 @@ __all__ = [
     "info_nce",
     "topk_indices",
 ]
-
-#: ``distill_loss`` forms: §7 as the reference implements it, or the paper's eq. 7-8.
-DISTILL_LOSS_FORMS = ("implemented", "paper")
 
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor, names: str) -> None:
