@@ -427,7 +427,7 @@ def _train_epoch(
     to_args = job.batch_args or two_views
     steps_per_epoch = len(loader)
     for items in loader:
-        if warmup:
+        if epoch <= warmup:  # the factor is 1 from the first step after the warm-up
             lr = base_lr * warmup_factor(warmup, epoch, iterations, steps_per_epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ikemtrain.config import MODALITY_SETS, STUDENT_INITS
-from ikemtrain.losses import DISTILL_LOSS_FORMS, distill_loss
+from ikemtrain.config import DISTILL_LOSS_FORMS, MODALITY_SETS, STUDENT_INITS
+from ikemtrain.losses import distill_loss
 from ikemtrain.nn.heads import ProjectionHead
 from ikemtrain.nn.init import weights_init
 from ikemtrain.nn.queue import MemoryBank
