@@ -111,9 +111,7 @@ def main(argv=None) -> int:
         saved, want = (json.loads(json.dumps(c.to_dict())) for c in (saved, six))
         # workers may differ; None (unit_axis, bones) means "the cache's", resolved when it ran
         diff = sorted(
-            k
-            for k in want
-            if k != "workers" and want[k] is not None and saved.get(k) != want[k]
+            k for k in want if k != "workers" and want[k] is not None and saved.get(k) != want[k]
         )
         if diff:
             ap.error(f"--teacher {teacher}: not this preset's six-modality run (differs in {diff})")
