@@ -6,7 +6,9 @@ Pre-trains with the ``nucla-cpu`` preset (the paper's method, a narrower network
 
 * the main run (six modalities, EKEM + IKEM): every single stream, 3s and 6s fusion, beside
   the same encoders at random initialisation (BatchNorm statistics estimated on the training
-  split, the fair baseline; the same standardised probe for both);
+  split, the fair baseline; the same standardised probe for both), and for 3s and 6s also
+  random encoders with raw BatchNorm statistics (the literal §8 protocol), a stronger random
+  baseline once the probe standardises its features;
 * the Table 1a ablation on the same budget (same epochs, batch, width): three modalities
   CrosSCLR-style (joint, velocity, bone; EKEM only), and six with EKEM only, IKEM only, both
   (the main run);
@@ -15,7 +17,7 @@ Pre-trains with the ``nucla-cpu`` preset (the paper's method, a narrower network
 Each pre-training run is the command ``ikemtrain pretrain CACHE --split xview --preset
 nucla-cpu --modalities 6 [--no-ikem|--no-ekem]`` called as a library function; each linear
 evaluation is ``ikemtrain linear-eval CACHE --split xview --preset nucla-cpu --streams S``
-(``--checkpoint RUN`` or ``--random-init``).
+(``--checkpoint RUN``, ``--random-init`` or ``--random-init --no-bn-recalibration``).
 
 Usage:
     skelmod convert all_sqe/ --dataset nucla -o nucla.h5 --modalities all
@@ -84,6 +86,8 @@ def pretrain_run(name: str, cache: Path, out: Path, preset, seed: int) -> dict:
 
 def evaluate(cache: Path, out: Path, preset, stream: str, seed: int, **source) -> dict:
     label = "random" if source.get("random_init") else Path(source["checkpoint"]).name
+    if not source.get("recalibrate_bn", True):
+        label += "-raw-bn"
     r = linear_eval(
         preset.linear_eval.replace(seed=seed),
         cache,
@@ -153,15 +157,33 @@ def main() -> None:
             results["linear_eval"][key] = evaluate(
                 args.cache, args.out, preset, s, args.seed, random_init=True, modalities=random_mods
             )
+    for s in () if args.no_random else ("3s", "6s"):
+        key = f"random-raw-bn/{s}"
+        if key not in results["linear_eval"]:
+            results["linear_eval"][key] = evaluate(
+                args.cache,
+                args.out,
+                preset,
+                s,
+                args.seed,
+                random_init=True,
+                modalities=random_mods,
+                recalibrate_bn=False,
+            )
     results_path.write_text(json.dumps(results, indent=2) + "\n")
 
     le = results["linear_eval"]
     print(f"\nN-UCLA xview linear evaluation, top-1 (final epoch), seed {args.seed}")
-    print(f"{'stream':<17} {'pre-trained (6)':>16} {'random init':>12} {'gain':>7}")
+    print(
+        f"{'stream':<17} {'pre-trained (6)':>16} {'random init':>12} {'gain':>7} "
+        f"{'random, raw BN':>15} {'gain':>7}"
+    )
     for s in (*SINGLE, "3s", "6s"):
         if f"6/{s}" in le and f"random/{s}" in le:
             a, b = le[f"6/{s}"]["top1_final"], le[f"random/{s}"]["top1_final"]
-            print(f"{s:<17} {a:16.2f} {b:12.2f} {a - b:+7.2f}")
+            raw = le.get(f"random-raw-bn/{s}")
+            tail = f" {raw['top1_final']:15.2f} {a - raw['top1_final']:+7.2f}" if raw else ""
+            print(f"{s:<17} {a:16.2f} {b:12.2f} {a - b:+7.2f}{tail}")
     print("\nTable 1a (same budget)")
     for name in RUNS:
         if name in results["pretrain"]:
