@@ -31,6 +31,7 @@ else:  # pragma: no cover
 __all__ = [
     "DISTILL_LOSS_FORMS",
     "MODALITY_SETS",
+    "PRECISIONS",
     "STREAMS",
     "STUDENT_INITS",
     "STUDENT_STREAMS",
@@ -67,6 +68,9 @@ STUDENT_INITS = ("random", "teacher")
 #: Forms of the distillation loss (``DistillConfig.loss_form``, ``losses.distill_loss``): §7 as
 #: the reference implements it, or the paper's eq. 7-8.
 DISTILL_LOSS_FORMS = ("implemented", "paper")
+#: Precisions of the encoders in training (``precision`` setting; ``ikemtrain.nn.streams``):
+#: float32, or bfloat16 autocast of the encoders only (heads, queues and losses stay float32).
+PRECISIONS = ("fp32", "bf16")
 #: Linear-evaluation streams: one modality, or a fusion of several (mean of logits, §8).
 #: ``student-*`` streams need a student run.
 STREAMS: dict[str, tuple[str, ...]] = {
@@ -303,6 +307,11 @@ class PretrainConfig(_Settings):
     bones: str | None = setting(None, _choice(None, *BONE_CONVENTIONS))
     seed: int = setting(0, _COUNT)
     workers: int = setting(2, _COUNT)
+    #: speed option: "bf16" runs the encoders under bfloat16 autocast (``ikemtrain.nn.streams``)
+    precision: str = setting("fp32", _choice(*PRECISIONS))
+    #: speed option: the six encoders of a step run side by side on this many threads, one
+    #: intra-op thread each; 0 (auto): one per core on a one-process CPU run without dropout
+    stream_threads: int = setting(0, _COUNT)
 
     _TABLE: ClassVar[str] = "pretrain"
 

@@ -46,6 +46,7 @@ from ..config import ConfigError, PretrainConfig, lr_at, warmup_factor
 from ..data import EpochSampler, PretrainDataset, open_cache, worker_context
 from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
+from ..nn.streams import StreamRunner, stream_threads
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -77,7 +78,7 @@ __all__ = [
 ]
 
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "workers")
+RESUMABLE_CHANGES = ("epochs", "workers", "stream_threads")
 #: What a checkpoint must hold to resume from it.
 RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "config")
 
@@ -347,6 +348,10 @@ def run_training(
         state = np.random.SeedSequence((cfg.seed, start, info.rank)).generate_state(1)
         torch.manual_seed(int(state[0]))
     net = wrap_model(model, dev, info)
+    intra_op = torch.get_num_threads()
+    threads = configure_streams(model, cfg, dev, info)
+    if threads > 1:  # each stream's ops on one thread; restored when the run ends
+        torch.set_num_threads(1)
     loader, sampler = make_loader(dataset, cfg, batch, info, pin=dev.type == "cuda")
     log = MetricsLog(
         out,
@@ -386,7 +391,35 @@ def run_training(
                         echo(line)
     finally:
         log.close()
+        torch.set_num_threads(intra_op)
     return {"checkpoint": ckpt_path, "epoch": max(start - 1, cfg.epochs), "metrics": record}
+
+
+def configure_streams(
+    model: torch.nn.Module, cfg: Any, dev: torch.device, info: DistInfo
+) -> int:
+    """Give ``model`` (one with a ``runner``, e.g. :class:`PretrainModel`) the stream runner of
+    ``cfg``'s ``precision`` and ``stream_threads`` (:func:`ikemtrain.nn.streams.stream_threads`
+    resolves 0); returns the number of stream threads (1 for a model without a runner)."""
+    if not hasattr(model, "runner"):
+        return 1
+    precision = getattr(cfg, "precision", "fp32")
+    if precision == "bf16" and dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"precision bf16 runs on cpu or cuda, not on {dev.type}")
+    if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"precision bf16: {torch.cuda.get_device_name(dev)} lacks bfloat16")
+    try:
+        threads = stream_threads(
+            getattr(cfg, "stream_threads", 1),
+            len(getattr(model, "branches", ())),
+            dev,
+            info.world_size,
+            cfg.dropout,
+        )
+    except ValueError as e:
+        raise ConfigError(f"stream_threads: {e}") from None
+    model.runner = StreamRunner(threads, precision, dev.type)
+    return threads
 
 
 def collapse_warnings(record: dict[str, Any]) -> list[str]:
@@ -441,7 +474,10 @@ def _train_epoch(
             views = [x for x in inputs if isinstance(x, dict)]
             raise non_finite_loss(out, views, rows, dataset.reader, epoch, iterations, lr)
         optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
+        if hasattr(model, "backward"):  # a model whose streams run on threads
+            model.backward(out["loss"])
+        else:
+            out["loss"].backward()
         optimizer.step()
         if batch >= 2:
             for m, (q, k) in job.pairs(details).items():

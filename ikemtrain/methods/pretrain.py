@@ -13,6 +13,11 @@ optimiser step: queries, momentum update, keys (no grad), the losses, and the en
   queues (the implicit bank).
 
 Similarities use the queues as they were before this batch's enqueue.
+
+The encoders of the six streams run through ``runner`` (:class:`~ikemtrain.nn.streams.
+StreamRunner`: in sequence in float32 by default, or side by side on threads and in bfloat16
+as the training loop sets it); the loop then calls :meth:`PretrainModel.backward` on the loss.
+The momentum update of all updated key encoders is one fused ``torch._foreach`` operation.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from ikemtrain.config import PretrainConfig
 from ikemtrain.losses import ekem_loss, ikem_loss, info_nce
 from ikemtrain.methods.branch import ModalityBranch
 from ikemtrain.nn.init import weights_init
+from ikemtrain.nn.momentum import momentum_update_all
 from ikemtrain.nn.stgcn import STGCN
+from ikemtrain.nn.streams import StreamRunner
 
 __all__ = ["DEFAULT_FROZEN_KEYS", "PretrainModel", "count_parameters", "describe"]
 
@@ -138,6 +145,8 @@ class PretrainModel(nn.Module):
                 for m in modalities
             }
         )
+        #: how the encoders of a step run (execution, not model: not in the state dict)
+        self.runner = StreamRunner()
         if reference_compat:
             for branch in self.branches.values():
                 branch.copy_keys_from_queries()
@@ -176,16 +185,28 @@ class PretrainModel(nn.Module):
         if stage == 2 and self.ekem and len(self.modalities) < 2:
             raise ValueError("EKEM needs at least two modalities; use ekem=False or stage 1")
         use_ikem = stage == 2 and self.ikem
+        self.runner.reset()
+        feats = self.runner.encode({m: b.encoder_q for m, b in self.branches.items()}, view1)
         q, z = {}, {}
         for name, branch in self.branches.items():
-            f, q[name] = branch.query(view1[name])
+            q[name] = F.normalize(branch.head_q(feats[name]), dim=1)
             if use_ikem:
-                z[name] = branch.ikem_embedding(f)
+                z[name] = branch.ikem_embedding(feats[name])
         with torch.no_grad():
-            for name, branch in self.branches.items():
-                if stage == 1 or name not in self.frozen_keys:
-                    branch.momentum_update(self.momentum)
-            k = {name: branch.key(view2[name]) for name, branch in self.branches.items()}
+            updated = [
+                b for m, b in self.branches.items() if stage == 1 or m not in self.frozen_keys
+            ]
+            momentum_update_all(
+                [(b.encoder_q, b.encoder_k) for b in updated]
+                + [(b.head_q, b.head_k) for b in updated],
+                self.momentum,
+            )
+            key_feats = self.runner.encode(
+                {m: b.encoder_k for m, b in self.branches.items()}, view2
+            )
+            k = {
+                m: F.normalize(b.head_k(key_feats[m]), dim=1) for m, b in self.branches.items()
+            }
         banks = {name: branch.queue.snapshot() for name, branch in self.branches.items()}
 
         out: dict[str, Any] = {}
@@ -222,6 +243,11 @@ class PretrainModel(nn.Module):
         if return_details:
             out["details"] = {"q": q, "k": k, "z": z, "banks": banks}
         return out
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Differentiate ``forward``'s ``"loss"`` (``loss.backward()``, with the encoders'
+        backward passes run by :attr:`runner`)."""
+        self.runner.backward(loss)
 
 
 def describe(modalities: Sequence[str], **kwargs: Any) -> list[tuple[str, int]]:

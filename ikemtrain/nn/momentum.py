@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["copy_params", "momentum_update"]
+__all__ = ["copy_params", "momentum_update", "momentum_update_all"]
 
 
 def _pairs(query_module: nn.Module, key_module: nn.Module):
@@ -20,6 +20,20 @@ def momentum_update(query_module: nn.Module, key_module: nn.Module, m: float) ->
     """``theta_k <- m * theta_k + (1 - m) * theta_q`` over parameters (not buffers), §6."""
     for p_q, p_k in _pairs(query_module, key_module):
         p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
+
+
+@torch.no_grad()
+def momentum_update_all(pairs, m: float) -> None:
+    """:func:`momentum_update` of every ``(query_module, key_module)`` in ``pairs`` as two fused
+    ``torch._foreach`` operations (the same arithmetic per element, so the same result)."""
+    q, k = [], []
+    for query_module, key_module in pairs:
+        for p_q, p_k in _pairs(query_module, key_module):
+            q.append(p_q.detach())
+            k.append(p_k)
+    if k:
+        torch._foreach_mul_(k, m)
+        torch._foreach_add_(k, q, alpha=1.0 - m)
 
 
 @torch.no_grad()
