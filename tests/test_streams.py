@@ -44,9 +44,7 @@ def views(seed=1, dtype=torch.float64):
 
 
 def train_steps(model, steps, stage):
-    opt = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9
-    )
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05, momentum=0.9)
     losses = []
     for i in range(steps):
         v1, v2 = views(seed=10 + i)

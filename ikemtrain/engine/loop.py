@@ -395,9 +395,7 @@ def run_training(
     return {"checkpoint": ckpt_path, "epoch": max(start - 1, cfg.epochs), "metrics": record}
 
 
-def configure_streams(
-    model: torch.nn.Module, cfg: Any, dev: torch.device, info: DistInfo
-) -> int:
+def configure_streams(model: torch.nn.Module, cfg: Any, dev: torch.device, info: DistInfo) -> int:
     """Give ``model`` (one with a ``runner``, e.g. :class:`PretrainModel`) the stream runner of
     ``cfg``'s ``precision`` and ``stream_threads`` (:func:`ikemtrain.nn.streams.stream_threads`
     resolves 0); returns the number of stream threads (1 for a model without a runner)."""

@@ -204,9 +204,7 @@ class PretrainModel(nn.Module):
             key_feats = self.runner.encode(
                 {m: b.encoder_k for m, b in self.branches.items()}, view2
             )
-            k = {
-                m: F.normalize(b.head_k(key_feats[m]), dim=1) for m, b in self.branches.items()
-            }
+            k = {m: F.normalize(b.head_k(key_feats[m]), dim=1) for m, b in self.branches.items()}
         banks = {name: branch.queue.snapshot() for name, branch in self.branches.items()}
 
         out: dict[str, Any] = {}

@@ -35,6 +35,7 @@ from ikemtrain.config import PRECISIONS
 
 __all__ = ["PRECISIONS", "StreamRunner", "check_stream_threads", "stream_threads"]
 
+
 def check_stream_threads(threads: int, dropout: float) -> None:
     """Raise ValueError when ``threads`` stream threads cannot give a reproducible run."""
     if int(threads) != threads or threads < 1:
