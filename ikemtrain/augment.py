@@ -18,12 +18,14 @@ import numpy as np
 
 __all__ = [
     "augment",
+    "augment_batch",
     "crop_indices",
     "rotate",
     "rotation_matrix",
     "shear",
     "shear_matrix",
     "temporal_crop",
+    "view_draws",
 ]
 
 
@@ -136,3 +138,50 @@ def augment(
     (``PretrainConfig``), so every argument here is required."""
     x = shear(temporal_crop(x, rng, crop_ratio), rng, shear_amplitude)
     return rotate(x, rng, rotation) if rotation > 0 else x
+
+
+def view_draws(
+    rng: np.random.Generator, t: int, crop_ratio: int, shear_amplitude: float, rotation: float
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The random draws of one :func:`augment` call, in its order and from the same calls:
+    the crop's source frames ``(t,)`` (:func:`crop_indices`), the shear matrix and the
+    rotation matrix ``(3, 3)`` float64; None for an augmentation that is disabled (no draw)."""
+    crop = None
+    if crop_ratio > 0:
+        p = t // crop_ratio
+        crop = crop_indices(t, crop_ratio, int(rng.integers(0, 2 * p + 1)))
+    shear_m = shear_matrix(rng, shear_amplitude) if shear_amplitude > 0 else None
+    rot = rotation_matrix(rng, rotation) if rotation > 0 else None
+    return crop, shear_m, rot
+
+
+def augment_batch(
+    x: np.ndarray,
+    crops: np.ndarray | None,
+    shears: np.ndarray | None,
+    rotations: np.ndarray | None,
+) -> np.ndarray:
+    """:func:`augment` of a batch with given draws (:func:`view_draws` per sample): the same
+    arithmetic in the same dtype, so the same result as one call per sample (tested).
+
+    ``x`` ``(B, 3, T, V, M)`` floating; ``crops`` ``(B, T)`` source frames, ``shears`` and
+    ``rotations`` ``(B, 3, 3)``, each None when that augmentation is disabled. Returns a new
+    ``(B, 3, T, V, M)`` array of ``x``'s dtype.
+    """
+    x = np.asarray(x)
+    if x.ndim != 5 or x.shape[1] != 3 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f"augment_batch: expected a floating batch of shape (B, 3, T, V, M), got "
+            f"{x.shape} {x.dtype}"
+        )
+    b, _, t, v, m = x.shape
+    if crops is None:
+        out = x.copy()
+    else:
+        out = np.take_along_axis(x, np.asarray(crops).reshape(b, 1, t, 1, 1), axis=2)
+    for mats in (shears, rotations):
+        if mats is not None:
+            # np.matmul over the batch is tensordot's sgemm/dgemm per sample (same rounding)
+            flat = np.matmul(np.asarray(mats).astype(x.dtype), out.reshape(b, 3, t * v * m))
+            out = flat.reshape(b, 3, t, v, m)
+    return out

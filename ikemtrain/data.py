@@ -48,9 +48,10 @@ from skelmod.layout import (
 )
 from skelmod.modalities import compute_modalities
 
-from .augment import augment
+from .augment import augment, augment_batch, view_draws
 
 __all__ = [
+    "BatchedViews",
     "EpochSampler",
     "LinearEvalDataset",
     "PretrainDataset",
@@ -187,6 +188,61 @@ class PretrainDataset(Dataset):
         rng = sample_generator(self.seed, epoch, index)
         view1, view2 = self._views(joints, frame_count, rng)
         return view1, view2, int(self.labels[i]), frame_count
+
+    def batch(self, keys: Sequence[int | tuple[int, int]]):
+        """Items ``keys`` at once, as the default collate makes them of ``[self[k] for k in
+        keys]`` and with the same values (tested): ``(view1, view2, label, frame_count)``
+        with ``view*`` ``dict[str, (B, 3, T, V, M)]`` and ``(B,)`` int64 tensors.
+
+        One cache read, then per view one augmentation call over the batch
+        (:func:`ikemtrain.augment.augment_batch`, with each sample's own draws from its own
+        stream) and one modality call over the batch; what stays per sample is the drawing.
+        """
+        keys = list(keys)
+        pos = np.array([k[1] if isinstance(k, tuple) else k for k in keys], dtype=np.int64)
+        epochs = [k[0] if isinstance(k, tuple) else self.epoch for k in keys]
+        index = self.indices[pos]
+        joints = self.reader.read("joint", index)
+        frame_counts = self.frame_counts[pos]
+        draws: tuple[list, list] = ([], [])
+        for epoch, i in zip(epochs, index, strict=True):
+            rng = sample_generator(self.seed, epoch, int(i))
+            for view in draws:
+                view.append(view_draws(rng, joints.shape[2], self.crop_ratio, self.shear,
+                                       self.rotation))  # fmt: skip
+        views = []
+        for view in draws:
+            crops, shears, rotations = (
+                None if parts[0] is None else np.stack(parts) for parts in zip(*view, strict=True)
+            )
+            x = augment_batch(joints, crops, shears, rotations).astype(np.float32, copy=False)
+            mods = compute_modalities(
+                x,
+                frame_counts,
+                t_target=self.t_target,
+                modalities=self.modalities,
+                unit_axis=self.options.unit_axis,
+                bones=self.options.bones,
+                layout=self.reader.layout,
+            )
+            views.append({m: torch.from_numpy(np.ascontiguousarray(mods[m])) for m in mods})
+        labels = torch.from_numpy(self.labels[pos].astype(np.int64))
+        return views[0], views[1], labels, torch.from_numpy(frame_counts.astype(np.int64))
+
+
+class BatchedViews(Dataset):
+    """A dataset with a ``batch(keys)`` method seen as a dataset of batches: item ``keys`` (a
+    list, as :class:`torch.utils.data.BatchSampler` yields them) is ``dataset.batch(keys)``.
+    For a DataLoader with ``batch_size=None``."""
+
+    def __init__(self, dataset: PretrainDataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, keys):
+        return self.dataset.batch(keys)
 
 
 class LinearEvalDataset(Dataset):

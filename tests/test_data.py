@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, default_collate
 
 from ikemtrain.augment import augment
 from ikemtrain.data import (
@@ -175,6 +175,55 @@ def test_batches_are_the_same_for_any_worker_count(cache: Path) -> None:
     ds.set_epoch(5)
     first = int(next(iter(_epoch_sampler(len(ds), 5)))[1])
     assert torch.equal(ds[first][0]["joint"], b0[0][0]["joint"][0])
+
+
+@pytest.mark.parametrize(
+    "aug",
+    [
+        REFERENCE_AUG,
+        {"crop_ratio": 6, "shear": 0.3, "rotation": 45.0},
+        {"crop_ratio": 0, "shear": 0.0, "rotation": 0.0},
+    ],
+)
+def test_a_batch_is_its_samples_collated_bit_for_bit(cache: Path, aug) -> None:
+    """The batch-wise loader draws each sample's augmentations from the sample's own stream
+    and computes the same values as the per-sample path (§3 order, bug 14 streams)."""
+    ds = pretrain_views(cache, "xsub-train", MODALITY_NAMES, seed=4, **aug)
+    keys = [(2, 5), (3, 0), (2, 7), (2, 5)]  # mixed epochs, a repeated key, any order
+    one_by_one = default_collate([ds[k] for k in keys])
+    batched = ds.batch(keys)
+    for a, b in zip(one_by_one[:2], batched[:2], strict=True):
+        assert set(a) == set(b) == set(MODALITY_NAMES)
+        for m in a:
+            assert b[m].dtype == torch.float32 and b[m].shape == (4, 3, 50, 25, 2)
+            torch.testing.assert_close(b[m], a[m], rtol=0, atol=0, msg=m)
+    for a, b in zip(one_by_one[2:], batched[2:], strict=True):
+        assert b.dtype == torch.int64 and torch.equal(a, b)
+    ds.set_epoch(3)  # plain int keys take the epoch last set
+    torch.testing.assert_close(ds.batch([0])[0]["bone"], batched[0]["bone"][1:2], rtol=0, atol=0)
+
+
+def test_the_training_loader_loads_whole_batches(cache: Path) -> None:
+    """make_loader hands the batch sampler's keys to PretrainDataset.batch: the same batches
+    as the per-sample DataLoader of the same sampler, with 0 and 2 workers."""
+    from ikemtrain.config import PretrainConfig
+    from ikemtrain.engine.distributed import DistInfo
+    from ikemtrain.engine.loop import make_loader
+
+    ds = pretrain_views(cache, "xview-train", ("joint", "velocity"), seed=3)
+    for workers in (0, 2):
+        cfg = PretrainConfig(seed=0, workers=workers)  # the order _collect's sampler gives
+        loader, sampler = make_loader(ds, cfg, 3, DistInfo(0, 1, 0), pin=False)
+        sampler.set_epoch(5)
+        got = list(loader)
+        assert len(got) == len(loader) == 3  # 10 samples, drop_last
+        per_sample = _collect(ds, 0, epoch=5)
+        for (v1, v2, label, frame), (w1, w2, label2, frame2) in zip(
+            got, per_sample[:3], strict=True
+        ):
+            for m in v1:
+                assert torch.equal(v1[m], w1[m]) and torch.equal(v2[m], w2[m])
+            assert torch.equal(label, label2) and torch.equal(frame, frame2)
 
 
 def _epoch_sampler(n: int, epoch: int, **kw) -> EpochSampler:

@@ -37,13 +37,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import BatchSampler, DataLoader
 
 from skelmod.cache import CacheError, CacheReader
 
 from ..collapse import COLLAPSE_STD, collapse_stats, is_collapsed
 from ..config import ConfigError, PretrainConfig, lr_at, warmup_factor
-from ..data import EpochSampler, PretrainDataset, open_cache, worker_context
+from ..data import BatchedViews, EpochSampler, PretrainDataset, open_cache, worker_context
 from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
 from ..nn.streams import StreamRunner, stream_threads
@@ -137,21 +137,26 @@ def _check_resume(saved: dict[str, Any], cfg: Any, path: Path) -> None:
 def make_loader(
     dataset: PretrainDataset, cfg: Any, batch: int, info: DistInfo, pin: bool
 ) -> tuple[DataLoader, EpochSampler]:
-    """One DataLoader for the whole run (persistent workers), ordered by an EpochSampler."""
+    """One DataLoader for the whole run (persistent workers), ordered by an EpochSampler.
+
+    A dataset with a ``batch(keys)`` method (:meth:`PretrainDataset.batch`) is loaded a batch
+    at a time (one read, one augmentation and one modality call per view), which gives the
+    same tensors as loading and collating its samples one by one."""
     sampler = EpochSampler(len(dataset), cfg.seed, True, info.rank, info.world_size)
-    loader = DataLoader(
-        dataset,
-        batch_size=batch,
-        sampler=sampler,
+    common = {
         # the loader's own seed draws come from here, never from the global torch RNG, so
         # dropout's random stream depends only on the run (exact resume)
-        generator=torch.Generator().manual_seed(cfg.seed),
-        num_workers=cfg.workers,
-        multiprocessing_context=worker_context(cfg.workers),
-        persistent_workers=cfg.workers > 0,
-        drop_last=True,
-        pin_memory=pin,
-    )
+        "generator": torch.Generator().manual_seed(cfg.seed),
+        "num_workers": cfg.workers,
+        "multiprocessing_context": worker_context(cfg.workers),
+        "persistent_workers": cfg.workers > 0,
+        "pin_memory": pin,
+    }
+    if hasattr(dataset, "batch"):
+        batches = BatchSampler(sampler, batch, drop_last=True)
+        loader = DataLoader(BatchedViews(dataset), batch_size=None, sampler=batches, **common)
+    else:
+        loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, **common)
     return loader, sampler
 
 
@@ -467,7 +472,7 @@ def _train_epoch(
         details = out.pop("details")
         # checked before the step (one sync per batch), so no NaN reaches the weights
         if not torch.isfinite(out["loss"]):
-            dataset = loader.dataset
+            dataset = job.dataset
             rows = batch_rows(order, dataset.indices, iterations, batch)
             views = [x for x in inputs if isinstance(x, dict)]
             raise non_finite_loss(out, views, rows, dataset.reader, epoch, iterations, lr)
