@@ -1029,9 +1029,14 @@ class CacheReader:
             return np.empty((0, *ds.shape[1:]), dtype=np.float32)
         if idx.min() < 0 or idx.max() >= self.n:
             raise IndexError(f"sample indices out of range for {self.n} samples")
-        # h5py wants increasing unique indices; read those and scatter back.
         uniq, inverse = np.unique(idx, return_inverse=True)
-        return ds[uniq][inverse]
+        if uniq[-1] - uniq[0] + 1 == uniq.size:  # a run of samples: one slice
+            return ds[int(uniq[0]) : int(uniq[-1]) + 1][inverse]
+        # h5py's point selection (ds[uniq]) costs ~0.7 ms a sample; one read per sample ~25 us
+        out = np.empty((uniq.size, *ds.shape[1:]), dtype=ds.dtype)
+        for j, i in enumerate(uniq.tolist()):
+            out[j] = ds[i]
+        return out[inverse]
 
 
 def layout_order(names: Iterable[str]) -> list[str]:
