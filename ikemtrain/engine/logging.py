@@ -58,6 +58,9 @@ def format_epoch(record: dict[str, Any]) -> str:
         parts.append(f"{record['samples_per_s']:.1f} samples/s")
     if "top1" in record:
         parts.append(f"top1 {record['top1']:.2f} top5 {record['top5']:.2f}")
+    monitor = record.get("monitor")
+    if monitor:
+        parts.append(f"knn {monitor['knn_top1']:.1f} (random {monitor['random']['strongest']:.1f})")
     parts.append(f"{record['seconds']:.1f} s")
     return " ".join(parts)
 

@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "workers", "stream_threads")
+RESUMABLE_CHANGES = ("epochs", "workers", "stream_threads", "monitor_every", "monitor_samples")
 #: What a checkpoint must hold to resume from it.
 RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "config")
 
@@ -210,6 +210,8 @@ class TrainingJob:
       Fine-tuning passes ``(x, label)`` from ``(x, label, frame_count)`` items.
     * ``evaluate``: ``(model, epoch) -> dict`` merged into the epoch's record before it is
       saved and printed (rank 0 only; e.g. ``top1``/``top5`` on the validation split).
+    * ``start``: ``model -> None``, called once on rank 0 before the first epoch (after a
+      resume has loaded the weights; e.g. the kNN monitor's random baseline).
     """
 
     kind: str
@@ -223,6 +225,7 @@ class TrainingJob:
     notes: dict[str, Any] = field(default_factory=dict)
     batch_args: Callable[[Any, torch.device], tuple] | None = None
     evaluate: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None
+    start: Callable[[torch.nn.Module], None] | None = None
 
 
 def two_views(batch: Any, device: torch.device) -> tuple[dict, dict]:
@@ -262,6 +265,7 @@ def pretrain(
     """
     reader = open_cache(cache)
     cfg = resolve_cache_options(cfg, reader)
+    start, evaluate = knn_monitor_hooks(cfg, reader, echo)
     job = TrainingJob(
         kind="pretrain",
         cfg=cfg,
@@ -270,8 +274,54 @@ def pretrain(
         loss_names=cfg.modalities,
         pairs=lambda d: {m: (d["q"][m], d["k"][m]) for m in cfg.modalities},
         stage=lambda epoch: 1 if epoch <= cfg.cross_epoch else 2,
+        start=start,
+        evaluate=evaluate,
     )
     return run_training(job, out_dir, resume, device, echo, tensorboard)
+
+
+def knn_monitor_hooks(
+    cfg: PretrainConfig, reader: CacheReader, echo: Callable[[str], None] | None
+) -> tuple[Callable | None, Callable | None]:
+    """The ``start`` and ``evaluate`` hooks of the kNN monitor (:mod:`.monitor`) for a
+    pre-training run of ``cfg``, or ``(None, None)`` when ``monitor_every`` is 0 or the
+    training split is too small to hold queries and a memory (fewer than 8 samples)."""
+    if cfg.monitor_every == 0 or len(reader.split_indices(f"{cfg.split}-train")) < 8:
+        return None, None
+    from .monitor import KnnMonitor  # it builds on linear evaluation, which imports this module
+
+    state: dict[str, Any] = {}
+
+    def encoders(model: torch.nn.Module) -> dict[str, torch.nn.Module]:
+        return {m: b.encoder_q for m, b in model.branches.items()}
+
+    def start(model: torch.nn.Module) -> None:
+        rng = capture_rng()  # the monitor must not move the run's random streams
+        device = next(model.parameters()).device
+        state["monitor"] = monitor = KnnMonitor(
+            reader, cfg.split, cfg.modalities, cfg.unit_axis, cfg.bones, cfg.monitor_samples,
+            cfg.seed, batch_size=max(cfg.batch_size, 64), device=device,
+        )  # fmt: skip
+        seed_everything(cfg.seed)  # the run's own initialisation
+        probe = build_model(cfg, reader.layout.name).to(device)
+        state["random"] = base = monitor.random_baseline(encoders(probe))
+        restore_rng(rng)
+        if echo is not None:
+            echo(
+                f"kNN monitor: {len(monitor.dataset)} training samples, k {base['k']}; random "
+                f"encoders {base['strongest']:.1f} (raw BatchNorm {base['raw_bn']:.1f}, "
+                f"re-estimated {base['bn_estimated']:.1f}): the bar to clear"
+            )
+
+    def evaluate(model: torch.nn.Module, epoch: int) -> dict[str, Any]:
+        if epoch % cfg.monitor_every and epoch != cfg.epochs:
+            return {}
+        rng = capture_rng()
+        top1 = state["monitor"].top1(encoders(model))
+        restore_rng(rng)
+        return {"monitor": {"knn_top1": top1, "random": state["random"]}}
+
+    return start, evaluate
 
 
 def run_training(
@@ -352,6 +402,8 @@ def run_training(
         # distinct dropout streams per rank; only rank 0's RNG states go into the checkpoint
         state = np.random.SeedSequence((cfg.seed, start, info.rank)).generate_state(1)
         torch.manual_seed(int(state[0]))
+    if info.is_main and job.start is not None:
+        job.start(model)
     net = wrap_model(model, dev, info)
     intra_op = torch.get_num_threads()
     threads = configure_streams(model, cfg, dev, info)
