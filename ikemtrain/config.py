@@ -313,8 +313,8 @@ class PretrainConfig(_Settings):
     cross_epoch: int = setting(150, _COUNT)
     lr: float = setting(0.1, _POSITIVE)
     steps: tuple[int, ...] = setting((250,), _steps)
-    #: ``"step"``: ×0.1 after each of ``steps`` (the paper's); departure ``"cosine"``: cosine decay to 0
-    #: over the run after the warm-up (``steps`` unused)
+    #: ``"step"``: ×0.1 after each of ``steps`` (the paper's); departure ``"cosine"``: cosine
+    #: decay to 0 over the run after the warm-up (``steps`` unused)
     schedule: str = setting("step", _choice(*SCHEDULES))
     #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
     warmup_epochs: int = setting(0, _COUNT)
@@ -413,8 +413,8 @@ class DistillConfig(_Settings):
     epochs: int = setting(150, _AT_LEAST_ONE)
     lr: float = setting(0.1, _POSITIVE)
     steps: tuple[int, ...] = setting((125,), _steps)
-    #: ``"step"``: ×0.1 after each of ``steps`` (the paper's); departure ``"cosine"``: cosine decay to 0
-    #: over the run after the warm-up (``steps`` unused)
+    #: ``"step"``: ×0.1 after each of ``steps`` (the paper's); departure ``"cosine"``: cosine
+    #: decay to 0 over the run after the warm-up (``steps`` unused)
     schedule: str = setting("step", _choice(*SCHEDULES))
     #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
     warmup_epochs: int = setting(0, _COUNT)
