@@ -42,6 +42,7 @@ __all__ = [
     "LinearEvalConfig",
     "Preset",
     "PretrainConfig",
+    "apply_settings",
     "load_preset",
     "lr_at",
     "modality_set",
@@ -574,3 +575,54 @@ def load_preset(name_or_path: str | os.PathLike) -> Preset:
         distill=_table(DistillConfig, data.get("distill", {}), "distill", str(path)),
         finetune=_table(FinetuneConfig, data.get("finetune", {}), "finetune", str(path)),
     )
+
+
+#: The tables of a preset, in the order ``--set`` lists them.
+TABLES: dict[str, type] = {
+    "pretrain": PretrainConfig,
+    "linear_eval": LinearEvalConfig,
+    "distill": DistillConfig,
+    "finetune": FinetuneConfig,
+}
+
+
+def _setting_value(text: str) -> Any:
+    """A ``--set`` value as TOML would read it (``0.05``, ``true``, ``[100, 200]``,
+    ``"xview"``); anything that is not a TOML value is a bare string (``cosine``, ``3v``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
+    """``preset`` with ``SECTION.KEY=VALUE`` assignments applied, in order (``--set``).
+
+    SECTION is a preset table (``pretrain``, ``linear_eval``, ``distill``, ``finetune``), KEY
+    one of its fields, VALUE a TOML value or a bare string (``pretrain.lr=0.05``,
+    ``pretrain.steps=[100,200]``, ``pretrain.schedule=cosine``). Every value passes the same
+    checks as a preset's.
+
+    Raises:
+        ConfigError: a malformed assignment, an unknown table or key, or a bad value; the
+            message names the assignment.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for text in assignments:
+        target, eq, value = text.partition("=")
+        table, dot, key = target.strip().partition(".")
+        if not (eq and dot and table and key):
+            raise ConfigError(f"{text!r}: expected SECTION.KEY=VALUE, e.g. pretrain.lr=0.05")
+        if table not in TABLES:
+            raise ConfigError(
+                f"{text!r}: unknown table {table!r}; expected one of {', '.join(TABLES)}"
+            )
+        changes.setdefault(table, {})[key] = _setting_value(value)
+    if not changes:
+        return preset
+    tables = {}
+    for table, values in changes.items():
+        data = {**getattr(preset, table).to_dict(), **values}
+        shown = ", ".join(f"{table}.{k}={v!r}" for k, v in values.items())
+        tables[table] = _table(TABLES[table], data, table, f"--set {shown}")
+    return dataclasses.replace(preset, **tables)

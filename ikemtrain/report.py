@@ -21,8 +21,8 @@ searched below for them.
    with (the settings of the pre-training behind it too).
 
 Figures are PNG files beside ``report.md``, drawn with matplotlib, which the ``train``
-extra installs (``pip install 'ikem-toolkit[train]'``); without it the report is written with its tables
-only and says so.
+extra installs (``pip install 'ikem-toolkit[train]'``); without it the report is written with
+its tables only and says so.
 """
 
 from __future__ import annotations
