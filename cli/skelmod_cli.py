@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ikemtrain.progress import Progress as SharedProgress
 from skelmod import layout
 from skelmod.bodies import BODY_RULES
 from skelmod.cache import CacheReader, cache_report, hdf5_write_failed
@@ -40,30 +41,29 @@ _FLAGS = {
 
 
 class Progress:
-    """A click progress bar on stderr, driven by ``progress(done, total)`` callbacks.
+    """Progress on stderr (``ikemtrain.progress``: a bar with rate and ETA on a terminal, a
+    plain line every tenth of the work elsewhere), driven by ``progress(done, total)``
+    callbacks.
 
     It is created on the first call, when the total is known; ``quiet`` disables it.
     """
 
-    def __init__(self, label: str, quiet: bool = False):
-        self.label, self.quiet, self.bar, self.done = label, quiet, None, 0
+    def __init__(self, label: str, quiet: bool = False, unit: str = "file"):
+        self.label, self.quiet, self.unit, self.bar = label, quiet, unit, None
 
     def __call__(self, done: int, total: int) -> None:
         if self.quiet:
             return
         if self.bar is None:
-            self.bar = click.progressbar(
-                length=total, label=self.label, file=sys.stderr, show_pos=True
-            ).__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
+            self.bar = SharedProgress(self.label, total, unit=self.unit)
+        self.bar.update(done - self.bar.done)
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
-            self.bar.__exit__(*exc)
+            self.bar.close()
 
 
 def _fail(message: str) -> None:
@@ -284,7 +284,7 @@ def import_(arrays, out, layout_name, options, quiet):
     """
     from skelmod.importer import import_arrays
 
-    with _user_errors(), Progress("importing", quiet) as progress:
+    with _user_errors(), Progress("importing", quiet, unit="sequence") as progress:
         report = import_arrays(
             arrays, out, layout_name=layout_name, options=options, progress=progress
         )
@@ -340,7 +340,7 @@ def features(cache, modalities, unit_axis, bones):
     from skelmod.convert import parse_modalities
     from skelmod.features import add_features
 
-    with _user_errors(), Progress("computing") as progress:
+    with _user_errors(), Progress("computing", unit="sample") as progress:
         names = parse_modalities(modalities)
         add_features(cache, names, unit_axis=unit_axis, bones=bones, progress=progress)
     click.echo(f"{cache}: modalities now {', '.join(CacheReader(cache).modalities)}")

@@ -47,6 +47,7 @@ from ..data import BatchedViews, EpochSampler, PretrainDataset, open_cache, work
 from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
 from ..nn.streams import StreamRunner, stream_threads
+from ..progress import tracked
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -368,8 +369,11 @@ def run_training(
     record: dict[str, Any] = {}
     try:
         for epoch in range(start, cfg.epochs + 1):
+            steps = tracked(
+                loader, f"epoch {epoch}/{cfg.epochs}", echo is not None and info.is_main
+            )
             record = _train_epoch(
-                net, model, optimizer, loader, sampler, job, batch, epoch, info, dev
+                net, model, optimizer, steps, sampler, job, batch, epoch, info, dev
             )
             if info.is_main and job.evaluate is not None:
                 record.update(job.evaluate(model, epoch))
