@@ -217,3 +217,35 @@ def test_linear_eval_with_several_streams_writes_one_folder_each(small, tmp_path
     for stream in ("joint", "3s"):
         results = json.loads((tmp_path / stream / "results.json").read_text())
         assert results["stream"] == stream and f"{stream}: top-1" in result.output
+
+
+def _documented_commands(text: str) -> list[list[str]]:
+    """Command lines of the ```bash blocks of a Markdown text (continuations joined, comments
+    dropped)."""
+    import shlex
+
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        block = re.sub(r"\\\n\s*", " ", block)
+        for line in block.splitlines():
+            line = line.split(" #")[0].strip()
+            if " && " in line:
+                line = line.split(" && ")[-1]
+            if line.startswith(("skelmod ", "ikemtrain ")):
+                lines.append(shlex.split(line))
+    return lines
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/data.md", "docs/training.md"])
+def test_every_documented_command_uses_options_the_command_has(doc: str) -> None:
+    root = README.parent
+    commands = _documented_commands((root / doc).read_text(encoding="utf-8"))
+    assert len(commands) >= 5, doc
+    for argv in commands:
+        group = GROUPS[argv[0]]
+        assert argv[1] in group.commands, argv
+        command = group.commands[argv[1]]
+        known = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        for token in argv[2:]:
+            if token.startswith("-") and not re.fullmatch(r"-?\d+(\.\d+)?", token):
+                assert token.split("=")[0] in known, (doc, token, argv)
