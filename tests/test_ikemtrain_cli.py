@@ -126,7 +126,7 @@ def test_usage_errors_exit_2(cache: Path, preset: Path, tmp_path: Path) -> None:
         (("pretrain", cache, "--out", tmp_path), "Missing option '--split'"),
         (("pretrain", tmp_path / "none.h5", *common), "does not exist"),
         (("linear-eval", cache, *common), "exactly one of --checkpoint RUN or --random-init"),
-        (("linear-eval", cache, *common, "--random-init", "--streams", "9s"), "unknown stream '9s'"),
+        (("linear-eval", cache, *common, "--random-init", "--streams", "9s"), "unknown stream"),
         (
             ("linear-eval", cache, *common, "--checkpoint", tmp_path, "--random-init"),
             "exactly one",
