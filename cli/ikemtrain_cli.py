@@ -22,10 +22,8 @@ import click  # noqa: E402
 
 from ikemtrain.config import (  # noqa: E402
     DISTILL_LOSS_FORMS,
-    STREAMS,
     STUDENT_INITS,
     ConfigError,
-    modality_set,
 )
 from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
 
@@ -37,6 +35,8 @@ from .options import (  # noqa: E402
     device_option,
     eval_out_option,
     modalities_option,
+    out_argument_or_option,
+    out_option,
     overrides,
     preset_option,
     random_init_option,
@@ -46,6 +46,7 @@ from .options import (  # noqa: E402
     seed_option,
     split_option,
     streams_option,
+    workers_option,
 )
 
 #: The option of each library parameter that an error names (``e.param``).
@@ -91,7 +92,7 @@ def main() -> None:
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @split_option
 @preset_option()
-@modalities_option
+@modalities_option()
 @run_out_option
 @resume_option
 @click.option("--ekem/--no-ekem", default=None, help="Use the EKEM loss in stage 2.")
@@ -100,7 +101,8 @@ def main() -> None:
     "--reference-compat",
     is_flag=True,
     default=None,
-    help="Replicate the reference's key-encoder initialisation (bug 2) for ablations.",
+    help="Replicate the reference's independent key-encoder initialisation (keys not copied "
+    "from the queries), for ablations.",
 )
 @run_overrides
 def pretrain(
@@ -119,7 +121,7 @@ def pretrain(
     cfg = _settings(
         preset.pretrain,
         split=split,
-        modalities=modality_set(modalities) if modalities else None,
+        modalities=modalities,
         ekem=ekem,
         ikem=ikem,
         reference_compat=reference_compat,
@@ -146,21 +148,22 @@ def pretrain(
     "--loss-form",
     type=click.Choice(DISTILL_LOSS_FORMS),
     default=None,
-    help="implemented: §7 as the reference code does it; paper: eq. 7-8 [default: the preset's].",
+    help="implemented: the loss as the reference code computes it; paper: the paper's eq. 7-8 "
+    "[default: the preset's].",
 )
 @click.option(
     "--reference-compat",
     is_flag=True,
     default=None,
-    help="Replicate the reference's teacher in train mode (bug 13) and its Omega similarities "
-    "from the bone bank (bug 1), for ablations.",
+    help="Replicate the reference's teacher in train mode and its Omega similarities from "
+    "the bone bank, for ablations.",
 )
 @click.option(
     "--student-init",
     type=click.Choice(STUDENT_INITS),
     default=None,
-    help="random: fresh student encoders (§7); teacher: start each from the teacher's encoder "
-    "of its modality [default: the preset's].",
+    help="random: fresh student encoders (the paper's); teacher: start each from the "
+    "teacher's encoder of its modality [default: the preset's].",
 )
 @run_overrides
 def distill(
@@ -208,7 +211,7 @@ def _encoders(preset, checkpoint, random_init: bool, modalities) -> dict:
         "checkpoint": checkpoint,
         "random_init": random_init,
         "backbone": preset.pretrain.backbone,
-        "modalities": modality_set(modalities) if modalities else preset.pretrain.modalities,
+        "modalities": modalities or preset.pretrain.modalities,
     }
 
 
@@ -231,8 +234,12 @@ ENCODERS_HELP = (
     help="Z-score every feature on NAME-train before the classifier (a BatchNorm without "
     "affine, as the MAE / MoCo v3 probes) [default: the preset's; off in paper-ntu60].",
 )
-@modalities_option
-@streams_option
+@modalities_option()
+@streams_option(
+    "6s",
+    "Streams, comma-separated: one modality, or a fusion of jointly trained heads on averaged "
+    "logits (3s, 6s); several write one folder each, OUT/<stream>.",
+)
 @preset_option()
 @eval_out_option
 @overrides
@@ -261,12 +268,20 @@ def linear_eval(
 
     encoders = _encoders(preset, checkpoint, random_init, modalities)
     cfg = _settings(preset.linear_eval, standardize=standardize, **overrides)
-    with _user_errors():
-        results = run_linear_eval(
-            cfg, cache, out, split, streams, device=device, recalibrate_bn=bn_recalibration,
-            **encoders,
-        )  # fmt: skip
-    click.echo(_summary_line(streams, results, out))
+    for stream, folder in _stream_folders(streams, out):
+        with _user_errors():
+            results = run_linear_eval(
+                cfg, cache, folder, split, stream, device=device,
+                recalibrate_bn=bn_recalibration, **encoders,
+            )  # fmt: skip
+        click.echo(_summary_line(stream, results, folder))
+
+
+def _stream_folders(streams: list[str], out: Path) -> list[tuple[str, Path]]:
+    """One stream writes to OUT; several write to OUT/<stream> each."""
+    if len(streams) == 1:
+        return [(streams[0], out)]
+    return [(stream, Path(out) / stream) for stream in streams]
 
 
 def _summary_line(stream: str, results: dict, out: Path) -> str:
@@ -275,19 +290,6 @@ def _summary_line(stream: str, results: dict, out: Path) -> str:
         f"top-5 {results['top5_final']:.2f} (best {results['top5_best']:.2f}) "
         f"-> {Path(out) / 'results.json'}"
     )
-
-
-def _streams_list(ctx: click.Context, param: click.Parameter, value: str | None):
-    if value is None:
-        return None
-    streams = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [v for v in streams if v not in STREAMS]
-    if unknown or not streams:
-        raise click.BadParameter(
-            f"unknown stream {', '.join(map(repr, unknown)) or repr(value)}; expected a "
-            f"comma-separated list of {', '.join(STREAMS)}"
-        )
-    return streams
 
 
 def _k_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]:
@@ -306,13 +308,10 @@ def _k_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]
 @checkpoint_option(ENCODERS_HELP)
 @random_init_option("Evaluate untrained encoders (the preset's width) instead of a checkpoint.")
 @bn_recalibration_option
-@modalities_option
-@click.option(
-    "--streams",
-    default=None,
-    callback=_streams_list,
-    metavar="S1,S2,...",
-    help="Streams, comma-separated: modalities, 3s, 6s (fused: mean of the cosine "
+@modalities_option()
+@streams_option(
+    None,
+    "Streams, comma-separated: modalities, 3s, 6s (fused: mean of the cosine "
     "similarities), student-<m> [default: every stream of the encoders].",
 )
 @click.option(
@@ -326,7 +325,7 @@ def _k_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]
 @preset_option()
 @eval_out_option
 @device_option
-@seed_option
+@seed_option()
 def knn_eval(
     cache,
     split,
@@ -376,8 +375,12 @@ def knn_eval(
 @random_init_option(
     "Train untrained encoders (the preset's width) instead: the supervised-from-scratch baseline."
 )
-@modalities_option
-@streams_option
+@modalities_option()
+@streams_option(
+    "6s",
+    "Streams, comma-separated: one modality, or a fusion of jointly trained encoders and heads "
+    "on averaged logits (3s, 6s); several write one run folder each, OUT/<stream>.",
+)
 @click.option(
     "--label-fraction",
     type=click.FloatRange(0, 1, min_open=True),
@@ -387,12 +390,7 @@ def knn_eval(
     "preset's].",
 )
 @preset_option()
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder: checkpoint.pt (every epoch), metrics.jsonl and results.json.",
-)
+@out_option("Run folder: checkpoint.pt (every epoch), metrics.jsonl and results.json.")
 @resume_option
 @run_overrides
 def finetune(
@@ -424,23 +422,19 @@ def finetune(
 
     encoders = _encoders(preset, checkpoint, random_init, modalities)
     cfg = _settings(preset.finetune, label_fraction=label_fraction, **overrides)
-    with _user_errors():
-        results = run_finetune(
-            cfg, cache, out, split, streams, resume=resume, device=device, **encoders
-        )
-    click.echo(_summary_line(streams, results, out))
+    for stream, folder in _stream_folders(streams, out):
+        with _user_errors():
+            results = run_finetune(
+                cfg, cache, folder, split, stream, resume=resume, device=device, **encoders
+            )
+        click.echo(_summary_line(stream, results, folder))
 
 
 @main.command()
 @click.argument(
     "runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
 )
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for report.md, its PNG figures and confusion.csv.",
-)
+@out_option("Folder for report.md, its PNG figures and confusion.csv.")
 @click.option("--no-figures", is_flag=True, help="Tables only, even where matplotlib is installed.")
 def report(runs, out, no_figures):
     """Write a report of runs and results: Table 1, training curves, confusion, embedding.
@@ -452,7 +446,7 @@ def report(runs, out, no_figures):
     paper's Table 1 (final and best top-1), the loss and collapse signal per modality of
     each training run, the confusion matrix and a PCA embedding of the best linear
     evaluation, and for every number the command and settings behind it. Figures need
-    matplotlib (pip install 'ikem-toolkit[report]'); without it the report has tables only.
+    matplotlib (installed with the train extra); without it the report has tables only.
     """
     from ikemtrain.report import NO_MATPLOTLIB, matplotlib_figure, write_report
 
@@ -464,7 +458,7 @@ def report(runs, out, no_figures):
 
 
 @main.command()
-@modalities_option
+@modalities_option()
 @click.option(
     "--student",
     is_flag=True,
@@ -496,7 +490,7 @@ def describe(modalities, student, num_class, preset):
     else:
         from ikemtrain.methods.pretrain import describe as describe_model
 
-        mods = modality_set(modalities) if modalities else cfg.modalities
+        mods = modalities or cfg.modalities
         kwargs = cfg.model_kwargs()
         kwargs["frozen_keys"] = tuple(m for m in kwargs["frozen_keys"] if m in mods)
         rows = describe_model(mods, **kwargs)
@@ -508,11 +502,8 @@ def describe(modalities, student, num_class, preset):
 
 @main.command()
 @click.argument("run", type=click.Path(exists=True, path_type=Path))
-@click.option(
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Student file to write (tensors and plain types; torch.load(weights_only=True)).",
+@out_option(
+    "Student file to write (tensors and plain types; torch.load(weights_only=True)).", file=True
 )
 @click.option(
     "--classifier",
@@ -555,7 +546,7 @@ _DEMO_LABELS = {
 
 
 @main.command()
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@out_argument_or_option("Folder for the demo's data, runs and summary.json; empty or absent.")
 @click.option(
     "--classes", type=click.IntRange(min=2), default=8, show_default=True, help="Action classes."
 )
@@ -566,21 +557,21 @@ _DEMO_LABELS = {
     show_default=True,
     help="Synthetic samples per class.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed.")
+@seed_option(0)
+@workers_option("DataLoader worker processes of pre-training")
 @click.option(
-    "--workers",
-    type=click.IntRange(min=0),
+    "--convert-workers",
+    type=click.IntRange(min=1),
     default=None,
-    help="Processes for conversion [default: all cores] and loader workers for "
-    "pre-training [default: the preset's].",
+    help="Processes converting the synthetic files [default: all cores].",
 )
 @click.option("--split", default="xview", show_default=True, help="Benchmark to train/evaluate.")
 @preset_option(default="tiny")
 @device_option
-def demo(out, classes, per_class, seed, workers, split, preset, device):
+def demo(out, classes, per_class, seed, workers, convert_workers, split, preset, device):
     """Run the whole pipeline on built-in synthetic data and compare with random init.
 
-    Example: ikemtrain demo runs/demo
+    Example: ikemtrain demo -o runs/demo  (or: ikemtrain demo runs/demo)
 
     synth -> skelmod convert (all six modalities) -> pretrain (six modalities) ->
     linear-eval 6s of the pre-trained encoders and of random-init encoders (with BatchNorm
@@ -600,7 +591,7 @@ def demo(out, classes, per_class, seed, workers, split, preset, device):
             preset,
             classes=classes,
             per_class=per_class,
-            workers=workers,
+            workers=convert_workers,
             device=device,
             echo=click.echo,
         )
@@ -615,7 +606,7 @@ def demo(out, classes, per_class, seed, workers, split, preset, device):
         click.echo(f"{label:<15} " + " ".join(f"{summary[key][k]:7.2f}" for k in RESULT_KEYS))
     click.echo(
         "random init: BatchNorm statistics estimated on the training split (a fair baseline); "
-        "raw BN: the literal §8 protocol on an untrained encoder (features ~1e-8)"
+        "raw BN: the literal linear-evaluation protocol on an untrained encoder (features ~1e-8)"
     )
     click.echo(
         f"chance: {100.0 / classes:.2f}% top-1 ({classes} classes, "

@@ -1,6 +1,18 @@
-"""Shared click options of the command-line tools (one decorator per option, reused by commands).
+"""Shared click options of the command-line tools: one vocabulary, one decorator per option.
 
-Override options default to ``None``, meaning "keep the preset's value".
+The same name means the same thing in every command of ``skelmod`` and ``ikemtrain`` (the
+README's glossary; ``tests/test_cli_vocabulary.py`` walks the click tree and checks it):
+
+* ``-o/--out``: where a command writes (a file or a folder, said in its help);
+* ``--modalities``: ``3`` (joint, velocity, bone), ``6`` or ``all``, or names, comma-separated;
+* ``--streams``: a comma-separated list of streams;
+* ``--preset`` and ``--set SECTION.KEY=VALUE`` (repeatable): the settings of a run;
+* ``--device``, ``--seed``: where to run, the random seed;
+* ``--workers``: the one kind of worker a command has (said in its help); the demo, which has
+  two, calls the conversion's ``--convert-workers``.
+
+Override options default to ``None``, meaning "keep the preset's value". This module imports
+no torch (``ikemtrain.config`` does not), so ``skelmod`` can share it.
 """
 
 from __future__ import annotations
@@ -11,7 +23,16 @@ from pathlib import Path
 
 import click
 
-from ikemtrain.config import STREAMS, ConfigError, Preset, load_preset, preset_names
+from ikemtrain.config import (
+    MODALITY_SETS,
+    STREAMS,
+    ConfigError,
+    Preset,
+    apply_settings,
+    load_preset,
+    preset_names,
+)
+from skelmod.layout import MODALITY_NAMES, LayoutError, check_modalities
 
 
 def _load_preset(ctx: click.Context, param: click.Parameter, value: str) -> Preset:
@@ -22,14 +43,38 @@ def _load_preset(ctx: click.Context, param: click.Parameter, value: str) -> Pres
 
 
 def preset_option(default: str = "paper-ntu60"):
-    """``--preset NAME|PATH``: a built-in preset or a TOML file; the value is a ``Preset``."""
-    return click.option(
+    """``--preset NAME|PATH`` and ``--set SECTION.KEY=VALUE`` (repeatable): the command
+    receives ``preset``, the preset with every ``--set`` applied and checked like a preset's
+    keys (a bad one is a usage error naming it)."""
+    preset = click.option(
         "--preset",
         default=default,
         show_default=True,
         callback=_load_preset,
         help=f"Settings preset: a built-in name ({', '.join(preset_names())}) or a TOML file.",
     )
+    assignments = click.option(
+        "--set",
+        "assignments",
+        multiple=True,
+        metavar="SECTION.KEY=VALUE",
+        help="Change one preset setting, e.g. --set pretrain.lr=0.05 --set "
+        "pretrain.schedule=cosine (repeatable; any key of [pretrain], [linear_eval], "
+        "[distill], [finetune]).",
+    )
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(**kwargs):
+            try:
+                kwargs["preset"] = apply_settings(kwargs["preset"], kwargs.pop("assignments"))
+            except ConfigError as e:
+                raise click.BadParameter(str(e), param_hint="'--set'") from None
+            return f(**kwargs)
+
+        return preset(assignments(command))
+
+    return decorate
 
 
 split_option = click.option(
@@ -46,19 +91,66 @@ def preset_override(*names: str, help: str, **kwargs):
     return click.option(*names, default=None, help=f"{help} [default: the preset's].", **kwargs)
 
 
-modalities_option = preset_override(
-    "--modalities",
-    type=click.Choice(["3", "6"]),
-    help="3 (joint, velocity, bone: the 3s baseline) or 6 modalities",
+def _modalities(ctx: click.Context, param: click.Parameter, value: str | None):
+    """``3``, ``6``, ``all`` or comma-separated names -> names in canonical order (None: not
+    given)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        if int(text) not in MODALITY_SETS:
+            raise click.BadParameter(
+                f"expected 3, 6, all or names of {', '.join(MODALITY_NAMES)}, got {value!r}"
+            )
+        return MODALITY_SETS[int(text)]
+    try:
+        return check_modalities(text)
+    except LayoutError as e:
+        raise click.BadParameter(f"{e}; or 3 (joint, velocity, bone) or 6") from None
+
+
+MODALITIES_HELP = (
+    "Modalities: 3 (joint, velocity, bone), 6 or all, or a comma-separated list of "
+    + ", ".join(MODALITY_NAMES)
 )
 
-streams_option = click.option(
-    "--streams",
-    type=click.Choice(list(STREAMS)),
-    default="6s",
-    show_default=True,
-    help="One modality, or a fusion of jointly trained heads on averaged logits (3s, 6s).",
-)
+
+def modalities_option(default: str | None = None, help: str = MODALITIES_HELP):
+    """``--modalities``: the value the command receives is a tuple of names (or None)."""
+    suffix = " [default: the preset's]." if default is None else "."
+    return click.option(
+        "--modalities",
+        default=default,
+        show_default=default is not None,
+        callback=_modalities,
+        metavar="3|6|all|NAMES",
+        help=help + suffix,
+    )
+
+
+def _streams(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    streams = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in streams if v not in STREAMS]
+    if unknown or not streams:
+        raise click.BadParameter(
+            f"unknown stream {', '.join(map(repr, unknown)) or repr(value)}; expected a "
+            f"comma-separated list of {', '.join(STREAMS)}"
+        )
+    return list(dict.fromkeys(streams))
+
+
+def streams_option(default: str | None, help: str):
+    """``--streams S1,S2,...``: the command receives a list of stream names (or None)."""
+    return click.option(
+        "--streams",
+        default=default,
+        show_default=default is not None,
+        callback=_streams,
+        metavar="S1,S2,...",
+        help=help,
+    )
 
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -76,10 +168,29 @@ device_option = click.option(
     help="Where to run; auto picks CUDA when available.",
 )
 
-workers_option = preset_override(
-    "--workers", type=click.IntRange(min=0), help="DataLoader worker processes"
-)
-seed_option = preset_override("--seed", type=click.IntRange(min=0), help="Random seed")
+
+def workers_option(help: str, minimum: int = 0, default_text: str = "the preset's"):
+    """``--workers N``: the one kind of worker of a command, said in ``help``; not given
+    (``None``) means ``default_text``."""
+    return click.option(
+        "--workers",
+        type=click.IntRange(min=minimum),
+        default=None,
+        help=f"{help} [default: {default_text}].",
+    )
+
+
+def seed_option(default: int | None = None):
+    """``--seed N`` (>= 0); without a default, the preset's seed."""
+    return click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        default=default,
+        show_default=default is not None,
+        help="Random seed" + (" [default: the preset's]." if default is None else "."),
+    )
+
+
 epochs_option = preset_override("--epochs", type=click.IntRange(min=1), help="Epochs")
 batch_size_option = preset_override("--batch-size", type=click.IntRange(min=1), help="Batch size")
 lr_option = preset_override(
@@ -94,8 +205,8 @@ def _gathered_overrides(workers: bool):
     for ``Settings.replace`` (``None`` keeps the preset's value).
     """
     names = ("epochs", "batch_size", "lr", "seed") + (("workers",) if workers else ())
-    options = (epochs_option, batch_size_option, lr_option, device_option, seed_option)
-    options += (workers_option,) if workers else ()
+    options = (epochs_option, batch_size_option, lr_option, device_option, seed_option())
+    options += (workers_option("DataLoader worker processes"),) if workers else ()
 
     def decorate(f):
         @functools.wraps(f)
@@ -117,19 +228,43 @@ overrides = _gathered_overrides(workers=False)
 run_overrides = _gathered_overrides(workers=True)
 
 
-run_out_option = click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Run folder: checkpoint.pt (every epoch) and metrics.jsonl.",
-)
+def out_option(help: str, file: bool = False, required: bool = True):
+    """``-o/--out PATH``: where the command writes, a folder (or, with ``file``, a file)."""
+    return click.option(
+        "-o",
+        "--out",
+        required=required,
+        type=click.Path(file_okay=file, dir_okay=not file, path_type=Path),
+        help=help,
+    )
 
-eval_out_option = click.option(
-    "--out",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for results.json.",
-)
+
+def out_argument_or_option(help: str):
+    """An output folder given as a positional argument (today's spelling, kept) or as
+    ``-o/--out``; the command receives ``out``."""
+    argument = click.argument(
+        "out_arg", required=False, metavar="[OUT]", type=click.Path(file_okay=False, path_type=Path)
+    )
+    option = out_option(help + " (Or as the positional argument.)", required=False)
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(**kwargs):
+            positional, out = kwargs.pop("out_arg"), kwargs.pop("out")
+            if positional is not None and out is not None and positional != out:
+                raise click.UsageError(f"two output folders given: {positional} and -o {out}")
+            if positional is None and out is None:
+                raise click.UsageError("give the output folder: -o/--out DIR")
+            kwargs["out"] = out if out is not None else positional
+            return f(**kwargs)
+
+        return argument(option(command))
+
+    return decorate
+
+
+run_out_option = out_option("Run folder: checkpoint.pt (every epoch) and metrics.jsonl.")
+eval_out_option = out_option("Folder for results.json.")
 
 resume_option = click.option(
     "--resume", is_flag=True, help="Continue the run in --out from its checkpoint."

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from ikemtrain.progress import Progress as SharedProgress
 from skelmod import layout
 from skelmod.bodies import BODY_RULES
 from skelmod.cache import CacheReader, cache_report, hdf5_write_failed
@@ -23,6 +24,7 @@ from skelmod.errors import SkelmodError
 from skelmod.normalize import YAW_MODES
 
 from .errors import with_option
+from .options import modalities_option, out_argument_or_option, seed_option, workers_option
 
 #: The option of each library parameter that a :class:`SkelmodError` names (``e.param``).
 _FLAGS = {
@@ -39,30 +41,29 @@ _FLAGS = {
 
 
 class Progress:
-    """A click progress bar on stderr, driven by ``progress(done, total)`` callbacks.
+    """Progress on stderr (``ikemtrain.progress``: a bar with rate and ETA on a terminal, a
+    plain line every tenth of the work elsewhere), driven by ``progress(done, total)``
+    callbacks.
 
     It is created on the first call, when the total is known; ``quiet`` disables it.
     """
 
-    def __init__(self, label: str, quiet: bool = False):
-        self.label, self.quiet, self.bar, self.done = label, quiet, None, 0
+    def __init__(self, label: str, quiet: bool = False, unit: str = "file"):
+        self.label, self.quiet, self.unit, self.bar = label, quiet, unit, None
 
     def __call__(self, done: int, total: int) -> None:
         if self.quiet:
             return
         if self.bar is None:
-            self.bar = click.progressbar(
-                length=total, label=self.label, file=sys.stderr, show_pos=True
-            ).__enter__()
-        self.bar.update(done - self.done)
-        self.done = done
+            self.bar = SharedProgress(self.label, total, unit=self.unit)
+        self.bar.update(done - self.bar.done)
 
     def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:
         if self.bar is not None:
-            self.bar.__exit__(*exc)
+            self.bar.close()
 
 
 def _fail(message: str) -> None:
@@ -100,17 +101,9 @@ def _options(**kwargs):
         raise click.BadParameter(str(e), param_hint=hint) from None
 
 
-def _modalities_option(default: str):
-    return click.option(
-        "--modalities",
-        default=default,
-        show_default=True,
-        help="'all' or a comma-separated list of " + ", ".join(layout.MODALITY_NAMES) + ".",
-    )
-
-
 def _normalise_options(f):
-    """``--frames``, ``--yaw`` and ``--no-centre`` (§2), shared by convert and import."""
+    """``--frames``, ``--yaw`` and ``--no-centre`` (normalisation), shared by convert and
+    import."""
     f = click.option(
         "--no-centre",
         is_flag=True,
@@ -128,7 +121,7 @@ def _normalise_options(f):
         type=click.IntRange(min=2, max=MAX_TARGET_FRAMES),
         default=layout.T_TARGET,
         show_default=True,
-        help="Frames per sample after the linear resize (§2.5).",
+        help="Frames per sample after the linear resize.",
     )(f)
 
 
@@ -141,8 +134,8 @@ def _feature_options(keep: bool = False):
             "--unit-axis/--raw-axis",
             default=None if keep else False,
             show_default=not keep,
-            help="Rotation-axis modality as the unit axis of paper eq. 4 instead of the "
-            "reference's raw cross product (§4)." + default,
+            help="Rotation-axis modality as the unit axis of the paper's eq. 4 instead of the "
+            "reference's raw cross product." + default,
         )(f)
         return click.option(
             "--bones",
@@ -181,7 +174,7 @@ def _conversion_options(bodies: bool = False):
             kwargs["options"] = _options(**values)
             return f(**kwargs)
 
-        command = _normalise_options(_modalities_option("joint")(_feature_options()(command)))
+        command = _normalise_options(modalities_option("joint")(_feature_options()(command)))
         return _BODIES_OPTION(command) if bodies else command
 
     return decorate
@@ -217,12 +210,7 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Official list of samples with missing skeletons; those files are skipped.",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Worker processes [default: all cores].",
-)
+@workers_option("Processes converting files", minimum=1, default_text="all cores")
 @_conversion_options(bodies=True)
 @click.option(
     "--resume",
@@ -296,7 +284,7 @@ def import_(arrays, out, layout_name, options, quiet):
     """
     from skelmod.importer import import_arrays
 
-    with _user_errors(), Progress("importing", quiet) as progress:
+    with _user_errors(), Progress("importing", quiet, unit="sequence") as progress:
         report = import_arrays(
             arrays, out, layout_name=layout_name, options=options, progress=progress
         )
@@ -342,7 +330,7 @@ def info(cache, as_json):
 
 @main.command()
 @click.argument("cache", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_modalities_option("all")
+@modalities_option("all")
 @_feature_options(keep=True)
 def features(cache, modalities, unit_axis, bones):
     """Add or recompute modalities in an existing cache, atomically.
@@ -352,14 +340,14 @@ def features(cache, modalities, unit_axis, bones):
     from skelmod.convert import parse_modalities
     from skelmod.features import add_features
 
-    with _user_errors(), Progress("computing") as progress:
+    with _user_errors(), Progress("computing", unit="sample") as progress:
         names = parse_modalities(modalities)
         add_features(cache, names, unit_axis=unit_axis, bones=bones, progress=progress)
     click.echo(f"{cache}: modalities now {', '.join(CacheReader(cache).modalities)}")
 
 
 @main.command()
-@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@out_argument_or_option("Folder for the .skeleton files.")
 @click.option(
     "--classes",
     type=click.IntRange(min=1),
@@ -374,21 +362,21 @@ def features(cache, modalities, unit_axis, bones):
     show_default=True,
     help="Samples per class.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def synth(out_dir, classes, per_class, seed):
+@seed_option(0)
+def synth(out, classes, per_class, seed):
     """Write synthetic NTU-format .skeleton files (built-in data for demos and tests).
 
-    Example: skelmod synth data/synth --classes 10 --per-class 40 --seed 0
+    Example: skelmod synth -o data/synth --classes 10 --per-class 40 --seed 0
     """
     from skelmod.synth import generate
 
     try:
         with _user_errors(), Progress("generating") as progress:
-            paths = generate(out_dir, classes, per_class, seed, progress=progress)
+            paths = generate(out, classes, per_class, seed, progress=progress)
     except OSError as e:  # the folder cannot be written: the user's environment, not a bug
-        where = e.filename or out_dir
+        where = e.filename or out
         raise click.ClickException(f"{where}: cannot write ({e.strerror})") from None
-    click.echo(f"wrote {len(paths)} files to {out_dir}")
+    click.echo(f"wrote {len(paths)} files to {out}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ these dataclasses; the model and data classes take plain typed arguments.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -41,11 +42,15 @@ __all__ = [
     "LinearEvalConfig",
     "Preset",
     "PretrainConfig",
+    "apply_settings",
     "load_preset",
     "lr_at",
     "modality_set",
     "preset_names",
     "stream_modalities",
+    "SCHEDULES",
+    "cosine_factor",
+    "scheduled_lr",
     "warmup_factor",
 ]
 
@@ -71,6 +76,9 @@ DISTILL_LOSS_FORMS = ("implemented", "paper")
 #: Precisions of the encoders in training (``precision`` setting; ``ikemtrain.nn.streams``):
 #: float32, or bfloat16 autocast of the encoders only (heads, queues and losses stay float32).
 PRECISIONS = ("fp32", "bf16")
+#: Learning-rate schedules of the training loop (``schedule`` in ``[pretrain]``, ``[distill]``,
+#: ``[finetune]``): the paper's step rule, or cosine decay (a departure).
+SCHEDULES = ("step", "cosine")
 #: Linear-evaluation streams: one modality, or a fusion of several (mean of logits, §8).
 #: ``student-*`` streams need a student run.
 STREAMS: dict[str, tuple[str, ...]] = {
@@ -120,6 +128,38 @@ def warmup_factor(warmup_epochs: int, epoch: int, iteration: int, iterations: in
     total = warmup_epochs * iterations
     step = (epoch - 1) * iterations + iteration
     return 1.0 if step >= total else (step + 1) / total
+
+
+def cosine_factor(step: int, start: int, total: int) -> float:
+    """Cosine decay (SGDR, Loshchilov & Hutter 2017, without restarts; MoCo v3, SimCLR): the
+    factor on the base lr at global ``step`` (0-based) of ``total``, decaying from 1 at
+    ``start`` (the first step after the warm-up) towards 0 at ``total``:
+    ``0.5 * (1 + cos(pi * (step - start) / (total - start)))``."""
+    span = total - start
+    if span <= 0:
+        return 1.0
+    return 0.5 * (1.0 + math.cos(math.pi * min(max(step - start, 0), span) / span))
+
+
+def scheduled_lr(cfg: Any, epoch: int, iteration: int, iterations: int) -> float:
+    """The learning rate of ``iteration`` (0-based) of ``epoch`` (1-based), each epoch having
+    ``iterations`` steps, under the settings ``cfg`` (``lr``, ``steps``, ``epochs`` and, where
+    the settings have them, ``schedule`` and ``warmup_epochs``).
+
+    ``schedule = "step"`` (the paper's): :func:`lr_at` for the epoch, times the linear
+    :func:`warmup_factor` inside the warm-up. ``"cosine"``: the same warm-up, then
+    :func:`cosine_factor` from the first step after it to the last step of the run; ``steps``
+    is not used. A pure function of its arguments, so a resumed run gets each step's lr exactly
+    as an uninterrupted one."""
+    warmup = getattr(cfg, "warmup_epochs", 0)
+    factor = warmup_factor(warmup, epoch, iteration, iterations)
+    if getattr(cfg, "schedule", "step") == "step":
+        return lr_at(cfg.lr, cfg.steps, epoch) * factor
+    step = (epoch - 1) * iterations + iteration
+    start = warmup * iterations
+    if step < start:
+        return cfg.lr * factor
+    return cfg.lr * cosine_factor(step, start, cfg.epochs * iterations)
 
 
 # --- value checks ---------------------------------------------------------------------------
@@ -274,6 +314,9 @@ class PretrainConfig(_Settings):
     cross_epoch: int = setting(150, _COUNT)
     lr: float = setting(0.1, _POSITIVE)
     steps: tuple[int, ...] = setting((250,), _steps)
+    #: ``"step"``: ×0.1 after each of ``steps`` (the paper's); departure ``"cosine"``: cosine
+    #: decay to 0 over the run after the warm-up (``steps`` unused)
+    schedule: str = setting("step", _choice(*SCHEDULES))
     #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
     warmup_epochs: int = setting(0, _COUNT)
     batch_size: int = setting(128, _AT_LEAST_ONE)
@@ -376,6 +419,9 @@ class DistillConfig(_Settings):
     epochs: int = setting(150, _AT_LEAST_ONE)
     lr: float = setting(0.1, _POSITIVE)
     steps: tuple[int, ...] = setting((125,), _steps)
+    #: ``"step"``: ×0.1 after each of ``steps`` (the paper's); departure ``"cosine"``: cosine
+    #: decay to 0 over the run after the warm-up (``steps`` unused)
+    schedule: str = setting("step", _choice(*SCHEDULES))
     #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
     warmup_epochs: int = setting(0, _COUNT)
     batch_size: int = setting(128, _AT_LEAST_ONE)
@@ -450,6 +496,9 @@ class FinetuneConfig(_Settings):
     epochs: int = setting(100, _AT_LEAST_ONE)
     lr: float = setting(0.1, _POSITIVE)
     steps: tuple[int, ...] = setting((80,), _steps)
+    #: ``"step"``: ×0.1 after each of ``steps``; ``"cosine"``: cosine decay to 0 over the run
+    #: (``steps`` unused)
+    schedule: str = setting("step", _choice(*SCHEDULES))
     batch_size: int = setting(128, _AT_LEAST_ONE)
     eval_batch_size: int = setting(128, _AT_LEAST_ONE)
     weight_decay: float = setting(1e-4, _NON_NEGATIVE)
@@ -531,3 +580,54 @@ def load_preset(name_or_path: str | os.PathLike) -> Preset:
         distill=_table(DistillConfig, data.get("distill", {}), "distill", str(path)),
         finetune=_table(FinetuneConfig, data.get("finetune", {}), "finetune", str(path)),
     )
+
+
+#: The tables of a preset, in the order ``--set`` lists them.
+TABLES: dict[str, type] = {
+    "pretrain": PretrainConfig,
+    "linear_eval": LinearEvalConfig,
+    "distill": DistillConfig,
+    "finetune": FinetuneConfig,
+}
+
+
+def _setting_value(text: str) -> Any:
+    """A ``--set`` value as TOML would read it (``0.05``, ``true``, ``[100, 200]``,
+    ``"xview"``); anything that is not a TOML value is a bare string (``cosine``, ``3v``)."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
+    """``preset`` with ``SECTION.KEY=VALUE`` assignments applied, in order (``--set``).
+
+    SECTION is a preset table (``pretrain``, ``linear_eval``, ``distill``, ``finetune``), KEY
+    one of its fields, VALUE a TOML value or a bare string (``pretrain.lr=0.05``,
+    ``pretrain.steps=[100,200]``, ``pretrain.schedule=cosine``). Every value passes the same
+    checks as a preset's.
+
+    Raises:
+        ConfigError: a malformed assignment, an unknown table or key, or a bad value; the
+            message names the assignment.
+    """
+    changes: dict[str, dict[str, Any]] = {}
+    for text in assignments:
+        target, eq, value = text.partition("=")
+        table, dot, key = target.strip().partition(".")
+        if not (eq and dot and table and key):
+            raise ConfigError(f"{text!r}: expected SECTION.KEY=VALUE, e.g. pretrain.lr=0.05")
+        if table not in TABLES:
+            raise ConfigError(
+                f"{text!r}: unknown table {table!r}; expected one of {', '.join(TABLES)}"
+            )
+        changes.setdefault(table, {})[key] = _setting_value(value)
+    if not changes:
+        return preset
+    tables = {}
+    for table, values in changes.items():
+        data = {**getattr(preset, table).to_dict(), **values}
+        shown = ", ".join(f"{table}.{k}={v!r}" for k, v in values.items())
+        tables[table] = _table(TABLES[table], data, table, f"--set {shown}")
+    return dataclasses.replace(preset, **tables)

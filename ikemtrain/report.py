@@ -20,9 +20,9 @@ searched below for them.
 4. **Sources**: for every ``[n]``, the file, the equivalent command and every setting it ran
    with (the settings of the pre-training behind it too).
 
-Figures are PNG files beside ``report.md``, drawn with matplotlib, an optional extra
-(``pip install 'ikem-toolkit[report]'``); without it the report is written with its tables
-only and says so.
+Figures are PNG files beside ``report.md``, drawn with matplotlib, which the ``train``
+extra installs (``pip install 'ikem-toolkit[train]'``); without it the report is written with
+its tables only and says so.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ RESULTS_NAME = "results.json"
 METRICS_NAME = "metrics.jsonl"
 REPORT_NAME = "report.md"
 NO_MATPLOTLIB = (
-    "Figures not drawn: matplotlib is not installed (`pip install 'ikem-toolkit[report]'`); "
+    "Figures not drawn: matplotlib is not installed (`pip install 'ikem-toolkit[train]'`); "
     "the tables below hold the same numbers."
 )
 #: Row order of Table 1: the modalities, the fusions, the student's streams.

@@ -34,6 +34,7 @@ from ikemtrain.config import (
     lr_at,
     modality_set,
     preset_names,
+    scheduled_lr,
     setting,
     stream_modalities,
     warmup_factor,
@@ -142,6 +143,62 @@ def test_warmup_sets_each_steps_lr_and_resumes_exactly(cache: Path, tmp_path: Pa
     plain = tmp_path / "plain"
     pretrain(tiny(), cache, plain, device="cpu", echo=None, tensorboard=False)
     assert _states_equal(load_checkpoint(plain)["model"], load_checkpoint(whole)["model"])
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_over_the_run() -> None:
+    """``schedule = "cosine"``: 2 warm-up epochs of 5 steps rise linearly to lr, then the
+    remaining 20 steps follow 0.5 (1 + cos(pi k / 20)); ``steps`` plays no part. The step
+    schedule is unchanged: lr_at for the epoch times the warm-up factor."""
+    cfg = PretrainConfig(epochs=6, lr=0.4, steps=(1,), warmup_epochs=2, schedule="cosine")
+    got = [scheduled_lr(cfg, e, i, 5) for e in range(1, 7) for i in range(5)]
+    want = [0.4 * (k + 1) / 10 for k in range(10)]
+    want += [0.4 * 0.5 * (1 + np.cos(np.pi * k / 20)) for k in range(20)]
+    assert got == pytest.approx(want)
+    assert got[9] == pytest.approx(0.4) and got[10] == pytest.approx(0.4)  # no jump after warm-up
+    assert got[-1] > 0 and got[-1] < 0.4 * 0.01  # decays towards 0 by the last step
+    plain = cfg.replace(schedule="cosine", warmup_epochs=0)
+    assert scheduled_lr(plain, 1, 0, 5) == pytest.approx(0.4)
+    assert scheduled_lr(plain, 4, 0, 5) == pytest.approx(0.2)  # half way: half the lr
+    step = cfg.replace(schedule="step")
+    assert [scheduled_lr(step, e, 4, 5) for e in (1, 2, 3)] == pytest.approx([0.2, 0.04, 0.04])
+    assert PretrainConfig().schedule == DistillConfig().schedule == "step"  # the paper's
+    assert FinetuneConfig(schedule="cosine").schedule == "cosine"
+    with pytest.raises(ConfigError, match=r"\[pretrain\] schedule: expected one of step, cosine"):
+        PretrainConfig(schedule="linear")
+
+
+def test_cosine_schedule_sets_each_steps_lr_and_resumes_exactly(
+    cache: Path, tmp_path: Path
+) -> None:
+    """The optimiser sees the cosine lr at every step, and a run stopped after epoch 1 of 3
+    resumes to the weights of the uninterrupted run (a different run than the step schedule)."""
+    seen: list[float] = []
+    original = torch.optim.SGD.step
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original(self, *args, **kwargs)
+
+    cfg = tiny(schedule="cosine", warmup_epochs=1)
+    whole = tmp_path / "whole"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.optim.SGD, "step", spy)
+        pretrain(cfg, cache, whole, device="cpu", echo=None, tensorboard=False)
+    n = len(seen) // 3
+    want = [0.1 * (k + 1) / n for k in range(n)]
+    want += [0.1 * 0.5 * (1 + np.cos(np.pi * k / (2 * n))) for k in range(2 * n)]
+    assert seen == pytest.approx(want)
+    assert [r["lr"] for r in _read_metrics(whole)] == pytest.approx(want[n - 1 :: n])
+    part = tmp_path / "part"
+    pretrain(cfg.replace(epochs=1), cache, part, device="cpu", echo=None, tensorboard=False)
+    # resuming with the other schedule is refused: it would be another run
+    with pytest.raises(ConfigError, match="schedule"):
+        pretrain(tiny(), cache, part, resume=True, device="cpu", echo=None, tensorboard=False)
+    pretrain(cfg, cache, part, resume=True, device="cpu", echo=None, tensorboard=False)
+    assert _states_equal(load_checkpoint(part)["model"], load_checkpoint(whole)["model"]) == []
+    step = tmp_path / "step"
+    pretrain(tiny(warmup_epochs=1), cache, step, device="cpu", echo=None, tensorboard=False)
+    assert _states_equal(load_checkpoint(step)["model"], load_checkpoint(whole)["model"])
 
 
 def test_presets_load_and_match_the_paper() -> None:

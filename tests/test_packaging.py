@@ -13,6 +13,7 @@ import ast
 import importlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,16 @@ def test_pyproject_installs_every_package_and_cli_under_its_own_name() -> None:
     assert tool["package-dir"] == {INSTALLED_CLI: "cli"}
     assert sorted(tool["packages"]) == sorted(_package_folders() | {INSTALLED_CLI})
     assert not any(p == "cli" or p.startswith("cli.") for p in tool["packages"])
+
+
+def test_the_train_extra_brings_what_the_readme_test_command_needs() -> None:
+    """The README installs ``.[train,test]`` and runs the suite: the report's figure tests need
+    matplotlib, so it comes with ``train`` (a skipped report test would hide a broken figure)."""
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    names = {re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower() for req in extras["train"]}
+    assert {"torch", "matplotlib"} <= names
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert 'pip install -e ".[train,test]" && python -m pytest' in readme
 
 
 def test_console_scripts_point_at_the_click_groups() -> None:

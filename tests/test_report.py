@@ -187,7 +187,7 @@ def test_unusable_inputs_are_clear_errors(runs, tmp_path: Path) -> None:
 
 
 @pytest.mark.skipif(
-    matplotlib_figure() is None, reason="matplotlib is not installed (the optional [report] extra)"
+    matplotlib_figure() is None, reason="matplotlib is not installed (the [train] extra brings it)"
 )
 def test_report_with_figures(runs, tmp_path: Path) -> None:
     report = write_report([runs["run"], runs["le-3s"], runs["ft"]], tmp_path).read_text()

@@ -219,7 +219,7 @@ CASES: dict[str, tuple[Callable, int, tuple[str, ...]]] = {
         ("x.h5", "not an HDF5 file")),
     "features: unknown modality": (
         lambda t, r, c: ["features", _copy_cache(t, c, lambda f: None), "--modalities", "speed"],
-        1, ("unknown modalities speed",)),
+        2, ("unknown modalities speed", "--modalities")),
     "features: options not JSON": (
         lambda t, r, c: ["features", _copy_cache(t, c, _set_attr("options", "nope"))], 1,
         ("bad.h5", "'options' is not valid JSON")),

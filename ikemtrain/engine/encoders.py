@@ -37,6 +37,7 @@ from ..config import STUDENT_STREAMS, ConfigError, stream_modalities
 from ..data import LinearEvalDataset
 from ..nn.init import weights_init
 from ..nn.stgcn import STGCN
+from ..progress import Progress
 from .checkpoint import (
     CheckpointError,
     check_layout,
@@ -266,21 +267,36 @@ def build_encoders(
 
 @torch.no_grad()
 def extract_features(
-    encoders: nn.ModuleDict, dataset: LinearEvalDataset, batch_size: int, device: torch.device
+    encoders: nn.ModuleDict,
+    dataset: LinearEvalDataset,
+    batch_size: int,
+    device: torch.device,
+    show: bool = False,
 ) -> dict[str, torch.Tensor]:
-    """Pooled features ``(n, hidden_dim)`` of every sample of ``dataset``, per modality."""
+    """Pooled features ``(n, hidden_dim)`` of every sample of ``dataset``, per modality;
+    ``show``: a progress bar (or plain lines) on stderr."""
     encoders.eval()
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in encoders}
-    for lo in range(0, len(dataset), batch_size):
-        block = dataset.read_block(lo, lo + batch_size)
-        for m, enc in encoders.items():
-            feats[m].append(enc(block[m].to(device)).float())
+    with _batches(f"features {dataset.split}", len(dataset), batch_size, show) as bar:
+        for lo in range(0, len(dataset), batch_size):
+            block = dataset.read_block(lo, lo + batch_size)
+            for m, enc in encoders.items():
+                feats[m].append(enc(block[m].to(device)).float())
+            bar.update()
     return {m: torch.cat(v) for m, v in feats.items()}
+
+
+def _batches(label: str, n: int, batch_size: int, show: bool) -> Progress:
+    return Progress(label, -(-n // batch_size), enabled=show)
 
 
 @torch.no_grad()
 def recalibrate_batchnorm(
-    encoders: nn.ModuleDict, dataset: LinearEvalDataset, batch_size: int, device: torch.device
+    encoders: nn.ModuleDict,
+    dataset: LinearEvalDataset,
+    batch_size: int,
+    device: torch.device,
+    show: bool = False,
 ) -> None:
     """Set every BatchNorm's running statistics to the average over ``dataset``.
 
@@ -292,8 +308,10 @@ def recalibrate_batchnorm(
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
-    for lo in range(0, len(dataset), batch_size):
-        block = dataset.read_block(lo, lo + batch_size)
-        for m, enc in encoders.items():
-            enc(block[m].to(device))
+    with _batches(f"BatchNorm statistics {dataset.split}", len(dataset), batch_size, show) as bar:
+        for lo in range(0, len(dataset), batch_size):
+            block = dataset.read_block(lo, lo + batch_size)
+            for m, enc in encoders.items():
+                enc(block[m].to(device))
+            bar.update()
     encoders.eval()

@@ -155,8 +155,9 @@ def knn_eval(
         )
     started = time.perf_counter()
     train_x, val_x, recalibrated = frozen_features(
-        source, backbone, needed, train_set, val_set, batch_size, dev, seed, recalibrate_bn
-    )
+        source, backbone, needed, train_set, val_set, batch_size, dev, seed, recalibrate_bn,
+        show=echo is not None,
+    )  # fmt: skip
     feature_seconds = time.perf_counter() - started
     train_y = torch.as_tensor(train_set.labels, device=dev)
     val_y = torch.as_tensor(val_set.labels, device=dev)

@@ -107,22 +107,24 @@ def frozen_features(
     device: torch.device,
     seed: int,
     recalibrate_bn: bool = True,
+    show: bool = False,
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], bool]:
     """Features ``{modality: (n, hidden_dim)}`` of ``train_set`` and ``val_set`` from the
     source's frozen encoders, and whether their BatchNorm statistics were recalibrated.
 
     The encoders are built after seeding with ``seed`` (random init is reproducible). With
     ``recalibrate_bn``, random-init encoders first estimate their BatchNorm statistics on
-    ``train_set`` (:func:`recalibrate_batchnorm`); checkpoints keep their own (§8). Raises
-    NonFiniteLossError naming the samples whose features are not finite.
+    ``train_set`` (:func:`recalibrate_batchnorm`); checkpoints keep their own (§8). ``show``:
+    a progress bar per pass on stderr. Raises NonFiniteLossError naming the samples whose
+    features are not finite.
     """
     seed_everything(seed)
     encoders = source.build(modalities, backbone).to(device)
     recalibrated = source.random_init and recalibrate_bn
     if recalibrated:
-        recalibrate_batchnorm(encoders, train_set, batch_size, device)
-    train_x = extract_features(encoders, train_set, batch_size, device)
-    val_x = extract_features(encoders, val_set, batch_size, device)
+        recalibrate_batchnorm(encoders, train_set, batch_size, device, show)
+    train_x = extract_features(encoders, train_set, batch_size, device, show)
+    val_x = extract_features(encoders, val_set, batch_size, device, show)
     check_finite_features(train_x, train_set.indices, train_set.reader, train_set.split)
     check_finite_features(val_x, val_set.indices, val_set.reader, val_set.split)
     return train_x, val_x, recalibrated
@@ -337,7 +339,7 @@ def linear_eval(
     started = time.perf_counter()
     train_x, val_x, recalibrated = frozen_features(
         source, backbone, needed, train_set, val_set, cfg.eval_batch_size, dev, cfg.seed,
-        recalibrate_bn,
+        recalibrate_bn, show=echo is not None,
     )  # fmt: skip
     if cfg.standardize:
         train_x, val_x = standardize_features(train_x, val_x)

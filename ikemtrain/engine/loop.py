@@ -7,9 +7,9 @@
 * SGD (momentum 0.9, no Nesterov, weight decay 1e-4) over the parameters with
   ``requires_grad``; parameters without a gradient in a step (the IKEM heads in stage 1) are
   skipped by SGD, as in the reference.
-* Step schedule ``lr = base · 0.1^{#(epoch > step)}`` (:func:`ikemtrain.config.lr_at`), with an
-  optional linear warm-up over the first ``warmup_epochs`` epochs' steps
-  (:func:`ikemtrain.config.warmup_factor`).
+* Step schedule ``lr = base · 0.1^{#(epoch > step)}`` (:func:`ikemtrain.config.lr_at`) or
+  cosine decay (``schedule = "cosine"``), with an optional linear warm-up over the first
+  ``warmup_epochs`` epochs' steps; each step's lr is :func:`ikemtrain.config.scheduled_lr`.
 * ``drop_last`` batches; the order of epoch ``e`` comes from a torch generator seeded with
   ``(seed, e)`` and the augmentations from per-sample streams (``ikemtrain.data``), so a run is
   a function of its seed and a resumed run continues exactly (``ikemtrain.engine.checkpoint``)
@@ -42,11 +42,12 @@ from torch.utils.data import BatchSampler, DataLoader
 from skelmod.cache import CacheError, CacheReader
 
 from ..collapse import COLLAPSE_STD, collapse_stats, is_collapsed
-from ..config import ConfigError, PretrainConfig, lr_at, warmup_factor
+from ..config import ConfigError, PretrainConfig, scheduled_lr
 from ..data import BatchedViews, EpochSampler, PretrainDataset, open_cache, worker_context
 from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
 from ..nn.streams import StreamRunner, stream_threads
+from ..progress import tracked
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -191,7 +192,7 @@ class TrainingJob:
     * ``kind``: ``"pretrain"`` or ``"distill"``; saved in the checkpoint, checked on resume.
     * ``cfg``: settings with ``epochs``, ``lr``, ``steps``, ``batch_size``, ``weight_decay``,
       ``sgd_momentum``, ``seed``, ``workers`` and ``to_dict()``, and optionally
-      ``warmup_epochs`` (absent: no warm-up).
+      ``warmup_epochs`` (absent: no warm-up) and ``schedule`` (absent: ``"step"``).
     * ``dataset``: yields ``(view1, view2, label, frame_count)``.
     * ``build_model``: called once, after seeding, on the CPU; the model's ``forward(view1,
       view2[, stage], return_details=True)`` returns ``"details"``, ``"loss"`` and detached
@@ -420,8 +421,11 @@ def run_training(
     record: dict[str, Any] = {}
     try:
         for epoch in range(start, cfg.epochs + 1):
+            steps = tracked(
+                loader, f"epoch {epoch}/{cfg.epochs}", echo is not None and info.is_main
+            )
             record = _train_epoch(
-                net, model, optimizer, loader, sampler, job, batch, epoch, info, dev
+                net, model, optimizer, steps, sampler, job, batch, epoch, info, dev
             )
             if info.is_main and job.evaluate is not None:
                 record.update(job.evaluate(model, epoch))
@@ -502,10 +506,7 @@ def _train_epoch(
     cfg = job.cfg
     stage = job.stage(epoch) if job.stage is not None else None
     args = () if stage is None else (stage,)
-    base_lr = lr = lr_at(cfg.lr, cfg.steps, epoch)
-    warmup = getattr(cfg, "warmup_epochs", 0)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = scheduled_lr(cfg, epoch, 0, len(loader))
     sampler.set_epoch(epoch)
     model.train()
     sums: dict[str, torch.Tensor] = {}
@@ -515,10 +516,9 @@ def _train_epoch(
     to_args = job.batch_args or two_views
     steps_per_epoch = len(loader)
     for items in loader:
-        if epoch <= warmup:  # the factor is 1 from the first step after the warm-up
-            lr = base_lr * warmup_factor(warmup, epoch, iterations, steps_per_epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+        lr = scheduled_lr(cfg, epoch, iterations, steps_per_epoch)  # step, warm-up, cosine
+        for group in optimizer.param_groups:
+            group["lr"] = lr
         inputs = to_args(items, dev)
         out = net(*inputs, *args, return_details=True)
         details = out.pop("details")
