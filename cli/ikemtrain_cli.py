@@ -22,6 +22,7 @@ import click  # noqa: E402
 
 from ikemtrain.config import (  # noqa: E402
     DISTILL_LOSS_FORMS,
+    PRECISIONS,
     STUDENT_INITS,
     ConfigError,
 )
@@ -104,9 +105,35 @@ def main() -> None:
     help="Replicate the reference's independent key-encoder initialisation (keys not copied "
     "from the queries), for ablations.",
 )
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default=None,
+    help="fp32, or bf16: the encoders under bfloat16 autocast (heads and losses stay fp32) "
+    "[default: the preset's].",
+)
+@click.option(
+    "--stream-threads",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Run the modality encoders side by side on N threads (0: one per core on a CPU "
+    "run without dropout, else 1) [default: the preset's].",
+)
 @run_overrides
 def pretrain(
-    cache, split, preset, modalities, out, resume, ekem, ikem, reference_compat, device, overrides
+    cache,
+    split,
+    preset,
+    modalities,
+    out,
+    resume,
+    ekem,
+    ikem,
+    reference_compat,
+    precision,
+    stream_threads,
+    device,
+    overrides,
 ):
     """Pre-train on CACHE's NAME-train split; writes a checkpoint every epoch.
 
@@ -125,6 +152,8 @@ def pretrain(
         ekem=ekem,
         ikem=ikem,
         reference_compat=reference_compat,
+        precision=precision,
+        stream_threads=stream_threads,
         **overrides,
     )
     with _user_errors():
