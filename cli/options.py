@@ -287,8 +287,10 @@ bn_recalibration_option = click.option(
     "--bn-recalibration/--no-bn-recalibration",
     default=True,
     show_default=True,
-    help="With --random-init: estimate BatchNorm statistics on NAME-train (no labels) first; "
-    "without it the untrained features are ~1e-8 and the baseline sits at chance.",
+    help="With --random-init: estimate BatchNorm statistics on NAME-train (no labels) first. "
+    "Without it the untrained features are ~1e-8: at chance for an unstandardised probe, but "
+    "with the standardised probe (the CPU presets) often the stronger random baseline; "
+    "report a gain over the stronger of the two.",
 )
 
 

@@ -199,6 +199,12 @@ def test_demo_runs_the_whole_pipeline(preset: Path, tmp_path: Path, monkeypatch)
     ]  # fmt: skip
     assert (out / "pretrain" / "checkpoint.pt").is_file()
     assert "chance: 33.33% top-1 (3 classes" in result.output
+    base = summary["baseline"]  # the gain is over the stronger random row
+    randoms = {"bn_estimated": "random_init", "raw_bn": "random_init_raw_bn"}
+    strongest = max(summary[k]["top1_final"] for k in randoms.values())
+    assert summary[randoms[base["strongest_row"]]]["top1_final"] == base["strongest"] == strongest
+    assert base["gain"] == summary["pretrained"]["top1_final"] - strongest
+    assert f"{base['gain']:+.2f} top-1" in result.output
 
 
 def test_an_error_that_is_not_ikemtrain_s_own_is_a_bug_with_its_traceback(
