@@ -319,10 +319,16 @@ class PretrainConfig(_Settings):
     schedule: str = setting("step", _choice(*SCHEDULES))
     #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
     warmup_epochs: int = setting(0, _COUNT)
+    #: the run's length in optimiser steps (0: ``epochs`` as given): the epochs, and with them
+    #: cross_epoch, the lr steps and the warm-up, are stretched to give at least this many
+    #: steps on the training split at hand (``resolve_run_length``)
+    total_steps: int = setting(0, _COUNT)
     batch_size: int = setting(128, _AT_LEAST_ONE)
     weight_decay: float = setting(1e-4, _NON_NEGATIVE)
     sgd_momentum: float = setting(0.9, _UNIT_INTERVAL)
-    queue_size: int = setting(32768, _AT_LEAST_ONE)
+    #: keys per queue; 0 (auto): the largest power of two at most half of what one epoch
+    #: enqueues beyond the batch, ``(n_train - batch_size) / 2`` (``resolve_queue_size``)
+    queue_size: int = setting(32768, _COUNT)
     #: MoCo key-encoder momentum
     momentum: float = setting(0.999, _UNIT_INTERVAL)
     tau: float = setting(0.07, _POSITIVE)
@@ -368,7 +374,7 @@ class PretrainConfig(_Settings):
         # combinations the model refuses, named here so they are settings errors
         if not (self.ekem or self.ikem):
             raise ConfigError("[pretrain] ekem, ikem: at least one must be true (stage 2's loss)")
-        if self.topk > self.queue_size:
+        if self.queue_size and self.topk > self.queue_size:
             raise ConfigError(
                 f"[pretrain] topk: expected at most queue_size ({self.queue_size}), got {self.topk}"
             )

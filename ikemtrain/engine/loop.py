@@ -266,6 +266,8 @@ def pretrain(
     """
     reader = open_cache(cache)
     cfg = resolve_cache_options(cfg, reader)
+    n_train = len(reader.split_indices(f"{cfg.split}-train"))
+    cfg = resolve_queue_size(resolve_run_length(cfg, n_train), n_train, echo)
     start, evaluate = knn_monitor_hooks(cfg, reader, echo)
     job = TrainingJob(
         kind="pretrain",
@@ -279,6 +281,61 @@ def pretrain(
         evaluate=evaluate,
     )
     return run_training(job, out_dir, resume, device, echo, tensorboard)
+
+
+def resolve_run_length(cfg: PretrainConfig, n_train: int) -> PretrainConfig:
+    """``cfg`` with ``total_steps`` turned into epochs for a training split of ``n_train``.
+
+    With ``total_steps = 0`` nothing changes. Otherwise ``epochs`` becomes the fewest that give
+    ``total_steps`` steps of ``n_train // batch_size`` (``drop_last``), and ``cross_epoch``,
+    the lr ``steps`` and ``warmup_epochs`` keep their share of the run (rounded; stage 1 and
+    stage 2 at least one epoch each when the preset has both), so one preset gives a small and
+    a large data set the same number of updates in the same schedule.
+    """
+    if cfg.total_steps == 0:
+        return cfg
+    per_epoch = max(1, n_train // cfg.batch_size)
+    both = 0 < cfg.cross_epoch < cfg.epochs  # a stage 1 and a stage 2 to keep
+    epochs = max(2 if both else 1, -(-cfg.total_steps // per_epoch))
+    scale = epochs / cfg.epochs
+    cross = round(cfg.cross_epoch * scale)
+    if both:
+        cross = min(max(cross, 1), epochs - 1)
+    return cfg.replace(
+        epochs=epochs,
+        cross_epoch=cross,
+        steps=tuple(sorted({max(1, round(s * scale)) for s in cfg.steps})),
+        warmup_epochs=round(cfg.warmup_epochs * scale),
+    )
+
+
+def resolve_queue_size(
+    cfg: PretrainConfig, n_train: int, echo: Callable[[str], None] | None
+) -> PretrainConfig:
+    """``cfg`` with ``queue_size = 0`` (auto) resolved for a training split of ``n_train``, and
+    a warning when the queue outlives an epoch.
+
+    A queue of K keys holds the last K keys enqueued. Once ``K > n_train - batch_size`` it
+    still holds a key of the very samples of the batch (from an earlier view), so a sample's
+    own other view sits among its negatives: InfoNCE then pushes apart what it should pull
+    together and the loss cannot fall (issue 19: a queue of 512 on a 291-sample split, whose
+    losses rose towards ln(K + 1)). Auto picks the largest power of two at most
+    ``(n_train - batch_size) / 2``, so every key in the queue is at least half an epoch fresh
+    and none is of the current batch.
+    """
+    room = max(1, n_train - cfg.batch_size)
+    if cfg.queue_size == 0:
+        size = 1 << max(0, int(room // 2).bit_length() - 1)
+        return cfg.replace(queue_size=max(size, cfg.topk))
+    if cfg.queue_size > room and echo is not None:
+        auto = 1 << max(0, int(room // 2).bit_length() - 1)
+        echo(
+            f"warning: queue_size {cfg.queue_size} is more than one epoch enqueues beyond the "
+            f"batch ({n_train} training samples - batch {cfg.batch_size} = {room}): the queue "
+            "holds keys of the batch's own samples, i.e. positives among the negatives, and "
+            f"the loss may not fall; use queue_size <= {room} (0, auto, gives {auto})"
+        )
+    return cfg
 
 
 def knn_monitor_hooks(
