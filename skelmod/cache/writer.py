@@ -61,6 +61,8 @@ class CacheWriter:
         modality_options: the :class:`~skelmod.layout.ModalityOptions` of the bone-derived
             modalities (default: the reference's).
         num_class: classes (default: the dataset's, :data:`skelmod.layout.NUM_CLASSES`).
+        dataset_options: per modality, the options recorded on its dataset (attribute
+            ``options``, JSON) where they differ from ``options`` (``skelmod features``).
     """
 
     def __init__(
@@ -77,10 +79,11 @@ class CacheWriter:
         bodies: int = layout.M,
         modality_options: Mapping[str, Any] | None = None,
         num_class: int | None = None,
+        dataset_options: Mapping[str, Mapping[str, Any]] | None = None,
         _lock: OutputLock | None = None,
     ):
         self._setup(path, dataset, t, options, modalities, block, source_dir, layout, bodies,
-                    modality_options, num_class)  # fmt: skip
+                    modality_options, num_class, dataset_options)  # fmt: skip
         self._f: h5py.File | None = None
         self._lock = _lock
         if self._lock is None:
@@ -97,7 +100,7 @@ class CacheWriter:
 
     def _setup(self, path, dataset, t, options, modalities, block, source_dir,
                layout=_layout.DEFAULT_LAYOUT, bodies=_layout.M, modality_options=None,
-               num_class=None) -> None:  # fmt: skip
+               num_class=None, dataset_options=None) -> None:  # fmt: skip
         """Check and store the arguments; empty buffers (shared by ``__init__`` and resume)."""
         datasets = [*_layout.BENCHMARKS, CUSTOM_DATASET]
         if dataset not in datasets:
@@ -111,6 +114,7 @@ class CacheWriter:
         self.dataset = dataset
         self.t = int(t)
         self.options = dict(options)
+        self.dataset_options = {m: dict(o) for m, o in (dataset_options or {}).items()}
         self.modalities = tuple(modalities)
         if "joint" not in self.modalities:
             raise ValueError("a cache always stores the 'joint' modality")
@@ -141,7 +145,9 @@ class CacheWriter:
             ds = grp.create_dataset(
                 m, shape=(0, *shape), maxshape=(None, *shape), dtype=np.float32, chunks=(1, *shape)
             )
-            ds.attrs["options"] = json.dumps(self.options, sort_keys=True)
+            ds.attrs["options"] = json.dumps(
+                self.dataset_options.get(m, self.options), sort_keys=True
+            )
         for group, fields in (("meta", META_FIELDS), ("resume", RESUME_FIELDS)):
             g = f.create_group(group)
             for k, dt in fields.items():
@@ -173,9 +179,14 @@ class CacheWriter:
         arrays: Mapping[str, np.ndarray],
         meta: Mapping[str, Any],
         source: Mapping[str, Any] | None = None,
+        *,
+        check: Iterable[str] | None = None,
     ) -> None:
         """Queue one sample: ``arrays[m]`` ``(3, T, V, M)`` per modality, its metadata, and
         optionally its resume record (``source``, ``size``, ``mtime_ns``, ``extra``).
+
+        ``check``: the modalities to pass through :func:`check_sample` (default: all); a
+        caller copying arrays from a cache, where they were checked, names the new ones only.
 
         Raises:
             SampleError: the sample fails :func:`check_sample` (named in the message).
@@ -186,9 +197,10 @@ class CacheWriter:
             if a.shape != shape:
                 raise ValueError(f"modality {m!r}: expected shape {shape}, got {a.shape}")
         try:
-            check_sample({m: arrays[m] for m in self.modalities}, meta["label"], self.num_class)
+            checked = self.modalities if check is None else tuple(check)
+            check_sample({m: arrays[m] for m in checked}, meta["label"], self.num_class)
         except SampleError as e:
-            raise SampleError(f"{meta['name']}: {e}") from None
+            raise SampleError(f"{meta['name']}: {e}", modality=e.modality) from None
         rows = [np.asarray(arrays[m], dtype=np.float32) for m in self.modalities]
         for m, a in zip(self.modalities, rows, strict=True):
             self._buf_arrays[m].append(a)
