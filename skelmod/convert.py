@@ -1,14 +1,13 @@
 """Raw skeleton directory -> one HDF5 cache (knows nothing of click).
 
 Datasets (:data:`SOURCES`): NTU RGB+D 60/120 ``.skeleton`` files (``ntu25`` layout) and N-UCLA
-``all_sqe`` ``.json`` files (``kinect-v1-20``, read by :mod:`skelmod.nucla`). Per file, in a
-worker process: read (§1.1 / :func:`skelmod.nucla.read_nucla`), select bodies (``decisions.md``
-2; N-UCLA has one), normalise (§2, in the file's layout), compute the requested modalities
-(§4). The main process streams the results, in
-sorted file order, into a :class:`~skelmod.cache.CacheWriter`, so memory stays flat and the
-cache is only renamed into place when complete. A file that fails is recorded with its
-reason and never stops the others; so is a file whose worker process dies (it is retried
-once, alone, before it is reported).
+``all_sqe`` ``.json`` files (``kinect-v1-20``, read by :mod:`skelmod.nucla`). This module holds
+the file walk and the process pool only: per file, a worker process runs the pipeline of
+:mod:`skelmod.pipeline` (read, select bodies, normalise, modalities), which ``skelmod import``
+shares. The main process streams the results, in sorted file order, into a
+:class:`~skelmod.cache.CacheWriter`, so memory stays flat and the cache is only renamed into
+place when complete. A file that fails is recorded with its reason and never stops the others;
+so is a file whose worker process dies (it is retried once, alone, before it is reported).
 
 ``--resume`` is verified: every converted sample carries its source file's name, size and
 mtime, so a resumed run keeps exactly the samples whose file is unchanged, removes the others
@@ -29,168 +28,46 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import layout
-from .bodies import BODY_RULES, select_bodies
-from .cache import CacheError, CacheWriter, SampleError, check_sample, is_cache
-from .errors import SkelmodError
-from .modalities import compute_modalities
-from .names import check_sample_ids, detect_dataset, parse_sample_name, read_missing_list
-from .normalize import YAW_MODES, normalize_sample
-from .ntu import read_skeleton
-from .nucla import read_nucla
+from .cache import CacheError, CacheWriter, is_cache
+from .names import detect_dataset, parse_sample_name, read_missing_list
+from .pipeline import (
+    MAX_TARGET_FRAMES,
+    SOURCES,
+    SUFFIX,
+    ConvertError,
+    ConvertOptions,
+    convert_file,
+    parse_modalities,
+    process_sample,
+)
+from .report import ConvertReport, sample_counts
 
-SUFFIX = ".skeleton"
-#: Raw file suffix, joint layout and bodies per sample M of each dataset.
-SOURCES = {
-    "ntu60": (SUFFIX, "ntu25", layout.M),
-    "ntu120": (SUFFIX, "ntu25", layout.M),
-    "nucla": (".json", "kinect-v1-20", 1),
-}
-#: Largest ``--frames``: the cache holds ``600 * T`` bytes per sample and modality.
-MAX_TARGET_FRAMES = 1000
-
-
-class ConvertError(SkelmodError):
-    """The conversion as a whole cannot run (bad arguments, no input, nothing converted,
-    a refused resume, a failed write). ``report``, when set, is what the run did before."""
-
-    def __init__(
-        self, message: str, report: ConvertReport | None = None, *, param: str | None = None
-    ):
-        super().__init__(message, param=param)
-        self.report = report
+__all__ = [
+    "MAX_TARGET_FRAMES",
+    "SOURCES",
+    "ConvertError",
+    "ConvertOptions",
+    "ConvertReport",
+    "OutputError",
+    "check_output",
+    "convert",
+    "convert_file",
+    "list_inputs",
+    "parse_modalities",
+    "process_sample",
+    "scan_inputs",
+]
 
 
 class OutputError(ConvertError):
     """``out`` names something convert must not write: a directory, an input file, a file that
     is not a cache, or an existing cache without ``overwrite`` (a usage error)."""
-
-
-def _check_choice(param: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConvertError(
-            f"{param} must be one of {', '.join(choices)}, got {value!r}", param=param
-        )
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Everything that determines the cache's content; recorded in the file as JSON.
-
-    Defaults reproduce the reference pipeline (§1-§2, §4); each other value is a named
-    departure listed in ``decisions.md`` 2-4.
-    """
-
-    frames: int = layout.T_TARGET
-    bodies: str = "reference"
-    body_thresholds: dict[str, float] = field(default_factory=dict)
-    centre: bool = True
-    yaw: str = "sequence"
-    modalities: tuple[str, ...] = ("joint",)
-    unit_axis: bool = False
-    bones: str = "6v"
-
-    def __post_init__(self):
-        if not 2 <= self.frames <= MAX_TARGET_FRAMES:
-            raise ConvertError(
-                f"frames must be between 2 and {MAX_TARGET_FRAMES}, got {self.frames}",
-                param="frames",
-            )
-        _check_choice("bodies", self.bodies, BODY_RULES)
-        _check_choice("yaw", self.yaw, YAW_MODES)
-        try:
-            self.modality_options  # noqa: B018 - validates bones and unit_axis
-            # joint is always stored, and the order is canonical.
-            mods = layout.check_modalities(list(dict.fromkeys(("joint", *self.modalities))))
-        except layout.LayoutError as e:
-            raise ConvertError(str(e), param="modalities") from None
-        object.__setattr__(self, "modalities", mods)
-
-    @property
-    def modality_options(self) -> layout.ModalityOptions:
-        return layout.ModalityOptions(bones=self.bones, unit_axis=self.unit_axis)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["modalities"] = list(self.modalities)
-        return d
-
-
-def parse_modalities(spec: str | Iterable[str]) -> tuple[str, ...]:
-    """``"all"`` or ``"joint,bone"`` (or an iterable of names) -> names in canonical order.
-
-    Raises ConvertError for unknown or duplicate names (:func:`skelmod.layout.check_modalities`).
-    """
-    try:
-        return layout.check_modalities(spec)
-    except layout.LayoutError as e:
-        raise ConvertError(str(e), param="modalities") from None
-
-
-@dataclass
-class ConvertReport:
-    """What a run did: counts, the files rejected with reasons, and the bodies dropped."""
-
-    out: Path | None
-    dataset: str
-    total: int = 0
-    converted: int = 0
-    skipped_missing: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    bodies_dropped: dict[str, int] = field(default_factory=dict)
-    bodies_seen: int = 0
-    bodies_kept: int = 0
-    denoise_fallbacks: int = 0
-    resumed_from: int = 0
-    removed: list[tuple[str, str]] = field(default_factory=list)
-    resume_note: str | None = None
-    subfolders: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    unit: str = "files"  #: what was converted ("sequences" for skelmod import)
-
-    @property
-    def ok(self) -> bool:
-        return not self.rejected
-
-    def summary(self) -> str:
-        lines = [
-            f"converted {self.converted} of {self.total} {self.unit} ({self.dataset}) "
-            f"in {self.seconds:.1f} s" + (f" -> {self.out}" if self.out else ""),
-            f"skipped by the missing-sample list: {len(self.skipped_missing)}",
-            f"rejected: {len(self.rejected)}",
-        ]
-        if self.unit != "files":  # only raw files have a missing-sample list
-            del lines[1]
-        lines += [f"  {name}: {reason}" for name, reason in self.rejected]
-        dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.bodies_dropped.items())) or "none"
-        lines.append(
-            f"bodies: seen {self.bodies_seen}, kept {self.bodies_kept}, dropped by rule: {dropped}"
-        )
-        if self.denoise_fallbacks:
-            lines.append(
-                f"denoise dropped every body in {self.denoise_fallbacks} samples; "
-                "the longest body was kept in each"
-            )
-        if self.subfolders:
-            shown = ", ".join(self.subfolders[:5]) + (", ..." if len(self.subfolders) > 5 else "")
-            lines.append(
-                f"notice: {len(self.subfolders)} subfolders not searched ({shown}); convert "
-                "each folder on its own"
-            )
-        if self.resume_note:
-            lines.append(f"resume: {self.resume_note}")
-        if self.resumed_from:
-            lines.append(f"resumed: kept {self.resumed_from} samples converted before")
-        if self.removed:
-            lines.append(f"removed from the partial cache: {len(self.removed)}")
-            lines += [f"  {name}: {reason}" for name, reason in self.removed]
-        return "\n".join(lines)
 
 
 @dataclass
@@ -310,101 +187,6 @@ def _read_missing(path: str | os.PathLike) -> frozenset[str]:
         raise ConvertError(f"{path}: cannot read the missing-sample list ({e.strerror})") from None
     except ValueError as e:
         raise ConvertError(str(e)) from None
-
-
-def _read_ntu(path: Path, options: ConvertOptions, dataset: str | None):
-    """NTU file -> selected bodies ``(3, F, 25, 2)``, metadata, dropped bodies, fallbacks.
-
-    The ids of the name must lie in ``dataset``'s ranges (when given, §1.2)."""
-    sid = parse_sample_name(path.name)
-    if dataset is not None:
-        try:
-            check_sample_ids(sid, dataset)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-    raw = read_skeleton(path)
-    d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
-    meta = {
-        "name": sid.name,
-        "setup": sid.setup,
-        "camera": sid.camera,
-        "subject": sid.subject,
-        "replication": sid.replication,
-        "action": sid.action,
-        "label": sid.label,
-        "frame_count": raw.frame_count,
-        "bodies_seen": stats.bodies_seen,
-        "bodies_kept": stats.bodies_kept,
-    }
-    return d, meta, dict(stats.dropped), stats.fallbacks
-
-
-def _read_nucla(path: Path, options: ConvertOptions, dataset: str | None):
-    """N-UCLA file -> its one body ``(3, T, 20, 1)`` as it is, metadata, nothing dropped."""
-    sample = read_nucla(path)
-    return sample.joints, sample.meta(), {}, 0
-
-
-#: Reader and joint layout of each raw file suffix.
-_READERS = {
-    suffix: (_read_nucla if dataset == "nucla" else _read_ntu, layout_name)
-    for dataset, (suffix, layout_name, _) in SOURCES.items()
-}
-
-
-def convert_file(
-    path: str | os.PathLike, options: ConvertOptions, dataset: str | None = None
-) -> dict[str, Any]:
-    """Convert one raw file: ``{"arrays": {modality: (3,T,V,M) float32}, "meta": {...},
-    "dropped": {rule: count}}``. The suffix selects the reader (:data:`SOURCES`: ``.skeleton``
-    NTU, ``.json`` N-UCLA). Raises ``ValueError`` subclasses that name the problem: among them
-    NTU ids outside ``dataset``'s ranges (when given) and, for every dataset, samples that fail
-    :func:`skelmod.cache.check_sample` (non-finite values, absurd coordinates, a label that is
-    not one of ``dataset``'s classes)."""
-    path = Path(path)
-    if path.suffix not in _READERS:
-        raise ConvertError(f"{path}: no reader for {path.suffix!r} files")
-    read, layout_name = _READERS[path.suffix]
-    d, meta, dropped, fallbacks = read(path, options, dataset)
-    try:
-        check_sample({}, meta["label"], layout.NUM_CLASSES.get(dataset or ""))
-        arrays, length = process_sample(d, meta["frame_count"], options, layout_name)
-    except SampleError as e:
-        raise ValueError(f"{path}: {e}") from None
-    return {
-        "arrays": arrays,
-        "meta": {**meta, "valid_length": length},
-        "dropped": dropped,
-        "fallbacks": fallbacks,
-    }
-
-
-def process_sample(
-    d: np.ndarray, frame_count: int, options: ConvertOptions, layout_name: str
-) -> tuple[dict[str, np.ndarray], int]:
-    """Selected bodies ``(3, F, V, M)`` -> ``({modality: (3, T, V, M) float32}, L)``: the
-    normalisation of §2 and the modalities of §4 in the joint layout ``layout_name``.
-
-    Raises :class:`~skelmod.cache.SampleError` (a ``ValueError``) when the result is not finite
-    in float32 or a joint coordinate exceeds :data:`skelmod.cache.MAX_COORDINATE_M`, whatever
-    the data set: a cache never holds NaN or inf."""
-    # Absurd coordinates overflow float32 on the way; check_sample rejects the result with a
-    # message, so numpy's warnings would only be noise.
-    with np.errstate(over="ignore", invalid="ignore"):
-        x, length = normalize_sample(
-            d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
-        )
-        arrays = compute_modalities(
-            x,
-            frame_count,
-            t_target=options.frames,
-            modalities=list(options.modalities),
-            unit_axis=options.unit_axis,
-            bones=options.bones,
-            layout=layout_name,
-        )
-    check_sample(arrays)
-    return {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}, length
 
 
 Result = tuple[str, dict[str, Any] | None, str | None]
@@ -554,30 +336,6 @@ def _pool_context() -> mp.context.BaseContext:
     return ctx
 
 
-def _extra(result: dict[str, Any]) -> str:
-    """What the report sums over samples, kept per row so a resumed run can recount it."""
-    meta = result["meta"]
-    return json.dumps(
-        {
-            "seen": int(meta["bodies_seen"]),
-            "kept": int(meta["bodies_kept"]),
-            "dropped": {k: int(v) for k, v in result["dropped"].items()},
-            "fallbacks": int(result["fallbacks"]),
-        },
-        sort_keys=True,
-    )
-
-
-def _count(report: ConvertReport, extra: str) -> None:
-    e = json.loads(extra)
-    report.converted += 1
-    report.bodies_seen += e["seen"]
-    report.bodies_kept += e["kept"]
-    report.denoise_fallbacks += e["fallbacks"]
-    for rule, k in e["dropped"].items():
-        report.bodies_dropped[rule] = report.bodies_dropped.get(rule, 0) + k
-
-
 def convert(
     raw_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -666,7 +424,7 @@ def convert(
             writer, found = resumed
             report.resume_note = found.note
             for record in found.sources:
-                _count(report, record["extra"])
+                report.count(json.loads(record["extra"]))
             report.resumed_from = report.converted
         else:
             writer = CacheWriter(out, **writer_args)
@@ -693,11 +451,11 @@ def convert(
                 report.rejected.append((name, error))
             else:
                 st = inputs.stats[Path(path).name]
-                extra = _extra(result)
-                source = {"source": Path(path).name, "size": st.st_size,
-                          "mtime_ns": st.st_mtime_ns, "extra": extra}  # fmt: skip
+                counts = sample_counts(result)
+                source = {"source": Path(path).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                          "extra": json.dumps(counts, sort_keys=True)}  # fmt: skip
                 writer.append(result["arrays"], result["meta"], source)
-                _count(report, extra)
+                report.count(counts)
             writer.maybe_flush()
             if progress is not None:
                 progress(done, report.total)
