@@ -100,7 +100,7 @@ class ConvertOptions:
 
     @property
     def modality_options(self) -> layout.ModalityOptions:
-        return layout.ModalityOptions(bones=self.bones, unit_axis=self.unit_axis)
+        return layout.ModalityOptions.resolve(bones=self.bones, unit_axis=self.unit_axis)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

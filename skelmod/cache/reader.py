@@ -159,7 +159,7 @@ class CacheReader:
             raise CacheError(f"root attribute 'layout': {e}") from None
         try:
             raw = f.attrs.get("modality_options")
-            self.feature_options = layout.ModalityOptions.from_json(
+            self.feature_options = layout.ModalityOptions.resolve(
                 json.loads(raw) if raw is not None else self.options
             )
         except (layout.LayoutError, ValueError, TypeError) as e:

@@ -107,7 +107,7 @@ class CacheWriter:
             raise ValueError(f"dataset must be one of {', '.join(datasets)}, got {dataset!r}")
         self.layout = _layout.get_layout(layout)
         self.bodies = int(bodies)
-        self.modality_options = _layout.ModalityOptions.from_json(modality_options)
+        self.modality_options = _layout.ModalityOptions.resolve(modality_options)
         self.num_class = int(num_class if num_class is not None else _layout.NUM_CLASSES[dataset])
         self.path = Path(path)
         self.partial = partial_path(self.path)
