@@ -36,15 +36,13 @@ import numpy as np
 
 from .cache import CacheError, CacheWriter, is_cache
 from .names import detect_dataset, parse_sample_name, read_missing_list
-from .pipeline import (
+from .options import (
     MAX_TARGET_FRAMES,
     SOURCES,
     SUFFIX,
     ConvertError,
     ConvertOptions,
-    convert_file,
     parse_modalities,
-    process_sample,
 )
 from .report import ConvertReport, sample_counts
 
@@ -57,12 +55,29 @@ __all__ = [
     "OutputError",
     "check_output",
     "convert",
-    "convert_file",
     "list_inputs",
     "parse_modalities",
-    "process_sample",
     "scan_inputs",
 ]
+
+#: Below this many files to convert, ``workers=None`` converts in this process.
+SMALL_RUN = 256
+#: Set by the command line, which owns its process: a conversion in this process starts numba
+#: without SciPy (:mod:`skelmod._worker`). Left False for library callers, whose numba keeps
+#: its BLAS.
+LEAN_START = False
+
+#: Names of the compiled pipeline offered here too, imported on first use: the main process
+#: of a conversion with worker processes never loads numba (start-up, issue 22).
+_LAZY = {"convert_file", "process_sample"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OutputError(ConvertError):
@@ -204,6 +219,8 @@ def _init_worker(busy) -> None:
 def _work(args: tuple[str, ConvertOptions, str | None]) -> Result:
     path, options, dataset = args
     name = Path(path).stem
+    from .pipeline import convert_file  # loaded once per worker process
+
     try:
         return name, convert_file(path, options, dataset), None
     except (ValueError, OSError) as e:  # format, name and empty-sequence errors are ValueErrors
@@ -332,7 +349,7 @@ def _pool_context() -> mp.context.BaseContext:
     if "forkserver" not in mp.get_all_start_methods():
         return mp.get_context("spawn")
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
+    ctx.set_forkserver_preload(["skelmod._worker", __name__])
     return ctx
 
 
@@ -355,7 +372,8 @@ def convert(
         dataset: "ntu60", "ntu120", "nucla" or "auto" (NTU from the sample names in range; a
             folder of ``.json`` files and no ``.skeleton`` is N-UCLA).
         missing_list: an official missing-sample list; those files are skipped.
-        workers: processes (default: all cores); 1 runs in this process.
+        workers: processes (default: all cores, or this process alone for fewer than
+            :data:`SMALL_RUN` files); 1 runs in this process.
         resume: continue the partial file of a killed run from the same folder with the same
             options: samples whose file is unchanged are kept, the others removed and
             reported, the rest converted (a clean run when there is no partial file).
@@ -432,6 +450,8 @@ def convert(
         raise ConvertError(str(e)) from None
     kept = {r["source"] for r in resumed[1].sources} if resumed is not None else set()
     todo = [str(p) for p in files if p.name not in kept]
+    if workers is None and len(todo) < SMALL_RUN:
+        workers = 1  # a pool's start-up (numba in a fresh process) costs more than it saves
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     done = len(inputs.rejected) + report.resumed_from
     shard_dir, results = None, None
@@ -439,6 +459,8 @@ def convert(
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; we hold the lock
     try:
         if workers == 1:
+            if LEAN_START:
+                import skelmod._worker  # noqa: F401
             results = (_work((p, options, dataset)) for p in todo)
         else:
             shard_dir = Path(

@@ -9,114 +9,35 @@ read -> select bodies -> normalise -> modalities, checked like every sample a ca
   :func:`process_sample`.
 
 :func:`run` takes a read and selected :class:`Sample` the rest of the way; :func:`convert_file`
-is read + :func:`run` for one raw file. :class:`ConvertOptions` holds everything that
-determines the result.
+is read + :func:`run` for one raw file. :class:`~skelmod.options.ConvertOptions` holds
+everything that determines the result.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from . import layout
-from .bodies import BODY_RULES, select_bodies
+from .bodies import select_bodies
 from .cache.schema import SampleError, check_sample
-from .errors import SkelmodError
 from .modalities import compute_modalities
 from .names import check_sample_ids, parse_sample_name
-from .normalize import YAW_MODES, normalize_sample
+from .normalize import normalize_sample
 from .ntu import read_skeleton
 from .nucla import read_nucla
-
-if TYPE_CHECKING:
-    from .report import ConvertReport
-
-SUFFIX = ".skeleton"
-#: Raw file suffix, joint layout and bodies per sample M of each dataset.
-SOURCES = {
-    "ntu60": (SUFFIX, "ntu25", layout.M),
-    "ntu120": (SUFFIX, "ntu25", layout.M),
-    "nucla": (".json", "kinect-v1-20", 1),
-}
-#: Largest ``--frames``: the cache holds ``600 * T`` bytes per sample and modality.
-MAX_TARGET_FRAMES = 1000
-
-
-class ConvertError(SkelmodError):
-    """The conversion as a whole cannot run (bad arguments, no input, nothing converted,
-    a refused resume, a failed write). ``report``, when set, is what the run did before."""
-
-    def __init__(
-        self, message: str, report: ConvertReport | None = None, *, param: str | None = None
-    ):
-        super().__init__(message, param=param)
-        self.report = report
-
-
-def _check_choice(param: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConvertError(
-            f"{param} must be one of {', '.join(choices)}, got {value!r}", param=param
-        )
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Everything that determines the cache's content; recorded in the file as JSON.
-
-    Defaults reproduce the reference pipeline (§1-§2, §4); each other value is a named
-    departure listed in ``decisions.md`` 2-4.
-    """
-
-    frames: int = layout.T_TARGET
-    bodies: str = "reference"
-    body_thresholds: dict[str, float] = field(default_factory=dict)
-    centre: bool = True
-    yaw: str = "sequence"
-    modalities: tuple[str, ...] = ("joint",)
-    unit_axis: bool = False
-    bones: str = "6v"
-
-    def __post_init__(self):
-        if not 2 <= self.frames <= MAX_TARGET_FRAMES:
-            raise ConvertError(
-                f"frames must be between 2 and {MAX_TARGET_FRAMES}, got {self.frames}",
-                param="frames",
-            )
-        _check_choice("bodies", self.bodies, BODY_RULES)
-        _check_choice("yaw", self.yaw, YAW_MODES)
-        try:
-            self.modality_options  # noqa: B018 - validates bones and unit_axis
-            # joint is always stored, and the order is canonical.
-            mods = layout.check_modalities(list(dict.fromkeys(("joint", *self.modalities))))
-        except layout.LayoutError as e:
-            raise ConvertError(str(e), param="modalities") from None
-        object.__setattr__(self, "modalities", mods)
-
-    @property
-    def modality_options(self) -> layout.ModalityOptions:
-        return layout.ModalityOptions.resolve(bones=self.bones, unit_axis=self.unit_axis)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["modalities"] = list(self.modalities)
-        return d
-
-
-def parse_modalities(spec: str | Iterable[str]) -> tuple[str, ...]:
-    """``"all"`` or ``"joint,bone"`` (or an iterable of names) -> names in canonical order.
-
-    Raises ConvertError for unknown or duplicate names (:func:`skelmod.layout.check_modalities`).
-    """
-    try:
-        return layout.check_modalities(spec)
-    except layout.LayoutError as e:
-        raise ConvertError(str(e), param="modalities") from None
+from .options import (  # noqa: F401 - re-exported: the pipeline's options
+    MAX_TARGET_FRAMES,
+    SOURCES,
+    SUFFIX,
+    ConvertError,
+    ConvertOptions,
+    parse_modalities,
+)
 
 
 @dataclass
