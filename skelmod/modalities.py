@@ -42,6 +42,7 @@ theta is unsigned, and a body that vanishes at frame t+1 gives ``Omega_t = -s th
 from __future__ import annotations
 
 import math
+import mmap
 import numbers
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -58,6 +59,24 @@ MODALITIES = layout.MODALITY_NAMES
 BONE_CONVENTIONS = layout.BONE_CONVENTIONS
 
 _MIN_SAMPLES_PER_THREAD = 32  # below this a thread costs more than it saves
+#: Outputs at least this large get their own anonymous memory map (see :func:`_fresh`).
+_OWN_MAP_BYTES = 4 << 20
+
+
+def _fresh(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised output array; large ones in an anonymous memory map of their own.
+
+    numpy advises the kernel to back large arrays with transparent huge pages; where the
+    kernel then compacts memory to find them (``defrag=madvise``, common), the first call's
+    page faults stalled for seconds at random: 4,000 samples took 0.84-1.37 s on a first call
+    against 0.39-0.66 s with plain pages (issue 22, ``benchmarks/RESULTS.md``). The pages
+    fault in where each worker thread writes its block of samples.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes < _OWN_MAP_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def _check_joints(joints, lay: layout.JointLayout) -> np.ndarray:
@@ -171,7 +190,7 @@ def _run(
             continue
         channels = 1 if name == "theta" else layout.C
         rows = N if name in wanted else 1
-        outs.append(np.empty((rows, channels, T, V, M), dtype=Xb.dtype))
+        outs.append(_fresh((rows, channels, T, V, M), Xb.dtype))
     flags = [name in wanted for name in names]
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
