@@ -25,6 +25,7 @@ import skelmod.cache
 import skelmod.cache.output
 import skelmod.cache.writer
 import skelmod.convert
+import skelmod.pool
 from cli.skelmod_cli import main
 from skelmod.cache import CacheReader, CacheWriter, SampleError, lock_path, partial_path
 from skelmod.convert import ConvertError, ConvertOptions, convert
@@ -248,7 +249,7 @@ def test_a_worker_killed_on_every_try_is_reported_and_the_run_exits_1(tmp_path, 
     raw = _synth(tmp_path, classes=2, per_class=4)
     names = sorted(p.stem for p in raw.glob("*.skeleton"))
     (raw / "POISON").write_text(f"{names[5]} always")
-    monkeypatch.setattr(skelmod.convert, "_work_block", worker_killer.work_block)
+    monkeypatch.setattr(skelmod.pool, "work_block", worker_killer.work_block)
     out = tmp_path / "c.h5"
     r = CliRunner().invoke(main, ["convert", str(raw), "-o", str(out), "--workers", "2"])
     assert r.exit_code == 1, r.output
@@ -263,7 +264,7 @@ def test_a_worker_killed_once_is_retried_and_the_result_is_complete(tmp_path, mo
     clean = tmp_path / "clean.h5"
     convert(raw, clean, workers=1)
     (raw / "POISON").write_text(f"{names[2]},{names[6]} once")
-    monkeypatch.setattr(skelmod.convert, "_work_block", worker_killer.work_block)
+    monkeypatch.setattr(skelmod.pool, "work_block", worker_killer.work_block)
     report = convert(raw, tmp_path / "c.h5", workers=2, block=2)
     assert report.ok and report.converted == 8
     assert (raw / f"{names[2]}.killed").exists() and (raw / f"{names[6]}.killed").exists()
