@@ -4,7 +4,7 @@ max_bytes=None``), measured in one run.
 
     python benchmarks/bench_memory.py [--cap-gib 4] [--keep DIR]
 
-Each case runs :func:`skelmod.convert.convert_file` in a fresh process, as a pool worker does,
+Each case runs :func:`skelmod.pipeline.convert_file` in a fresh process, as a pool worker does,
 after a warm-up conversion of a normal file (so numba's kernels are loaded); the figure is the
 process's peak RSS (``ru_maxrss``) and its growth over the warm-up. Runs without the limits get
 an address-space cap (``--cap-gib``) so that a file claiming millions of frames fails with a
@@ -39,7 +39,7 @@ import functools, json, resource, sys
 path, mode, cap, warm = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 if cap:
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-import skelmod.convert as C
+import skelmod.pipeline as C
 from skelmod import ntu
 if mode == "old":
     C.read_skeleton = functools.partial(ntu.read_skeleton, max_frames=None, max_bytes=None)

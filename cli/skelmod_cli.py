@@ -17,11 +17,9 @@ import click
 
 from ikemtrain.progress import Progress as SharedProgress
 from skelmod import layout
-from skelmod.bodies import BODY_RULES
 from skelmod.cache import CacheReader, cache_report, hdf5_write_failed
-from skelmod.convert import MAX_TARGET_FRAMES
 from skelmod.errors import SkelmodError
-from skelmod.normalize import YAW_MODES
+from skelmod.options import BODY_RULES, MAX_TARGET_FRAMES, YAW_MODES
 
 from .errors import with_option
 from .options import modalities_option, out_argument_or_option, seed_option, workers_option
@@ -210,7 +208,11 @@ def main() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Official list of samples with missing skeletons; those files are skipped.",
 )
-@workers_option("Processes converting files", minimum=1, default_text="all cores")
+@workers_option(
+    "Processes converting files",
+    minimum=1,
+    default_text="all cores; this process alone for under 256 files",
+)
 @_conversion_options(bodies=True)
 @click.option(
     "--resume",
@@ -228,8 +230,10 @@ def convert(raw_dir, out, overwrite, dataset, missing_list, workers, options, re
     Exit code 0 when every file converted, 1 when some were rejected (each is named with its
     reason in the summary) or the run failed, 2 for usage errors.
     """
+    import skelmod.convert
     from skelmod.convert import ConvertError, OutputError, convert
 
+    skelmod.convert.LEAN_START = True  # this process is the command's own (skelmod._worker)
     try:
         with Progress("converting", quiet) as progress:
             report = convert(

@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from skelmod.layout import BONE_CONVENTIONS, MODALITY_NAMES, LayoutError, check_modalities
+from skelmod.layout import (
+    BONE_CONVENTIONS,
+    MODALITY_NAMES,
+    LayoutError,
+    ModalityOptions,
+    check_modalities,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -368,6 +374,12 @@ class PretrainConfig(_Settings):
     monitor_samples: int = setting(512, _AT_LEAST_ONE)
 
     _TABLE: ClassVar[str] = "pretrain"
+
+    @property
+    def modality_options(self) -> ModalityOptions:
+        """The options set here, resolved (:meth:`skelmod.layout.ModalityOptions.resolve`;
+        None: the reference's). Pre-training first sets them from the cache."""
+        return ModalityOptions.resolve(bones=self.bones, unit_axis=self.unit_axis)
 
     def __post_init__(self) -> None:
         super().__post_init__()

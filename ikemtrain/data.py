@@ -81,11 +81,7 @@ def _modalities(modalities: Sequence[str]) -> tuple[str, ...]:
 
 def _options(reader: CacheReader, unit_axis: bool | None, bones: str | None) -> ModalityOptions:
     """The cache's modality options, or the given ones (None keeps the cache's)."""
-    own = reader.feature_options
-    return ModalityOptions(
-        bones=own.bones if bones is None else bones,
-        unit_axis=own.unit_axis if unit_axis is None else unit_axis,
-    )
+    return ModalityOptions.resolve(reader.feature_options, bones=bones, unit_axis=unit_axis)
 
 
 def _split_indices(reader: CacheReader, split: str) -> np.ndarray:
@@ -280,7 +276,7 @@ class LinearEvalDataset(Dataset):
         if not MODALITY_REGISTRY[m].bone_options:
             return True
         recorded = self.reader.modality_options.get(m) or {}
-        own = ModalityOptions.from_json({**self.reader.feature_options.to_json(), **recorded})
+        own = ModalityOptions.resolve({**self.reader.feature_options.to_json(), **recorded})
         return own == self.options
 
     def __len__(self) -> int:

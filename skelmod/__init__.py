@@ -23,7 +23,7 @@ _EXPORTS = {
     "SkelmodError": "skelmod.errors",
     "cache_report": "skelmod.cache",
     "convert": "skelmod.convert",
-    "ConvertOptions": "skelmod.convert",
+    "ConvertOptions": "skelmod.options",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from skelmod.layout import C, V
+from skelmod.options import BODY_RULES
 
 if TYPE_CHECKING:
     from skelmod.ntu import RawSkeleton
 
-BODY_RULES = ("reference", "energy", "denoise")
 
 #: Thresholds of the ``"denoise"`` rule, stated once. Override them by keyword in
 #: :func:`select_bodies`.

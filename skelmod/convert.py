@@ -1,14 +1,13 @@
 """Raw skeleton directory -> one HDF5 cache (knows nothing of click).
 
 Datasets (:data:`SOURCES`): NTU RGB+D 60/120 ``.skeleton`` files (``ntu25`` layout) and N-UCLA
-``all_sqe`` ``.json`` files (``kinect-v1-20``, read by :mod:`skelmod.nucla`). Per file, in a
-worker process: read (§1.1 / :func:`skelmod.nucla.read_nucla`), select bodies (``decisions.md``
-2; N-UCLA has one), normalise (§2, in the file's layout), compute the requested modalities
-(§4). The main process streams the results, in
-sorted file order, into a :class:`~skelmod.cache.CacheWriter`, so memory stays flat and the
-cache is only renamed into place when complete. A file that fails is recorded with its
-reason and never stops the others; so is a file whose worker process dies (it is retried
-once, alone, before it is reported).
+``all_sqe`` ``.json`` files (``kinect-v1-20``, read by :mod:`skelmod.nucla`). This module holds
+the file walk and runs the conversion: per file, a worker process of :mod:`skelmod.pool` runs
+the pipeline of :mod:`skelmod.pipeline` (read, select bodies, normalise, modalities), which
+``skelmod import`` shares. The main process streams the results, in sorted file order, into a
+:class:`~skelmod.cache.CacheWriter`, so memory stays flat and the cache is only renamed into
+place when complete. A file that fails is recorded with its reason and never stops the others;
+so is a file whose worker process dies (it is retried once, alone, before it is reported).
 
 ``--resume`` is verified: every converted sample carries its source file's name, size and
 mtime, so a resumed run keeps exactly the samples whose file is unchanged, removes the others
@@ -17,180 +16,67 @@ and converts the rest (see :meth:`skelmod.cache.CacheWriter.resume`).
 
 from __future__ import annotations
 
-import itertools
 import json
-import multiprocessing as mp
 import os
 import shutil
 import stat
 import tempfile
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from . import pool
+from .cache import CacheError, CacheWriter, is_cache
+from .names import detect_dataset, parse_sample_name, read_missing_list
+from .options import (
+    MAX_TARGET_FRAMES,
+    SOURCES,
+    SUFFIX,
+    ConvertError,
+    ConvertOptions,
+    parse_modalities,
+)
+from .report import ConvertReport, sample_counts
 
-from . import layout
-from .bodies import BODY_RULES, select_bodies
-from .cache import CacheError, CacheWriter, SampleError, check_sample, is_cache
-from .errors import SkelmodError
-from .modalities import compute_modalities
-from .names import check_sample_ids, detect_dataset, parse_sample_name, read_missing_list
-from .normalize import YAW_MODES, normalize_sample
-from .ntu import read_skeleton
-from .nucla import read_nucla
+__all__ = [
+    "MAX_TARGET_FRAMES",
+    "SOURCES",
+    "ConvertError",
+    "ConvertOptions",
+    "ConvertReport",
+    "OutputError",
+    "check_output",
+    "convert",
+    "list_inputs",
+    "parse_modalities",
+    "scan_inputs",
+]
 
-SUFFIX = ".skeleton"
-#: Raw file suffix, joint layout and bodies per sample M of each dataset.
-SOURCES = {
-    "ntu60": (SUFFIX, "ntu25", layout.M),
-    "ntu120": (SUFFIX, "ntu25", layout.M),
-    "nucla": (".json", "kinect-v1-20", 1),
-}
-#: Largest ``--frames``: the cache holds ``600 * T`` bytes per sample and modality.
-MAX_TARGET_FRAMES = 1000
+#: Below this many files to convert, ``workers=None`` converts in this process.
+SMALL_RUN = 256
+#: Set by the command line, which owns its process: a conversion in this process starts numba
+#: without SciPy (:mod:`skelmod._worker`). Left False for library callers, whose numba keeps
+#: its BLAS.
+LEAN_START = False
+
+#: Names of the compiled pipeline offered here too, imported on first use: the main process
+#: of a conversion with worker processes never loads numba (start-up, issue 22).
+_LAZY = {"convert_file", "process_sample"}
 
 
-class ConvertError(SkelmodError):
-    """The conversion as a whole cannot run (bad arguments, no input, nothing converted,
-    a refused resume, a failed write). ``report``, when set, is what the run did before."""
+def __getattr__(name: str):
+    if name in _LAZY:
+        from . import pipeline
 
-    def __init__(
-        self, message: str, report: ConvertReport | None = None, *, param: str | None = None
-    ):
-        super().__init__(message, param=param)
-        self.report = report
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OutputError(ConvertError):
     """``out`` names something convert must not write: a directory, an input file, a file that
     is not a cache, or an existing cache without ``overwrite`` (a usage error)."""
-
-
-def _check_choice(param: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConvertError(
-            f"{param} must be one of {', '.join(choices)}, got {value!r}", param=param
-        )
-
-
-@dataclass(frozen=True)
-class ConvertOptions:
-    """Everything that determines the cache's content; recorded in the file as JSON.
-
-    Defaults reproduce the reference pipeline (§1-§2, §4); each other value is a named
-    departure listed in ``decisions.md`` 2-4.
-    """
-
-    frames: int = layout.T_TARGET
-    bodies: str = "reference"
-    body_thresholds: dict[str, float] = field(default_factory=dict)
-    centre: bool = True
-    yaw: str = "sequence"
-    modalities: tuple[str, ...] = ("joint",)
-    unit_axis: bool = False
-    bones: str = "6v"
-
-    def __post_init__(self):
-        if not 2 <= self.frames <= MAX_TARGET_FRAMES:
-            raise ConvertError(
-                f"frames must be between 2 and {MAX_TARGET_FRAMES}, got {self.frames}",
-                param="frames",
-            )
-        _check_choice("bodies", self.bodies, BODY_RULES)
-        _check_choice("yaw", self.yaw, YAW_MODES)
-        try:
-            self.modality_options  # noqa: B018 - validates bones and unit_axis
-            # joint is always stored, and the order is canonical.
-            mods = layout.check_modalities(list(dict.fromkeys(("joint", *self.modalities))))
-        except layout.LayoutError as e:
-            raise ConvertError(str(e), param="modalities") from None
-        object.__setattr__(self, "modalities", mods)
-
-    @property
-    def modality_options(self) -> layout.ModalityOptions:
-        return layout.ModalityOptions(bones=self.bones, unit_axis=self.unit_axis)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["modalities"] = list(self.modalities)
-        return d
-
-
-def parse_modalities(spec: str | Iterable[str]) -> tuple[str, ...]:
-    """``"all"`` or ``"joint,bone"`` (or an iterable of names) -> names in canonical order.
-
-    Raises ConvertError for unknown or duplicate names (:func:`skelmod.layout.check_modalities`).
-    """
-    try:
-        return layout.check_modalities(spec)
-    except layout.LayoutError as e:
-        raise ConvertError(str(e), param="modalities") from None
-
-
-@dataclass
-class ConvertReport:
-    """What a run did: counts, the files rejected with reasons, and the bodies dropped."""
-
-    out: Path | None
-    dataset: str
-    total: int = 0
-    converted: int = 0
-    skipped_missing: list[str] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
-    bodies_dropped: dict[str, int] = field(default_factory=dict)
-    bodies_seen: int = 0
-    bodies_kept: int = 0
-    denoise_fallbacks: int = 0
-    resumed_from: int = 0
-    removed: list[tuple[str, str]] = field(default_factory=list)
-    resume_note: str | None = None
-    subfolders: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    unit: str = "files"  #: what was converted ("sequences" for skelmod import)
-
-    @property
-    def ok(self) -> bool:
-        return not self.rejected
-
-    def summary(self) -> str:
-        lines = [
-            f"converted {self.converted} of {self.total} {self.unit} ({self.dataset}) "
-            f"in {self.seconds:.1f} s" + (f" -> {self.out}" if self.out else ""),
-            f"skipped by the missing-sample list: {len(self.skipped_missing)}",
-            f"rejected: {len(self.rejected)}",
-        ]
-        if self.unit != "files":  # only raw files have a missing-sample list
-            del lines[1]
-        lines += [f"  {name}: {reason}" for name, reason in self.rejected]
-        dropped = ", ".join(f"{k} {v}" for k, v in sorted(self.bodies_dropped.items())) or "none"
-        lines.append(
-            f"bodies: seen {self.bodies_seen}, kept {self.bodies_kept}, dropped by rule: {dropped}"
-        )
-        if self.denoise_fallbacks:
-            lines.append(
-                f"denoise dropped every body in {self.denoise_fallbacks} samples; "
-                "the longest body was kept in each"
-            )
-        if self.subfolders:
-            shown = ", ".join(self.subfolders[:5]) + (", ..." if len(self.subfolders) > 5 else "")
-            lines.append(
-                f"notice: {len(self.subfolders)} subfolders not searched ({shown}); convert "
-                "each folder on its own"
-            )
-        if self.resume_note:
-            lines.append(f"resume: {self.resume_note}")
-        if self.resumed_from:
-            lines.append(f"resumed: kept {self.resumed_from} samples converted before")
-        if self.removed:
-            lines.append(f"removed from the partial cache: {len(self.removed)}")
-            lines += [f"  {name}: {reason}" for name, reason in self.removed]
-        return "\n".join(lines)
 
 
 @dataclass
@@ -312,272 +198,6 @@ def _read_missing(path: str | os.PathLike) -> frozenset[str]:
         raise ConvertError(str(e)) from None
 
 
-def _read_ntu(path: Path, options: ConvertOptions, dataset: str | None):
-    """NTU file -> selected bodies ``(3, F, 25, 2)``, metadata, dropped bodies, fallbacks.
-
-    The ids of the name must lie in ``dataset``'s ranges (when given, §1.2)."""
-    sid = parse_sample_name(path.name)
-    if dataset is not None:
-        try:
-            check_sample_ids(sid, dataset)
-        except ValueError as e:
-            raise ValueError(f"{path}: {e}") from None
-    raw = read_skeleton(path)
-    d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
-    meta = {
-        "name": sid.name,
-        "setup": sid.setup,
-        "camera": sid.camera,
-        "subject": sid.subject,
-        "replication": sid.replication,
-        "action": sid.action,
-        "label": sid.label,
-        "frame_count": raw.frame_count,
-        "bodies_seen": stats.bodies_seen,
-        "bodies_kept": stats.bodies_kept,
-    }
-    return d, meta, dict(stats.dropped), stats.fallbacks
-
-
-def _read_nucla(path: Path, options: ConvertOptions, dataset: str | None):
-    """N-UCLA file -> its one body ``(3, T, 20, 1)`` as it is, metadata, nothing dropped."""
-    sample = read_nucla(path)
-    return sample.joints, sample.meta(), {}, 0
-
-
-#: Reader and joint layout of each raw file suffix.
-_READERS = {
-    suffix: (_read_nucla if dataset == "nucla" else _read_ntu, layout_name)
-    for dataset, (suffix, layout_name, _) in SOURCES.items()
-}
-
-
-def convert_file(
-    path: str | os.PathLike, options: ConvertOptions, dataset: str | None = None
-) -> dict[str, Any]:
-    """Convert one raw file: ``{"arrays": {modality: (3,T,V,M) float32}, "meta": {...},
-    "dropped": {rule: count}}``. The suffix selects the reader (:data:`SOURCES`: ``.skeleton``
-    NTU, ``.json`` N-UCLA). Raises ``ValueError`` subclasses that name the problem: among them
-    NTU ids outside ``dataset``'s ranges (when given) and, for every dataset, samples that fail
-    :func:`skelmod.cache.check_sample` (non-finite values, absurd coordinates, a label that is
-    not one of ``dataset``'s classes)."""
-    path = Path(path)
-    if path.suffix not in _READERS:
-        raise ConvertError(f"{path}: no reader for {path.suffix!r} files")
-    read, layout_name = _READERS[path.suffix]
-    d, meta, dropped, fallbacks = read(path, options, dataset)
-    try:
-        check_sample({}, meta["label"], layout.NUM_CLASSES.get(dataset or ""))
-        arrays, length = process_sample(d, meta["frame_count"], options, layout_name)
-    except SampleError as e:
-        raise ValueError(f"{path}: {e}") from None
-    return {
-        "arrays": arrays,
-        "meta": {**meta, "valid_length": length},
-        "dropped": dropped,
-        "fallbacks": fallbacks,
-    }
-
-
-def process_sample(
-    d: np.ndarray, frame_count: int, options: ConvertOptions, layout_name: str
-) -> tuple[dict[str, np.ndarray], int]:
-    """Selected bodies ``(3, F, V, M)`` -> ``({modality: (3, T, V, M) float32}, L)``: the
-    normalisation of §2 and the modalities of §4 in the joint layout ``layout_name``.
-
-    Raises :class:`~skelmod.cache.SampleError` (a ``ValueError``) when the result is not finite
-    in float32 or a joint coordinate exceeds :data:`skelmod.cache.MAX_COORDINATE_M`, whatever
-    the data set: a cache never holds NaN or inf."""
-    # Absurd coordinates overflow float32 on the way; check_sample rejects the result with a
-    # message, so numpy's warnings would only be noise.
-    with np.errstate(over="ignore", invalid="ignore"):
-        x, length = normalize_sample(
-            d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
-        )
-        arrays = compute_modalities(
-            x,
-            frame_count,
-            t_target=options.frames,
-            modalities=list(options.modalities),
-            unit_axis=options.unit_axis,
-            bones=options.bones,
-            layout=layout_name,
-        )
-    check_sample(arrays)
-    return {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}, length
-
-
-Result = tuple[str, dict[str, Any] | None, str | None]
-
-#: Per input file (index into the run's list): the pid of the worker converting it, 0 before,
-#: -1 after. Set in each worker by :func:`_init_worker`; tells which files a dead worker held.
-_BUSY: Any = None
-
-
-def _init_worker(busy) -> None:
-    global _BUSY
-    _BUSY = busy
-
-
-def _work(args: tuple[str, ConvertOptions, str | None]) -> Result:
-    path, options, dataset = args
-    name = Path(path).stem
-    try:
-        return name, convert_file(path, options, dataset), None
-    except (ValueError, OSError) as e:  # format, name and empty-sequence errors are ValueErrors
-        return name, None, str(e)
-    except Exception as e:  # noqa: BLE001 - one odd file must never stop the others
-        return name, None, f"internal error {type(e).__name__}: {e}"
-
-
-def _work_block(
-    args: tuple[list[int], list[str], ConvertOptions, str | None, str],
-) -> list[Result]:
-    """Convert a block of files in a worker; the arrays go to the ``.npy`` shard ``args[4]``.
-
-    Only names, metadata and errors travel back through the pipe: on some machines a pipe
-    costs as much per sample as converting it, which stopped workers from scaling.
-    """
-    indices, paths, options, dataset, shard = args
-    results = []
-    for i, p in zip(indices, paths, strict=True):
-        _BUSY[i] = os.getpid()
-        results.append(_work((p, options, dataset)))
-        _BUSY[i] = -1
-    converted = [r for _, r, _ in results if r is not None]
-    if converted:
-        stacked = np.stack(
-            [np.stack([r["arrays"][m] for m in options.modalities]) for r in converted]
-        )
-        np.save(shard, stacked)
-        for r in converted:
-            del r["arrays"]
-    return results
-
-
-def _died(path: str, why: str) -> Result:
-    return Path(path).stem, None, f"{path}: worker died while converting it ({why})"
-
-
-def _pool_results(
-    todo: list[str], options: ConvertOptions, dataset: str, workers: int, shard_dir: Path
-) -> Iterator[Result]:
-    """``(name, result, error)`` per file, in order, converted by a pool of processes.
-
-    A worker that dies (OOM killer, a signal) breaks the pool. The files it was converting
-    are then retried once, each alone in a fresh worker, and reported as failed if that
-    worker dies too; the other unfinished files go to a fresh pool. The run never hangs.
-    """
-    ctx = _pool_context()
-    busy = ctx.Array("q", len(todo), lock=False)
-    block = max(1, min(16, len(todo) // (4 * workers)))
-    shards = itertools.count()
-    # Units of work in file order: (indices, alone). "alone" units hold one suspect file.
-    queue: deque[tuple[list[int], bool]] = deque(
-        (list(range(i, min(i + block, len(todo)))), False) for i in range(0, len(todo), block)
-    )
-    fruitless = 0
-    while queue:
-        alone = queue[0][1]
-        batch = [queue.popleft()[0]] if alone else []
-        while not alone and queue and not queue[0][1]:
-            batch.append(queue.popleft()[0])
-        done = 0
-        jobs = []
-        for idx in batch:
-            for i in idx:
-                busy[i] = 0
-            jobs.append((idx, [todo[i] for i in idx], options, dataset,
-                         str(shard_dir / f"{next(shards)}.npy")))  # fmt: skip
-        pool = ProcessPoolExecutor(
-            1 if alone else workers, mp_context=ctx, initializer=_init_worker, initargs=(busy,)
-        )
-        try:
-            window = 2 * workers
-            futures = deque(pool.submit(_work_block, j) for j in jobs[:window])
-            for k, job in enumerate(jobs):
-                results = futures.popleft().result()
-                if k + window < len(jobs):
-                    futures.append(pool.submit(_work_block, jobs[k + window]))
-                yield from _unpack(results, job[4], options)
-                done += 1
-        except BrokenProcessPool:
-            rest = [i for idx in batch[done:] for i in idx]
-            if alone:
-                yield _died(todo[rest[0]], "again when retried alone; out of memory? killed?")
-                continue
-            suspects = {i for i in rest if busy[i] > 0}
-            fruitless = 0 if suspects else fruitless + 1
-            if fruitless >= 3:  # workers die before converting anything: give up on the rest
-                for i in rest + [i for idx, _ in queue for i in idx]:
-                    yield _died(todo[i], "workers kept dying before converting anything")
-                return
-            queue.extendleft(reversed(_requeue(rest, suspects, block)))
-        finally:
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _requeue(rest: list[int], suspects: set[int], block: int) -> list[tuple[list[int], bool]]:
-    """Units for the files left after a pool broke, in order; suspects alone."""
-    units: list[tuple[list[int], bool]] = []
-    for i in rest:
-        if i in suspects:
-            units.append(([i], True))
-        elif units and not units[-1][1] and len(units[-1][0]) < block:
-            units[-1][0].append(i)
-        else:
-            units.append(([i], False))
-    return units
-
-
-def _unpack(results: list[Result], shard: str, options: ConvertOptions) -> Iterator[Result]:
-    arrays = np.load(shard) if any(r is not None for _, r, _ in results) else None
-    k = 0
-    for name, result, error in results:
-        if result is not None:
-            result["arrays"] = dict(zip(options.modalities, arrays[k], strict=True))
-            k += 1
-        yield name, result, error
-    if arrays is not None:
-        os.remove(shard)
-
-
-def _pool_context() -> mp.context.BaseContext:
-    # forkserver: workers fork from a clean server, never from a parent that may already run
-    # numba/OpenMP threads (fork after threads can deadlock).
-    # The server imports skelmod once; each worker forked from it starts at once (a pool is
-    # started again after a worker dies).
-    if "forkserver" not in mp.get_all_start_methods():
-        return mp.get_context("spawn")
-    ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload([__name__])
-    return ctx
-
-
-def _extra(result: dict[str, Any]) -> str:
-    """What the report sums over samples, kept per row so a resumed run can recount it."""
-    meta = result["meta"]
-    return json.dumps(
-        {
-            "seen": int(meta["bodies_seen"]),
-            "kept": int(meta["bodies_kept"]),
-            "dropped": {k: int(v) for k, v in result["dropped"].items()},
-            "fallbacks": int(result["fallbacks"]),
-        },
-        sort_keys=True,
-    )
-
-
-def _count(report: ConvertReport, extra: str) -> None:
-    e = json.loads(extra)
-    report.converted += 1
-    report.bodies_seen += e["seen"]
-    report.bodies_kept += e["kept"]
-    report.denoise_fallbacks += e["fallbacks"]
-    for rule, k in e["dropped"].items():
-        report.bodies_dropped[rule] = report.bodies_dropped.get(rule, 0) + k
-
-
 def convert(
     raw_dir: str | os.PathLike,
     out: str | os.PathLike,
@@ -597,7 +217,8 @@ def convert(
         dataset: "ntu60", "ntu120", "nucla" or "auto" (NTU from the sample names in range; a
             folder of ``.json`` files and no ``.skeleton`` is N-UCLA).
         missing_list: an official missing-sample list; those files are skipped.
-        workers: processes (default: all cores); 1 runs in this process.
+        workers: processes (default: all cores, or this process alone for fewer than
+            :data:`SMALL_RUN` files); 1 runs in this process.
         resume: continue the partial file of a killed run from the same folder with the same
             options: samples whose file is unchanged are kept, the others removed and
             reported, the rest converted (a clean run when there is no partial file).
@@ -666,7 +287,7 @@ def convert(
             writer, found = resumed
             report.resume_note = found.note
             for record in found.sources:
-                _count(report, record["extra"])
+                report.count(json.loads(record["extra"]))
             report.resumed_from = report.converted
         else:
             writer = CacheWriter(out, **writer_args)
@@ -674,6 +295,8 @@ def convert(
         raise ConvertError(str(e)) from None
     kept = {r["source"] for r in resumed[1].sources} if resumed is not None else set()
     todo = [str(p) for p in files if p.name not in kept]
+    if workers is None and len(todo) < SMALL_RUN:
+        workers = 1  # a pool's start-up (numba in a fresh process) costs more than it saves
     workers = max(1, min(workers or os.cpu_count() or 1, len(todo) or 1))
     done = len(inputs.rejected) + report.resumed_from
     shard_dir, results = None, None
@@ -681,23 +304,25 @@ def convert(
         shutil.rmtree(stale, ignore_errors=True)  # left by a killed run; we hold the lock
     try:
         if workers == 1:
-            results = (_work((p, options, dataset)) for p in todo)
+            if LEAN_START:
+                import skelmod._worker  # noqa: F401
+            results = (pool.work((p, options, dataset)) for p in todo)
         else:
             shard_dir = Path(
                 tempfile.mkdtemp(prefix=f".{writer.path.name}.shards-", dir=writer.path.parent)
             )
-            results = _pool_results(todo, options, dataset, workers, shard_dir)
+            results = pool.run_pool(todo, options, dataset, workers, shard_dir)
         for path, (name, result, error) in zip(todo, results, strict=True):
             done += 1
             if error is not None:
                 report.rejected.append((name, error))
             else:
                 st = inputs.stats[Path(path).name]
-                extra = _extra(result)
-                source = {"source": Path(path).name, "size": st.st_size,
-                          "mtime_ns": st.st_mtime_ns, "extra": extra}  # fmt: skip
+                counts = sample_counts(result)
+                source = {"source": Path(path).name, "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                          "extra": json.dumps(counts, sort_keys=True)}  # fmt: skip
                 writer.append(result["arrays"], result["meta"], source)
-                _count(report, extra)
+                report.count(counts)
             writer.maybe_flush()
             if progress is not None:
                 progress(done, report.total)

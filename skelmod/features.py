@@ -5,10 +5,11 @@ A cache has one set of modality options (``bones``, ``unit_axis``: root attribut
 cache holds (:data:`skelmod.layout.MODALITY_REGISTRY`), so the file never mixes conventions.
 The modalities are computed in the cache's joint layout.
 
-The new cache is built beside the old one (``OUT.partial``: metadata and the kept modalities
-copied chunk by chunk, the requested ones computed from ``modalities/joint`` in blocks) and
-renamed over it only when complete, so a killed run leaves the old cache intact. The cache's
-lock (``OUT.lock``, shared with ``convert``) is held throughout: one writer per cache.
+The new cache is written by a :class:`~skelmod.cache.CacheWriter` (metadata, splits and the
+kept modalities copied, the requested ones computed from ``modalities/joint`` in blocks and
+checked like every sample a writer takes) into ``OUT.partial``, renamed over the old cache only
+when complete, so a killed run leaves the old cache intact. The cache's lock (``OUT.lock``,
+shared with ``convert``) is held throughout: one writer per cache.
 """
 
 from __future__ import annotations
@@ -23,15 +24,22 @@ import numpy as np
 
 from . import layout
 from .cache import (
+    META_FIELDS,
     CacheError,
     CacheReader,
     CacheWriteError,
+    CacheWriter,
     OutputLock,
+    SampleError,
     check_free_space,
     layout_order,
     partial_path,
 )
 from .modalities import compute_modalities
+
+#: Root attributes the writer sets itself; any other (e.g. ``summary``) is carried over.
+_WRITER_ATTRS = {"format", "schema_version", "dataset", "t_frames", "options", "source_dir",
+                 "layout", "modality_options", "num_class", "progress"}  # fmt: skip
 
 
 def add_features(
@@ -56,73 +64,88 @@ def add_features(
         file cannot be written: :class:`~skelmod.cache.OutputBusyError`,
         :class:`~skelmod.cache.CacheWriteError`). ValueError: unknown modality names or options.
     """
-    with OutputLock(path):
-        return _add_features(Path(path), modalities, unit_axis, bones, block, progress)
+    with OutputLock(path) as lock:
+        return _add_features(Path(path), modalities, unit_axis, bones, block, progress, lock)
 
 
-def _add_features(path, modalities, unit_axis, bones, block, progress) -> Path:
+def _add_features(path, modalities, unit_axis, bones, block, progress, lock) -> Path:
     reader = CacheReader(path)  # validates
-    old = reader.feature_options
-    new = layout.ModalityOptions(
-        bones=old.bones if bones is None else bones,
-        unit_axis=old.unit_axis if unit_axis is None else unit_axis,
-    )
+    new = layout.ModalityOptions.resolve(reader.feature_options, bones=bones, unit_axis=unit_axis)
     wanted = [m for m in layout.check_modalities(list(modalities)) if m != "joint"]
-    if new != old:
+    if new != reader.feature_options:
         stale = [m for m in reader.modalities if layout.MODALITY_REGISTRY[m].bone_options]
         wanted = [m for m in layout.MODALITY_NAMES if m in {*wanted, *stale}]
     feat_options = {**new.to_json(), "t_target": reader.t}
-    partial = partial_path(path)
     n, shape = reader.n, reader.sample_shape
+    all_mods = layout_order({*reader.modalities, *wanted})
+    options = dict(reader.options)
+    options["features"] = [*options.get("features", []), {"modalities": wanted, **feat_options}]
+    options["modalities"] = list(all_mods)
     try:
-        check_free_space(partial, os.path.getsize(path) + n * len(wanted) * 4 * int(np.prod(shape)))
-        with h5py.File(path, "r") as src, h5py.File(partial, "w") as dst:
-            for k, v in src.attrs.items():
-                dst.attrs[k] = v
-            src.copy(src["meta"], dst, "meta")
-            grp = dst.create_group("modalities")
-            for m in src["modalities"]:
-                if m not in wanted:
-                    src.copy(src["modalities"][m], grp, m)
-            for m in wanted:
-                ds = grp.create_dataset(m, shape=(n, *shape), dtype=np.float32, chunks=(1, *shape))
-                ds.attrs["options"] = json.dumps(feat_options, sort_keys=True)
-            joints = src["modalities"]["joint"]
-            frame_count = src["meta"]["frame_count"][:]
-            for lo in range(0, n, block):
-                hi = min(n, lo + block)
-                out = compute_modalities(
-                    joints[lo:hi],
-                    frame_count[lo:hi],
-                    t_target=reader.t,
-                    modalities=wanted,
-                    unit_axis=new.unit_axis,
-                    bones=new.bones,
-                    layout=reader.layout,
-                )
-                for m in wanted:
-                    bad = ~np.isfinite(out[m]).reshape(hi - lo, -1).all(axis=1)
-                    if bad.any():  # a cache never holds NaN or inf (decisions.md 4 and 6)
-                        raise CacheError(
-                            f"{path}: {m} of sample {lo + int(np.argmax(bad))} is not finite; "
-                            "the cache is unchanged"
-                        )
-                    grp[m][lo:hi] = out[m]
-                if progress is not None:
-                    progress(hi, n)
-            options = json.loads(src.attrs["options"])
-            options.setdefault("features", []).append({"modalities": wanted, **feat_options})
-            options["modalities"] = list(layout_order(grp.keys()))
-            dst.attrs["options"] = json.dumps(options, sort_keys=True)
-            dst.attrs["modality_options"] = json.dumps(new.to_json(), sort_keys=True)
-        os.replace(partial, path)
-    except BaseException as e:
-        if partial.exists():
-            partial.unlink()
-        if isinstance(e, OSError):
-            raise CacheWriteError(
-                f"{path}: cannot write the new modalities ({e.strerror or e}); the cache is "
-                "unchanged"
-            ) from None
-        raise
-    return path
+        check_free_space(
+            partial_path(path), os.path.getsize(path) + n * len(wanted) * 4 * int(np.prod(shape))
+        )
+    except OSError as e:
+        raise _write_error(path, e) from None
+    with h5py.File(path, "r") as src:
+        kept = {m: src["modalities"][m] for m in reader.modalities if m not in wanted}
+        dataset_options = {m: json.loads(ds.attrs.get("options", "{}")) for m, ds in kept.items()}
+        extra = {
+            k: v.item() if isinstance(v, np.generic) else v
+            for k, v in src.attrs.items()
+            if k not in _WRITER_ATTRS
+        }
+        writer = CacheWriter(
+            path, dataset=reader.dataset, t=reader.t, options=options, modalities=all_mods,
+            block=block, layout=reader.layout.name, bodies=reader.bodies,
+            modality_options=new.to_json(), num_class=reader.num_class,
+            dataset_options={**dataset_options, **{m: feat_options for m in wanted}}, _lock=lock,
+        )  # fmt: skip
+        try:
+            _copy_and_compute(src, reader, writer, kept, wanted, new, block, progress)
+            splits = src.get("splits")
+            if splits is not None:
+                writer.write_splits({k: ds[:] for k, ds in splits.items()})
+        except BaseException as e:
+            writer.abort()
+            if isinstance(e, CacheWriteError):
+                raise _write_error(path, e) from None
+            raise
+    return writer.commit(extra)
+
+
+def _copy_and_compute(src, reader, writer, kept, wanted, new, block, progress) -> None:
+    """Append every row: ``kept`` modalities copied, ``wanted`` computed from the joints."""
+    n = reader.n
+    joints = src["modalities"]["joint"]
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        rows = compute_modalities(
+            joints[lo:hi],
+            reader.meta["frame_count"][lo:hi],
+            t_target=reader.t,
+            modalities=wanted,
+            unit_axis=new.unit_axis,
+            bones=new.bones,
+            layout=reader.layout,
+        )
+        rows.update({m: ds[lo:hi] for m, ds in kept.items()})
+        for j in range(hi - lo):
+            meta = {k: reader.meta[k][lo + j] for k in META_FIELDS}
+            try:
+                writer.append({m: a[j] for m, a in rows.items()}, meta, check=wanted)
+            except SampleError as e:  # a cache never holds NaN or inf (decisions.md 4 and 6)
+                raise CacheError(
+                    f"{reader.path}: {e.modality} of sample {lo + j} is not finite; the cache is "
+                    "unchanged"
+                ) from None
+            writer.maybe_flush()
+        if progress is not None:
+            progress(hi, n)
+
+
+def _write_error(path: Path, e: Exception) -> CacheWriteError:
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return CacheWriteError(
+        f"{path}: cannot write the new modalities ({why}); the cache is unchanged"
+    )

@@ -22,7 +22,7 @@ key                 shape, dtype                  content
 ==================  ============================  ==============================================
 
 Each sequence then goes through exactly what ``skelmod convert`` does after reading a file
-(:func:`skelmod.convert.process_sample`: §2 normalisation and §4 modalities in the layout), and
+(:func:`skelmod.pipeline.run`: §2 normalisation and §4 modalities in the layout), and
 the cache is written the same way (atomically, ``dataset = "custom"``, the masks stored in
 ``/splits``). A malformed array is an :class:`ArrayImportError` naming the key, the expected and
 the found shape or value; a sequence that cannot be normalised (no valid frame, non-finite values)
@@ -42,8 +42,9 @@ import numpy as np
 
 from . import layout
 from .cache import CUSTOM_DATASET, CacheWriter, partial_path
-from .convert import ConvertOptions, ConvertReport, process_sample
 from .errors import SkelmodError
+from .pipeline import ConvertOptions, Sample, run
+from .report import ConvertReport, sample_counts
 
 __all__ = ["ArrayImportError", "import_arrays", "load_arrays"]
 
@@ -216,7 +217,7 @@ def import_arrays(
 ) -> ConvertReport:
     """Convert the sequences of an arrays file (module docstring) into the cache ``out``.
 
-    Returns the :class:`~skelmod.convert.ConvertReport` (``report.ok`` is False when some
+    Returns the :class:`~skelmod.report.ConvertReport` (``report.ok`` is False when some
     sequences were rejected; they are named ``name: reason``).
 
     Raises:
@@ -246,29 +247,14 @@ def import_arrays(
                     raise ValueError(
                         f"'joints' row {lo + t} (frame {t}), body {m}, joint {v + 1}: not finite"
                     )
-                out_arrays, length = process_sample(d, hi - lo, options, layout_name)
+                result = run(_sample(data, i, d, layout_name), options)
             except ValueError as e:
                 report.rejected.append((names[i], str(e)))
             else:
-                meta = {
-                    "name": names[i],
-                    "setup": 0,
-                    "camera": int(data["view"][i]),
-                    "subject": int(data["subject"][i]),
-                    "replication": 0,
-                    "action": int(data["label"][i]) + 1,
-                    "label": int(data["label"][i]),
-                    "frame_count": hi - lo,
-                    "valid_length": length,
-                    "bodies_seen": bodies,
-                    "bodies_kept": bodies,
-                }
-                writer.append(out_arrays, meta)
+                writer.append(result["arrays"], result["meta"])
                 writer.maybe_flush()
                 kept.append(i)
-                report.converted += 1
-                report.bodies_seen += bodies
-                report.bodies_kept += bodies
+                report.count(sample_counts(result))
             if progress is not None:
                 progress(i + 1, n)
         if not kept:
@@ -286,3 +272,22 @@ def import_arrays(
         {"summary": {"converted": report.converted, "rejected": report.rejected}}
     )
     return report
+
+
+def _sample(data: dict[str, Any], i: int, d: np.ndarray, layout_name: str) -> Sample:
+    """Sequence ``i`` of a loaded arrays file as the pipeline takes it: ``d`` ``(3, T, V, M)``,
+    every body kept, ``camera`` = view, ``action`` = label + 1."""
+    bodies = d.shape[-1]
+    meta = {
+        "name": data["name"][i],
+        "setup": 0,
+        "camera": int(data["view"][i]),
+        "subject": int(data["subject"][i]),
+        "replication": 0,
+        "action": int(data["label"][i]) + 1,
+        "label": int(data["label"][i]),
+        "frame_count": d.shape[1],
+        "bodies_seen": bodies,
+        "bodies_kept": bodies,
+    }
+    return Sample(d, meta, layout_name)

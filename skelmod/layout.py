@@ -330,6 +330,28 @@ class ModalityOptions:
         bones = d.get("bones", d.get("bone_convention", "6v"))
         return cls(bones=bones, unit_axis=d.get("unit_axis", False))
 
+    @classmethod
+    def resolve(
+        cls,
+        base: ModalityOptions | Mapping[str, Any] | None = None,
+        *,
+        bones: str | None = None,
+        unit_axis: bool | None = None,
+    ) -> ModalityOptions:
+        """The one place modality options are resolved: ``base`` (options already resolved,
+        or a recorded dict: a cache's root ``modality_options`` or ``options``, a preset, a
+        checkpoint; ``None``: the reference's) with ``bones`` / ``unit_axis`` given explicitly
+        (a command line, a caller) taking precedence; ``None`` keeps ``base``'s value.
+
+        Raises:
+            LayoutError: an unknown bone convention or a ``unit_axis`` that is not a bool.
+        """
+        base = base if isinstance(base, ModalityOptions) else cls.from_json(base)
+        return cls(
+            bones=base.bones if bones is None else bones,
+            unit_axis=base.unit_axis if unit_axis is None else unit_axis,
+        )
+
 
 # --- benchmarks (§1.2) ----------------------------------------------------------------------
 

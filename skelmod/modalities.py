@@ -42,8 +42,9 @@ theta is unsigned, and a body that vanishes at frame t+1 gives ``Omega_t = -s th
 from __future__ import annotations
 
 import math
+import mmap
 import numbers
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -58,6 +59,24 @@ MODALITIES = layout.MODALITY_NAMES
 BONE_CONVENTIONS = layout.BONE_CONVENTIONS
 
 _MIN_SAMPLES_PER_THREAD = 32  # below this a thread costs more than it saves
+#: Outputs at least this large get their own anonymous memory map (see :func:`_fresh`).
+_OWN_MAP_BYTES = 4 << 20
+
+
+def _fresh(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised output array; large ones in an anonymous memory map of their own.
+
+    numpy advises the kernel to back large arrays with transparent huge pages; where the
+    kernel then compacts memory to find them (``defrag=madvise``, common), the first call's
+    page faults stalled for seconds at random: 4,000 samples took 0.84-1.37 s on a first call
+    against 0.39-0.66 s with plain pages (issue 22, ``benchmarks/RESULTS.md``). The pages
+    fault in where each worker thread writes its block of samples.
+    """
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    if nbytes < _OWN_MAP_BYTES:
+        return np.empty(shape, dtype=dtype)
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    return np.frombuffer(buf, dtype=dtype).reshape(shape)
 
 
 def _check_joints(joints, lay: layout.JointLayout) -> np.ndarray:
@@ -140,9 +159,10 @@ def _launch(args: tuple, N: int, threads: int | None = None) -> None:
 
 def _run(
     joints, wanted, frame_count=None, t_target=layout.T_TARGET, unit_axis=False, bones="6v",
-    axis_tol=0.0, threads=None, lay=None,
+    axis_tol=0.0, threads=None, lay=None, out=None,
 ) -> dict[str, np.ndarray]:  # fmt: skip
-    """Check the inputs, run the kernel once for ``wanted`` (names and/or "theta")."""
+    """Check the inputs, run the kernel once for ``wanted`` (names and/or "theta"), into the
+    caller's buffers ``out[name]`` where given."""
     lay = layout.get_layout(lay)
     X = _check_joints(joints, lay)
     if not isinstance(bones, str) or bones not in BONE_CONVENTIONS:
@@ -162,11 +182,15 @@ def _run(
     parents, partners, torso = lay.topology(bones)
     torso_joints = np.array([*lay.torso_joints, lay.center], dtype=np.int64)
     names = layout.KERNEL_OUTPUTS
-    outs = []
+    outs, given = [], {}
     for name in names:
+        if out is not None and name in out and name in wanted:
+            given[name] = _check_out(out[name], X, name)
+            outs.append(given[name][None] if single else given[name])
+            continue
         channels = 1 if name == "theta" else layout.C
         rows = N if name in wanted else 1
-        outs.append(np.empty((rows, channels, T, V, M), dtype=Xb.dtype))
+        outs.append(_fresh((rows, channels, T, V, M), Xb.dtype))
     flags = [name in wanted for name in names]
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
@@ -175,8 +199,27 @@ def _run(
     args = (Xb, s, parents, partners, torso, torso_joints, bool(unit_axis), axis_tol)
     _launch((*args, *outs, *flags), N, threads)
     return {
-        name: (o[0] if single else o) for name, o in zip(names, outs, strict=True) if name in wanted
+        name: given.get(name, o[0] if single else o)
+        for name, o in zip(names, outs, strict=True)
+        if name in wanted
     }
+
+
+def _check_out(buf, X: np.ndarray, name: str) -> np.ndarray:
+    """A caller's output buffer for ``name``: the shape and dtype of ``X``, C-contiguous and
+    writeable (the kernel writes it in place)."""
+    if not isinstance(buf, np.ndarray):
+        raise ValueError(f"out[{name!r}] must be a numpy array, found {type(buf).__name__}")
+    if buf.shape != X.shape or buf.dtype != X.dtype:
+        raise ValueError(
+            f"out[{name!r}] must have the shape and dtype of joints, {X.shape} {X.dtype}; "
+            f"found {buf.shape} {buf.dtype}"
+        )
+    if not (buf.flags.c_contiguous and buf.flags.writeable):
+        raise ValueError(f"out[{name!r}] must be C-contiguous and writeable")
+    if np.shares_memory(buf, X):
+        raise ValueError(f"out[{name!r}] overlaps joints")
+    return buf
 
 
 def compute_modalities(
@@ -190,6 +233,7 @@ def compute_modalities(
     axis_tol: float = 0.0,
     threads: int | None = None,
     layout: str | _layout.JointLayout | None = None,
+    out: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """The requested modalities of ``joints`` in one pass (§4).
 
@@ -199,7 +243,10 @@ def compute_modalities(
     t_target). ``modalities``: names from :data:`MODALITIES` (a single name is accepted), all
     six when None. ``unit_axis``, ``bones``, ``axis_tol``: see the module docstring.
     ``threads``: threads sharing a large batch (None: ``NUMBA_NUM_THREADS``, all cores by
-    default; pass 1 inside DataLoader workers).
+    default; pass 1 inside DataLoader workers). ``out``: buffers the caller owns, ``{name:
+    array}`` of the shape and dtype of ``joints`` (C-contiguous, writeable), written in place
+    and returned; reusing them across calls spares the page faults of fresh output memory,
+    which cost more than the maths on a first call (``benchmarks/bench_modalities.py``).
 
     Returns ``{name: array}`` in :data:`MODALITIES` order, each of the shape and dtype of
     ``joints``; ``"joint"`` is a copy of the input.
@@ -212,14 +259,24 @@ def compute_modalities(
             modalities = [modalities]
         names = list(dict.fromkeys(modalities))
         wanted = set(_layout.check_modalities(names, allow_all=False)) if names else set()
-    derived = _run(joints, wanted, frame_count, t_target, unit_axis, bones, axis_tol, threads, lay)
-    out = {}
+    if out is not None and not set(out) <= wanted:
+        extra = ", ".join(sorted(set(out) - wanted))
+        raise ValueError(f"out holds {extra}, which is not among the modalities asked for")
+    derived = _run(
+        joints, wanted, frame_count, t_target, unit_axis, bones, axis_tol, threads, lay, out
+    )
+    result = {}
     for name in MODALITIES:
         if name == "joint" and name in wanted:
-            out[name] = np.array(_check_joints(joints, lay), copy=True)
+            X = _check_joints(joints, lay)
+            if out is not None and "joint" in out:
+                result[name] = _check_out(out["joint"], X, "joint")
+                np.copyto(result[name], X)
+            else:
+                result[name] = np.array(X, copy=True)
         elif name in derived:
-            out[name] = derived[name]
-    return out
+            result[name] = derived[name]
+    return result
 
 
 def velocity(joints, frame_count, t_target=layout.T_TARGET, *, layout=None) -> np.ndarray:

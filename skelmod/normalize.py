@@ -42,8 +42,7 @@ from numba import njit
 from skelmod.layout import T_TARGET, JointLayout, get_layout
 
 from .errors import SkelmodError
-
-YAW_MODES = ("sequence", "frame", "none")
+from .options import YAW_MODES
 
 #: Added to the shoulder-vector norm before the arccos of §2.6 (bug 19, kept for fidelity).
 YAW_NORM_EPS = 1e-4

@@ -151,3 +151,18 @@ def test_every_torch_load_in_the_repository_is_weights_only() -> None:
                 if "torch.load(" in line and "weights_only=True" not in line:
                     offenders.append(f"{path.relative_to(root)}:{n}")
     assert offenders == []
+
+
+def test_a_checkpoint_without_resolved_modality_options_migrates_on_load() -> None:
+    """Checkpoints made before the options were resolved recorded None for the reference's."""
+    from ikemtrain.config import PretrainConfig
+    from ikemtrain.engine.checkpoint import pretrain_config
+
+    old = {**PretrainConfig().to_dict(), "bones": None, "unit_axis": None}
+    cfg = pretrain_config({"config": old}, "old.pt")
+    assert (cfg.bones, cfg.unit_axis) == ("6v", False)
+    new = {**old, "bones": "3v", "unit_axis": True}
+    assert pretrain_config({"config": new}, "new.pt").modality_options.to_json() == {
+        "bones": "3v",
+        "unit_axis": True,
+    }

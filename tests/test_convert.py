@@ -223,6 +223,30 @@ def test_skelmod_never_imports_torch():
     assert out.stdout.strip() == "False"
 
 
+def test_the_convert_path_is_lean(tmp_path):
+    """Start-up (issue 22): the command's main process loads no numba (the workers do), and a
+    conversion the command runs in its own process never imports SciPy."""
+    code = "import sys, cli.skelmod_cli, skelmod.convert; print('numba' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+    raw = _synth(tmp_path, classes=1, per_class=2)
+    code = textwrap.dedent(f"""
+        import sys
+        from cli.skelmod_cli import main
+        try:
+            main(["convert", {str(raw)!r}, "-o", {str(tmp_path / "c.h5")!r}, "--quiet",
+                  "--modalities", "all"])
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        print(sorted(m for m in ("numba", "scipy") if m in sys.modules))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "['numba']"
+    assert CacheReader(tmp_path / "c.h5").n == 2
+
+
 def test_a_stale_partial_file_is_replaced(tmp_path):
     # a stale partial file from an unrelated run is replaced by a clean run without --resume
     raw = _synth(tmp_path, classes=2, per_class=2)

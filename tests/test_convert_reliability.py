@@ -22,7 +22,10 @@ import worker_killer  # tests/ is on sys.path under pytest
 from click.testing import CliRunner
 
 import skelmod.cache
+import skelmod.cache.output
+import skelmod.cache.writer
 import skelmod.convert
+import skelmod.pool
 from cli.skelmod_cli import main
 from skelmod.cache import CacheReader, CacheWriter, SampleError, lock_path, partial_path
 from skelmod.convert import ConvertError, ConvertOptions, convert
@@ -246,7 +249,7 @@ def test_a_worker_killed_on_every_try_is_reported_and_the_run_exits_1(tmp_path, 
     raw = _synth(tmp_path, classes=2, per_class=4)
     names = sorted(p.stem for p in raw.glob("*.skeleton"))
     (raw / "POISON").write_text(f"{names[5]} always")
-    monkeypatch.setattr(skelmod.convert, "_work_block", worker_killer.work_block)
+    monkeypatch.setattr(skelmod.pool, "work_block", worker_killer.work_block)
     out = tmp_path / "c.h5"
     r = CliRunner().invoke(main, ["convert", str(raw), "-o", str(out), "--workers", "2"])
     assert r.exit_code == 1, r.output
@@ -261,7 +264,7 @@ def test_a_worker_killed_once_is_retried_and_the_result_is_complete(tmp_path, mo
     clean = tmp_path / "clean.h5"
     convert(raw, clean, workers=1)
     (raw / "POISON").write_text(f"{names[2]},{names[6]} once")
-    monkeypatch.setattr(skelmod.convert, "_work_block", worker_killer.work_block)
+    monkeypatch.setattr(skelmod.pool, "work_block", worker_killer.work_block)
     report = convert(raw, tmp_path / "c.h5", workers=2, block=2)
     assert report.ok and report.converted == 8
     assert (raw / f"{names[2]}.killed").exists() and (raw / f"{names[6]}.killed").exists()
@@ -282,7 +285,7 @@ def test_disk_full_keeps_the_old_cache_and_a_resumable_partial(tmp_path, monkeyp
         free["checks"] -= 1
         return 1 << 40 if free["checks"] >= 0 else 1000
 
-    monkeypatch.setattr(skelmod.cache, "_free_bytes", filling_up)
+    monkeypatch.setattr(skelmod.cache.output, "_free_bytes", filling_up)
     with pytest.raises(ConvertError) as info:  # creating the file, then 2 writes of 2 samples
         convert(raw, out, workers=1, block=2, overwrite=True, options=ConvertOptions(frames=20))
     message = str(info.value)
@@ -311,7 +314,7 @@ def test_disk_full_keeps_the_old_cache_and_a_resumable_partial(tmp_path, monkeyp
 def test_a_failing_hdf5_write_is_a_write_error_and_the_partial_resumes(tmp_path, monkeypatch):
     raw = _synth(tmp_path, classes=2, per_class=4)
     out = tmp_path / "c.h5"
-    real_put, calls = skelmod.cache._put, {"n": 0}
+    real_put, calls = skelmod.cache.writer._put, {"n": 0}
 
     def put(ds, lo, hi, values):
         calls["n"] += 1
@@ -319,12 +322,12 @@ def test_a_failing_hdf5_write_is_a_write_error_and_the_partial_resumes(tmp_path,
             raise OSError(errno.ENOSPC, "No space left on device")
         real_put(ds, lo, hi, values)
 
-    monkeypatch.setattr(skelmod.cache, "_put", put)
-    monkeypatch.setattr(skelmod.cache, "_hdf5_failed", False)
+    monkeypatch.setattr(skelmod.cache.writer, "_put", put)
+    monkeypatch.setattr(skelmod.cache.output, "_hdf5_failed", False)
     with pytest.raises(ConvertError, match="cannot write \\(No space left on device\\); it keeps"):
         convert(raw, out, workers=1, block=1)
     assert skelmod.cache.hdf5_write_failed()
-    monkeypatch.setattr(skelmod.cache, "_put", real_put)
+    monkeypatch.setattr(skelmod.cache.writer, "_put", real_put)
     report = convert(raw, out, workers=1, block=1, resume=True)
     assert report.resumed_from == 2 and report.ok
     clean = tmp_path / "clean.h5"

@@ -157,3 +157,19 @@ def test_ntu_split_lists_match_the_reference() -> None:
         cols = {"setup": ids, "camera": ids, "subject": ids, column: ids}
         mask = layout.train_mask(dataset, benchmark, cols["setup"], cols["camera"], cols["subject"])
         assert set(ids[mask].tolist()) == train, (dataset, benchmark)
+
+
+def test_modality_options_are_resolved_in_one_place() -> None:
+    from skelmod.layout import LayoutError, ModalityOptions
+
+    assert ModalityOptions.resolve() == ModalityOptions("6v", False)  # the reference's
+    cache = {"bone_convention": "3v", "unit_axis": True}  # an old cache's recorded options
+    assert ModalityOptions.resolve(cache) == ModalityOptions("3v", True)
+    # an explicit value (command line, caller) wins; None keeps the base's
+    assert ModalityOptions.resolve(cache, bones="6v") == ModalityOptions("6v", True)
+    base = ModalityOptions("3v", False)
+    assert ModalityOptions.resolve(base, unit_axis=True) == ModalityOptions("3v", True)
+    with pytest.raises(LayoutError, match="bones must be one of"):
+        ModalityOptions.resolve(base, bones="9v")
+    with pytest.raises(LayoutError, match="unit_axis must be true or false"):
+        ModalityOptions.resolve(unit_axis="yes")

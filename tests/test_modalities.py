@@ -418,3 +418,39 @@ def test_threaded_blocks_equal_one_pass(monkeypatch):
     threaded = mod.compute_modalities(X, fc, threads=3)
     for name in mod.MODALITIES:
         np.testing.assert_array_equal(threaded[name], one[name])
+
+
+def test_caller_given_buffers_receive_the_same_results() -> None:
+    """``out=``: the caller's arrays are written in place and returned, for a batch and for
+    one sample; what was in them before does not leak into the result."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(40, 3, 20, 25, 2)).astype(np.float32)
+    fc = rng.integers(20, 120, size=40)
+    names = ["joint", "velocity", "bone", "angular_velocity"]
+    fresh = mod.compute_modalities(X, fc, modalities=names)
+    out = {m: np.full_like(X, np.nan) for m in names}
+    got = mod.compute_modalities(X, fc, modalities=names, out=out, threads=2)
+    for m in names:
+        assert got[m] is out[m]
+        np.testing.assert_array_equal(got[m], fresh[m])
+    one = {"bone": np.full_like(X[0], 7.0)}
+    got = mod.compute_modalities(X[0], fc[0], modalities=["bone", "velocity"], out=one)
+    assert got["bone"] is one["bone"]
+    np.testing.assert_array_equal(got["bone"], fresh["bone"][0])
+
+
+@pytest.mark.parametrize(
+    ("out", "match"),
+    [
+        ({"bone": np.zeros((4, 3, 10, 25, 2), np.float64)}, "shape and dtype of joints"),
+        ({"bone": np.zeros((4, 3, 10, 25, 3), np.float32)}, "shape and dtype of joints"),
+        ({"bone": np.zeros((2, 4, 3, 10, 25), np.float32).transpose(1, 2, 3, 4, 0)}, "C-contig"),
+        ({"bone": np.zeros((4, 3, 10, 25, 2), np.float32)[:, :, :, :, ::-1]}, "C-contiguous"),
+        ({"velocity": np.zeros((4, 3, 10, 25, 2), np.float32)}, "not among the modalities"),
+        ({"bone": [0.0]}, "must be a numpy array"),
+    ],
+)
+def test_bad_output_buffers_are_clear_errors(out, match) -> None:
+    X = np.zeros((4, 3, 10, 25, 2), np.float32)
+    with pytest.raises(ValueError, match=match):
+        mod.compute_modalities(X, 10, modalities=["bone"], out=out)

@@ -123,3 +123,13 @@ def test_the_wheel_has_no_top_level_cli(tmp_path: Path) -> None:
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert f"skelmod = {INSTALLED_CLI}.skelmod_cli:main" in text
     assert f"ikemtrain = {INSTALLED_CLI}.ikemtrain_cli:main" in text
+
+
+def test_no_skelmod_module_is_over_500_lines() -> None:
+    """One job per file (issue 22): the private parser kernel ``_tokenize.py`` aside."""
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "skelmod").rglob("*.py")
+        if p.name != "_tokenize.py" and (n := len(p.read_text().splitlines())) > 500
+    }
+    assert not long, long

@@ -1,9 +1,9 @@
-"""Stand-in for ``skelmod.convert._work_block`` whose worker dies converting chosen files.
+"""Stand-in for ``skelmod.pool.work_block`` whose worker dies converting chosen files.
 
-A test puts :func:`work_block` in place with ``monkeypatch.setattr(convert, "_work_block",
+A test puts :func:`work_block` in place with ``monkeypatch.setattr(pool, "work_block",
 work_block)``; the pool pickles it by reference, so each worker imports this module
 (``tests/`` is on ``sys.path`` under pytest and workers inherit it). In the worker it swaps
-``convert._work`` for one that SIGKILLs the process on the files named in ``POISON`` beside
+``pool.work`` for one that SIGKILLs the process on the files named in ``POISON`` beside
 them: ``"NAME,NAME always"`` kills every time, ``"NAME once"`` only the first time.
 """
 
@@ -13,9 +13,9 @@ import os
 import signal
 from pathlib import Path
 
-from skelmod import convert
+from skelmod import pool
 
-_real_work = convert._work
+_real_work = pool.work
 
 
 def _poisoned(path: Path) -> bool:
@@ -39,5 +39,5 @@ def _work(args):
 
 
 def work_block(args):
-    convert._work = _work  # in this worker process only
-    return convert._work_block(args)
+    pool.work = _work  # in this worker process only
+    return pool.work_block(args)

@@ -378,10 +378,19 @@ def pretrain_config(state: Mapping[str, Any], path: str | os.PathLike) -> Pretra
     Raises CheckpointError naming the file for unknown keys or bad values.
     """
     try:
-        return PretrainConfig(**state["config"])
+        cfg = PretrainConfig(**state["config"])
     except TypeError as e:  # an unknown or non-string key
         raise CheckpointError(
             f"{path}: checkpoint 'config' does not fit this ikemtrain ({e})"
         ) from None
     except ConfigError as e:
         raise CheckpointError(f"{path}: checkpoint 'config': {e}") from None
+    return migrate_modality_options(cfg)
+
+
+def migrate_modality_options(cfg: PretrainConfig) -> PretrainConfig:
+    """A loaded pre-training config with its modality options resolved, once, on load:
+    checkpoints made before the options were resolved from the cache recorded None for the
+    reference's (``6v``, raw axis)."""
+    options = cfg.modality_options
+    return cfg.replace(bones=options.bones, unit_axis=options.unit_axis)

@@ -34,7 +34,13 @@ from skelmod.cache import CacheReader
 from ..config import MODALITY_SETS, ConfigError, DistillConfig, PretrainConfig
 from ..data import open_cache
 from ..methods.distill import STUDENT_MODALITIES, DistillModel
-from .checkpoint import CheckpointError, check_layout, checkpoint_layout, load_run
+from .checkpoint import (
+    CheckpointError,
+    check_layout,
+    checkpoint_layout,
+    load_run,
+    migrate_modality_options,
+)
 from .loop import TrainingJob, run_training, training_views
 
 __all__ = ["distill", "load_teacher"]
@@ -57,7 +63,7 @@ def load_teacher(run: str | os.PathLike) -> tuple[Path, PretrainConfig, dict[str
             param="teacher",
         )
     try:
-        pcfg = PretrainConfig(**state["config"])
+        pcfg = migrate_modality_options(PretrainConfig(**state["config"]))
     except (ConfigError, TypeError, KeyError) as e:
         raise CheckpointError(f"{path}: unreadable pre-training settings ({e})") from None
     six = MODALITY_SETS[6]
@@ -95,9 +101,8 @@ def distill(
     reader = open_cache(cache)
     check_layout(tstate, reader, teacher_path)
     # the students see what the teacher saw in pre-training: its graph and modality options
-    # (older checkpoints recorded None for the defaults)
     backbone = {**pcfg.backbone, "layout": checkpoint_layout(tstate)}
-    unit_axis, bones = bool(pcfg.unit_axis), pcfg.bones or "6v"
+    unit_axis, bones = pcfg.unit_axis, pcfg.bones
     dataset = training_views(reader, cfg, pcfg.modalities, unit_axis, bones)
     teacher_weights = tstate["model"]
     del tstate

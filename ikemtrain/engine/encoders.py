@@ -137,8 +137,8 @@ class EncoderSource:
 
 
 def _modality_options(pcfg) -> dict[str, Any]:
-    # older checkpoints recorded the preset's options; None there meant the defaults
-    return {"unit_axis": bool(pcfg.unit_axis), "bones": pcfg.bones or "6v"}
+    # resolved on load (checkpoint.migrate_modality_options)
+    return pcfg.modality_options.to_json()
 
 
 def encoder_source(

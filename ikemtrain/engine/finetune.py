@@ -167,7 +167,7 @@ def finetune(
         top1, top5 = topk_accuracy(torch.cat(logits), val_y)
         return {"top1": top1, "top5": top5}
 
-    options = {"unit_axis": train_set.options.unit_axis, "bones": train_set.options.bones}
+    options = train_set.options.to_json()
     record = source.record()
     info = {
         "stream": stream,

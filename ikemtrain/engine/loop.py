@@ -40,6 +40,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader
 
 from skelmod.cache import CacheError, CacheReader
+from skelmod.layout import ModalityOptions
 
 from ..collapse import COLLAPSE_STD, collapse_stats, is_collapsed
 from ..config import ConfigError, PretrainConfig, scheduled_lr
@@ -118,6 +119,7 @@ def resolve_cache_options(cfg: PretrainConfig, reader: CacheReader) -> PretrainC
                 f"for {key}={want!r}; recompute them with `skelmod features` or drop {key} "
                 "from the preset to take the cache's"
             )
+    own = ModalityOptions.resolve(own, bones=cfg.bones, unit_axis=cfg.unit_axis)
     return cfg.replace(bones=own.bones, unit_axis=own.unit_axis)
 
 

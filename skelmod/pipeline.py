@@ -1,0 +1,163 @@
+"""One sample through the pipeline that ``skelmod convert`` and ``skelmod import`` share:
+read -> select bodies -> normalise -> modalities, checked like every sample a cache takes.
+
+* **read**: a raw file by its suffix (:data:`SOURCES`: NTU ``.skeleton``, §1.1, with
+  :func:`skelmod.ntu.read_skeleton`; N-UCLA ``.json`` with :func:`skelmod.nucla.read_nucla`),
+  or, for ``skelmod import``, one sequence of an arrays file;
+* **select bodies** (``decisions.md`` 2; NTU only: N-UCLA and imported sequences keep theirs);
+* **normalise** (§2, in the sample's joint layout) and compute the **modalities** (§4):
+  :func:`process_sample`.
+
+:func:`run` takes a read and selected :class:`Sample` the rest of the way; :func:`convert_file`
+is read + :func:`run` for one raw file. :class:`~skelmod.options.ConvertOptions` holds
+everything that determines the result.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import layout
+from .bodies import select_bodies
+from .cache.schema import SampleError, check_sample
+from .modalities import compute_modalities
+from .names import check_sample_ids, parse_sample_name
+from .normalize import normalize_sample
+from .ntu import read_skeleton
+from .nucla import read_nucla
+from .options import (  # noqa: F401 - re-exported: the pipeline's options
+    MAX_TARGET_FRAMES,
+    SOURCES,
+    SUFFIX,
+    ConvertError,
+    ConvertOptions,
+    parse_modalities,
+)
+
+
+@dataclass
+class Sample:
+    """One sample after reading and body selection: ``joints`` ``(3, F, V, M)`` in the joint
+    layout ``layout_name``, its cache metadata (:data:`skelmod.cache.META_FIELDS` but
+    ``valid_length``, which normalisation sets), the bodies each rule dropped and how many
+    times ``denoise`` fell back to the longest body."""
+
+    joints: np.ndarray
+    meta: dict[str, Any]
+    layout_name: str
+    dropped: dict[str, int] = field(default_factory=dict)
+    fallbacks: int = 0
+
+
+def read_ntu(path: Path, options: ConvertOptions, dataset: str | None = None) -> Sample:
+    """NTU file -> its selected bodies ``(3, F, 25, 2)`` (``options.bodies``) and metadata.
+
+    The ids of the name must lie in ``dataset``'s ranges (when given, §1.2)."""
+    sid = parse_sample_name(path.name)
+    if dataset is not None:
+        try:
+            check_sample_ids(sid, dataset)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    raw = read_skeleton(path)
+    d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
+    meta = {
+        "name": sid.name,
+        "setup": sid.setup,
+        "camera": sid.camera,
+        "subject": sid.subject,
+        "replication": sid.replication,
+        "action": sid.action,
+        "label": sid.label,
+        "frame_count": raw.frame_count,
+        "bodies_seen": stats.bodies_seen,
+        "bodies_kept": stats.bodies_kept,
+    }
+    return Sample(d, meta, "ntu25", dict(stats.dropped), stats.fallbacks)
+
+
+def read_nucla_file(path: Path, options: ConvertOptions, dataset: str | None = None) -> Sample:
+    """N-UCLA file -> its one body ``(3, T, 20, 1)`` as it is, metadata, nothing dropped."""
+    sample = read_nucla(path)
+    return Sample(sample.joints, sample.meta(), "kinect-v1-20")
+
+
+#: Reader of each raw file suffix.
+READERS = {
+    suffix: read_nucla_file if dataset == "nucla" else read_ntu
+    for dataset, (suffix, _, _) in SOURCES.items()
+}
+
+
+def read_file(path: str | os.PathLike, options: ConvertOptions, dataset: str | None = None):
+    """Read and select the bodies of one raw file; its suffix picks the reader (:data:`READERS`)."""
+    path = Path(path)
+    if path.suffix not in READERS:
+        raise ConvertError(f"{path}: no reader for {path.suffix!r} files")
+    return READERS[path.suffix](path, options, dataset)
+
+
+def process_sample(
+    d: np.ndarray, frame_count: int, options: ConvertOptions, layout_name: str
+) -> tuple[dict[str, np.ndarray], int]:
+    """Selected bodies ``(3, F, V, M)`` -> ``({modality: (3, T, V, M) float32}, L)``: the
+    normalisation of §2 and the modalities of §4 in the joint layout ``layout_name``.
+
+    Raises :class:`~skelmod.cache.SampleError` (a ``ValueError``) when the result is not finite
+    in float32 or a joint coordinate exceeds :data:`skelmod.cache.MAX_COORDINATE_M`, whatever
+    the data set: a cache never holds NaN or inf."""
+    # Absurd coordinates overflow float32 on the way; check_sample rejects the result with a
+    # message, so numpy's warnings would only be noise.
+    with np.errstate(over="ignore", invalid="ignore"):
+        x, length = normalize_sample(
+            d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
+        )
+        arrays = compute_modalities(
+            x,
+            frame_count,
+            t_target=options.frames,
+            modalities=list(options.modalities),
+            unit_axis=options.unit_axis,
+            bones=options.bones,
+            layout=layout_name,
+        )
+    check_sample(arrays)
+    return {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}, length
+
+
+def run(sample: Sample, options: ConvertOptions, num_class: int | None = None) -> dict[str, Any]:
+    """A read sample the rest of the way: ``{"arrays": {modality: (3, T, V, M) float32},
+    "meta": {...} (with ``valid_length``), "dropped": {rule: count}, "fallbacks": int}``.
+
+    Raises :class:`~skelmod.cache.SampleError`: a label outside ``0 .. num_class - 1`` (when
+    given) or a result that fails :func:`skelmod.cache.check_sample`."""
+    check_sample({}, sample.meta["label"], num_class)
+    arrays, length = process_sample(
+        sample.joints, sample.meta["frame_count"], options, sample.layout_name
+    )
+    return {
+        "arrays": arrays,
+        "meta": {**sample.meta, "valid_length": length},
+        "dropped": sample.dropped,
+        "fallbacks": sample.fallbacks,
+    }
+
+
+def convert_file(
+    path: str | os.PathLike, options: ConvertOptions, dataset: str | None = None
+) -> dict[str, Any]:
+    """Convert one raw file (:func:`read_file`, then :func:`run`). Raises ``ValueError``
+    subclasses that name the file and the problem: among them NTU ids outside ``dataset``'s
+    ranges (when given) and, for every dataset, samples that fail
+    :func:`skelmod.cache.check_sample` (non-finite values, absurd coordinates, a label that is
+    not one of ``dataset``'s classes)."""
+    sample = read_file(path, options, dataset)
+    try:
+        return run(sample, options, layout.NUM_CLASSES.get(dataset or ""))
+    except SampleError as e:
+        raise ValueError(f"{path}: {e}") from None
