@@ -520,8 +520,9 @@ def test_a_non_finite_loss_names_the_batch_and_the_check(
 ) -> None:
     bad = _corrupt(cache, tmp_path / "bad.h5", 4, value)
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError) as e:
-        pretrain(tiny(epochs=1), bad, run, device="cpu", echo=None, tensorboard=False)
+    with pytest.raises(NonFiniteLossError) as e:  # the loss check itself: no kNN monitor
+        pretrain(tiny(epochs=1, monitor_every=0), bad, run, device="cpu", echo=None,
+                 tensorboard=False)  # fmt: skip
     message = str(e.value)
     assert "\n" not in message
     assert re.search(r"^epoch 1, batch \d: the training loss is (nan|inf)", message), message
@@ -533,6 +534,16 @@ def test_a_non_finite_loss_names_the_batch_and_the_check(
     assert f"check those samples of {bad}, or re-create the cache with `skelmod convert`" in message
     assert message.endswith("if the data are sound, lower the learning rate (now 0.1)")
     assert not (run / "checkpoint.pt").exists()  # stopped before a step or a save
+
+
+def test_the_knn_monitor_names_a_non_finite_sample_before_the_first_step(
+    cache: Path, tmp_path: Path
+) -> None:
+    bad = _corrupt(cache, tmp_path / "bad.h5", 4, float("nan"))
+    with pytest.raises(CacheError, match=r"joint \(cached\) holds NaN or inf for \S+ \(row 4\)"):
+        pretrain(tiny(epochs=1), bad, tmp_path / "run", device="cpu", echo=None,
+                 tensorboard=False)  # fmt: skip
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_a_divergent_loss_on_finite_inputs_points_at_the_largest_input(cache: Path) -> None:

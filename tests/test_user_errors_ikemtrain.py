@@ -169,7 +169,7 @@ CASES = [
         "non-finite-sample-pretrain",
         "pretrain {nan} --split xsub {P}",
         1,
-        ["the training loss is nan", "inputs not finite: row 4", "check those samples of {nan}"],
+        ["{nan}: joint (cached) holds NaN or inf for S001C002P001R001A002 (row 4);"],
     ),
     (
         "non-finite-sample-linear-eval",
