@@ -232,6 +232,8 @@ def main() -> int:
         print("Error: no CUDA device here (torch.cuda.is_available() is False); "
               "use --device cpu --tiny to check the script", file=sys.stderr)  # fmt: skip
         return 1
+    if args.tiny:  # toy tensors: OpenMP threads cost more than they give (and spin when shared)
+        torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     results: dict = {"device": args.device, "tiny": args.tiny}
     path = args.out / "gpu-results.json"
@@ -274,7 +276,8 @@ def main() -> int:
     results["linear_eval"] = cli(["linear-eval", str(cache), "--split", "xsub", "--preset", preset,
                                   "--checkpoint", str(run), "--streams", "joint", "-o",
                                   str(work / "le"), "--device", args.device, "--set",
-                                  "linear_eval.epochs=2"], timeout=300)  # fmt: skip
+                                  "linear_eval.epochs=2", *(["--set", "linear_eval.batch_size=4"]
+                                  if args.tiny else [])], timeout=300)  # fmt: skip
     save()
     say(f"[6/6] linear-eval: {results['linear_eval']}")
     print(markdown(results))
