@@ -200,8 +200,8 @@ def matmul_peak() -> dict:
 
 
 def _child(args: argparse.Namespace, *extra: str) -> dict:
-    cmd = [sys.executable, __file__, "--child", *extra, "--batch", str(args.batch),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]  # fmt: skip
+    cmd = [sys.executable, __file__, "--child", *extra, "--batch", str(args.batch)]
+    cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
