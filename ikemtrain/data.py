@@ -159,22 +159,26 @@ class PretrainDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def _modalities(self, x: np.ndarray, frame_count) -> dict[str, torch.Tensor]:
+        """The modalities of augmented joints ``x`` (one sample or a batch) as tensors."""
+        mods = compute_modalities(
+            x.astype(np.float32, copy=False),
+            frame_count,
+            t_target=self.t_target,
+            modalities=self.modalities,
+            unit_axis=self.options.unit_axis,
+            bones=self.options.bones,
+            layout=self.reader.layout,
+        )
+        return {m: torch.from_numpy(np.ascontiguousarray(mods[m])) for m in mods}
+
     def _views(self, joints: np.ndarray, frame_count: int, rng: np.random.Generator):
-        views = []
-        for _ in range(2):
-            x = augment(joints, rng, self.crop_ratio, self.shear, self.rotation)
-            x = x.astype(np.float32, copy=False)
-            mods = compute_modalities(
-                x,
-                frame_count,
-                t_target=self.t_target,
-                modalities=self.modalities,
-                unit_axis=self.options.unit_axis,
-                bones=self.options.bones,
-                layout=self.reader.layout,
-            )
-            views.append({m: torch.from_numpy(np.ascontiguousarray(mods[m])) for m in mods})
-        return views
+        return [
+            self._modalities(
+                augment(joints, rng, self.crop_ratio, self.shear, self.rotation), frame_count
+            )  # fmt: skip
+            for _ in range(2)
+        ]
 
     def __getitem__(self, key: int | tuple[int, int]):
         epoch, i = key if isinstance(key, tuple) else (self.epoch, key)
@@ -211,17 +215,9 @@ class PretrainDataset(Dataset):
             crops, shears, rotations = (
                 None if parts[0] is None else np.stack(parts) for parts in zip(*view, strict=True)
             )
-            x = augment_batch(joints, crops, shears, rotations).astype(np.float32, copy=False)
-            mods = compute_modalities(
-                x,
-                frame_counts,
-                t_target=self.t_target,
-                modalities=self.modalities,
-                unit_axis=self.options.unit_axis,
-                bones=self.options.bones,
-                layout=self.reader.layout,
+            views.append(
+                self._modalities(augment_batch(joints, crops, shears, rotations), frame_counts)
             )
-            views.append({m: torch.from_numpy(np.ascontiguousarray(mods[m])) for m in mods})
         labels = torch.from_numpy(self.labels[pos].astype(np.int64))
         return views[0], views[1], labels, torch.from_numpy(frame_counts.astype(np.int64))
 
