@@ -77,15 +77,16 @@ def evaluate(cache, split, out, preset, seed, stream, row, checkpoint) -> dict:
     folder = out / f"{row}-{stream}"
     results = {}
     linear = folder / "linear" / "results.json"
-    if not linear.exists():
+    if not linear.exists():  # a stopped evaluation is redone (overwrite)
         linear_eval(preset.linear_eval.replace(seed=seed), cache, folder / "linear", split,
                     stream, backbone=preset.pretrain.backbone, device="cpu", echo=None,
-                    **source)  # fmt: skip
+                    overwrite=True, **source)  # fmt: skip
     results["linear"] = json.loads(linear.read_text())["top1_final"]
     knn = folder / "knn" / "results.json"
     if not knn.exists():
         knn_eval(cache, folder / "knn", split, streams=[stream], ks=(K,), seed=seed,
-                 backbone=preset.pretrain.backbone, device="cpu", echo=None, **source)  # fmt: skip
+                 backbone=preset.pretrain.backbone, device="cpu", echo=None, overwrite=True,
+                 **source)  # fmt: skip
     results["knn"] = json.loads(knn.read_text())["streams"][stream]["top1"][str(K)]
     return results
 

@@ -97,6 +97,7 @@ def evaluate(cache: Path, out: Path, preset, stream: str, seed: int, **source) -
         backbone=preset.pretrain.backbone,
         device="cpu",
         echo=None,
+        overwrite=True,  # a re-run evaluates again; the pre-training runs are reused
         **source,
     )
     print(f"  {label:<20} {stream:<17} top-1 {r['top1_final']:6.2f}", flush=True)

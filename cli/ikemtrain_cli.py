@@ -30,8 +30,10 @@ from ikemtrain.errors import USER_ERRORS, OutputExistsError  # noqa: E402
 
 from .errors import with_option  # noqa: E402
 from .options import (  # noqa: E402
+    RecordingGroup,
     bn_recalibration_option,
     check_encoder_choice,
+    check_out_mode,
     checkpoint_option,
     device_option,
     eval_out_option,
@@ -39,6 +41,7 @@ from .options import (  # noqa: E402
     out_argument_or_option,
     out_option,
     overrides,
+    overwrite_option,
     preset_option,
     random_init_option,
     resume_option,
@@ -69,6 +72,8 @@ def _user_errors():
     its traceback."""
     try:
         yield
+    except OutputExistsError as e:  # the folder given is the wrong one: a usage error
+        raise click.UsageError(with_option(e, _FLAGS)) from None
     except USER_ERRORS as e:
         raise _fail(e) from None
 
@@ -82,7 +87,9 @@ def _settings(table, **changes):
         raise click.UsageError(str(e)) from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    "ikemtrain", cls=RecordingGroup, context_settings={"help_option_names": ["-h", "--help"]}
+)
 @click.version_option(package_name="ikem-toolkit")
 def main() -> None:
     """Pre-train skeleton encoders on six modalities (IKEM), distil them into a three-stream
@@ -96,6 +103,7 @@ def main() -> None:
 @modalities_option()
 @run_out_option
 @resume_option
+@overwrite_option
 @click.option("--ekem/--no-ekem", default=None, help="Use the EKEM loss in stage 2.")
 @click.option("--ikem/--no-ikem", default=None, help="Use the IKEM loss in stage 2.")
 @click.option(
@@ -127,6 +135,7 @@ def pretrain(
     modalities,
     out,
     resume,
+    overwrite,
     ekem,
     ikem,
     reference_compat,
@@ -145,6 +154,7 @@ def pretrain(
     """
     from ikemtrain.engine import pretrain as run_pretrain
 
+    check_out_mode(resume, overwrite)
     cfg = _settings(
         preset.pretrain,
         split=split,
@@ -157,7 +167,7 @@ def pretrain(
         **overrides,
     )
     with _user_errors():
-        result = run_pretrain(cfg, cache, out, resume=resume, device=device)
+        result = run_pretrain(cfg, cache, out, resume=resume, device=device, overwrite=overwrite)
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
@@ -173,6 +183,7 @@ def pretrain(
 @preset_option()
 @run_out_option
 @resume_option
+@overwrite_option
 @click.option(
     "--loss-form",
     type=click.Choice(DISTILL_LOSS_FORMS),
@@ -202,6 +213,7 @@ def distill(
     preset,
     out,
     resume,
+    overwrite,
     loss_form,
     reference_compat,
     student_init,
@@ -219,6 +231,7 @@ def distill(
     """
     from ikemtrain.engine import distill as run_distill
 
+    check_out_mode(resume, overwrite)
     cfg = _settings(
         preset.distill,
         split=split,
@@ -228,7 +241,9 @@ def distill(
         **overrides,
     )
     with _user_errors():
-        result = run_distill(cfg, cache, teacher, out, resume=resume, device=device)
+        result = run_distill(
+            cfg, cache, teacher, out, resume=resume, device=device, overwrite=overwrite
+        )
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
@@ -271,6 +286,7 @@ ENCODERS_HELP = (
 )
 @preset_option()
 @eval_out_option
+@overwrite_option
 @overrides
 def linear_eval(
     cache,
@@ -283,6 +299,7 @@ def linear_eval(
     streams,
     preset,
     out,
+    overwrite,
     device,
     overrides,
 ):
@@ -301,7 +318,7 @@ def linear_eval(
         with _user_errors():
             results = run_linear_eval(
                 cfg, cache, folder, split, stream, device=device,
-                recalibrate_bn=bn_recalibration, **encoders,
+                recalibrate_bn=bn_recalibration, overwrite=overwrite, **encoders,
             )  # fmt: skip
         click.echo(_summary_line(stream, results, folder))
 
@@ -353,6 +370,7 @@ def _k_list(ctx: click.Context, param: click.Parameter, value: str) -> list[int]
 )
 @preset_option()
 @eval_out_option
+@overwrite_option
 @device_option
 @seed_option()
 def knn_eval(
@@ -366,6 +384,7 @@ def knn_eval(
     ks,
     preset,
     out,
+    overwrite,
     device,
     seed,
 ):
@@ -392,6 +411,7 @@ def knn_eval(
             seed=preset.linear_eval.seed if seed is None else seed,
             device=device,
             recalibrate_bn=bn_recalibration,
+            overwrite=overwrite,
             **encoders,
         )
     click.echo(f"-> {Path(out) / 'results.json'} ({len(results['streams'])} streams)")
@@ -421,6 +441,7 @@ def knn_eval(
 @preset_option()
 @out_option("Run folder: checkpoint.pt (every epoch), metrics.jsonl and results.json.")
 @resume_option
+@overwrite_option
 @run_overrides
 def finetune(
     cache,
@@ -433,6 +454,7 @@ def finetune(
     preset,
     out,
     resume,
+    overwrite,
     device,
     overrides,
 ):
@@ -449,13 +471,15 @@ def finetune(
     """
     from ikemtrain.engine.finetune import finetune as run_finetune
 
+    check_out_mode(resume, overwrite)
     encoders = _encoders(preset, checkpoint, random_init, modalities)
     cfg = _settings(preset.finetune, label_fraction=label_fraction, **overrides)
     for stream, folder in _stream_folders(streams, out):
         with _user_errors():
             results = run_finetune(
-                cfg, cache, folder, split, stream, resume=resume, device=device, **encoders
-            )
+                cfg, cache, folder, split, stream, resume=resume, device=device,
+                overwrite=overwrite, **encoders,
+            )  # fmt: skip
         click.echo(_summary_line(stream, results, folder))
 
 
@@ -465,7 +489,8 @@ def finetune(
 )
 @out_option("Folder for report.md, its PNG figures and confusion.csv.")
 @click.option("--no-figures", is_flag=True, help="Tables only, even where matplotlib is installed.")
-def report(runs, out, no_figures):
+@overwrite_option
+def report(runs, out, no_figures, overwrite):
     """Write a report of runs and results: Table 1, training curves, confusion, embedding.
 
     Example: ikemtrain report runs/xview6 runs/xview6-le-6s runs/xview6-knn --out runs/report
@@ -480,7 +505,7 @@ def report(runs, out, no_figures):
     from ikemtrain.report import NO_MATPLOTLIB, matplotlib_figure, write_report
 
     with _user_errors():
-        path = write_report(runs, out, figures=not no_figures)
+        path = write_report(runs, out, figures=not no_figures, overwrite=overwrite)
     click.echo(f"report: {path}")
     if not no_figures and matplotlib_figure() is None:
         click.echo(NO_MATPLOTLIB.split(";")[0])
@@ -599,7 +624,8 @@ _BASELINE_KEYS = {"bn_estimated": "random_init", "raw_bn": "random_init_raw_bn"}
 @click.option("--split", default="xview", show_default=True, help="Benchmark to train/evaluate.")
 @preset_option(default="tiny")
 @device_option
-def demo(out, classes, per_class, seed, workers, convert_workers, split, preset, device):
+@overwrite_option
+def demo(out, classes, per_class, seed, workers, convert_workers, split, preset, device, overwrite):
     """Run the whole pipeline on built-in synthetic data and compare with random init.
 
     Example: ikemtrain demo -o runs/demo  (or: ikemtrain demo runs/demo)
@@ -607,7 +633,7 @@ def demo(out, classes, per_class, seed, workers, convert_workers, split, preset,
     synth -> skelmod convert (all six modalities) -> pretrain (six modalities) ->
     linear-eval 6s of the pre-trained encoders and of random-init encoders (with BatchNorm
     statistics estimated on the training split, and raw); prints the table and writes
-    OUT/summary.json. OUT must be empty or absent.
+    OUT/summary.json. OUT must be empty or absent (or a previous demo, with --overwrite).
     """
     from ikemtrain.demo import RESULT_KEYS, run_demo
 
@@ -625,6 +651,7 @@ def demo(out, classes, per_class, seed, workers, convert_workers, split, preset,
             workers=convert_workers,
             device=device,
             echo=click.echo,
+            overwrite=overwrite,
         )
     except OutputExistsError as e:
         raise click.UsageError(str(e)) from None

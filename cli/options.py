@@ -32,14 +32,45 @@ from ikemtrain.config import (
     load_preset,
     preset_names,
 )
+from ikemtrain.runfolder import invocation, note_preset
 from skelmod.layout import MODALITY_NAMES, LayoutError, check_modalities
 
 
 def _load_preset(ctx: click.Context, param: click.Parameter, value: str) -> Preset:
     try:
-        return load_preset(value)
+        preset = load_preset(value)
     except ConfigError as e:
         raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    note_preset(value)
+    return preset
+
+
+class RecordingGroup(click.Group):
+    """A command group that records its command line (``run.json``'s ``argv``, with the
+    program's name first) for the run folders its commands write."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        ctx.meta["ikemtrain.argv"] = [self.name, *args]
+        return super().parse_args(ctx, args)
+
+    def invoke(self, ctx: click.Context):
+        with invocation(ctx.meta.get("ikemtrain.argv", [self.name])):
+            return super().invoke(ctx)
+
+
+def check_out_mode(resume: bool, overwrite: bool) -> None:
+    """``--resume`` with ``--overwrite`` is a usage error."""
+    if resume and overwrite:
+        raise click.UsageError("--resume and --overwrite exclude each other: continue the run "
+                               "in --out or replace it")  # fmt: skip
+
+
+overwrite_option = click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a previous run of this command in the output folder (never anything else); "
+    "without it the folder must be new or empty.",
+)
 
 
 def preset_option(default: str = "paper-ntu60"):

@@ -185,16 +185,33 @@ def main() -> None:
     data set) into an HDF5 cache of six modalities."""
 
 
+def _cache_out(f):
+    """``-o/--out`` and ``--overwrite`` of the commands that write a cache (convert, import):
+    one output rule, :func:`skelmod.convert.check_output`."""
+    f = click.option("--overwrite", is_flag=True, help="Replace an existing cache at -o.")(f)
+    return click.option(
+        "-o",
+        "--out",
+        required=True,
+        type=click.Path(dir_okay=False),
+        help="Cache file to write (atomically); never an input, a directory or a non-cache file.",
+    )(f)
+
+
+@contextlib.contextmanager
+def _cache_out_errors():
+    """``out`` refused by the output rule: a usage error about ``-o`` (exit 2)."""
+    from skelmod.convert import OutputError
+
+    try:
+        yield
+    except OutputError as e:
+        raise click.BadParameter(_message(e), param_hint="'-o' / '--out'") from None
+
+
 @main.command()
 @click.argument("raw_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Cache file to write (atomically); never an input, a directory or a non-cache file.",
-)
-@click.option("--overwrite", is_flag=True, help="Replace an existing cache at -o.")
+@_cache_out
 @click.option(
     "--dataset",
     type=click.Choice([*layout.BENCHMARKS, "auto"]),
@@ -231,11 +248,11 @@ def convert(raw_dir, out, overwrite, dataset, missing_list, workers, options, re
     reason in the summary) or the run failed, 2 for usage errors.
     """
     import skelmod.convert
-    from skelmod.convert import ConvertError, OutputError, convert
+    from skelmod.convert import ConvertError, convert
 
     skelmod.convert.LEAN_START = True  # this process is the command's own (skelmod._worker)
     try:
-        with Progress("converting", quiet) as progress:
+        with _cache_out_errors(), Progress("converting", quiet) as progress:
             report = convert(
                 raw_dir,
                 out,
@@ -247,8 +264,6 @@ def convert(raw_dir, out, overwrite, dataset, missing_list, workers, options, re
                 overwrite=overwrite,
                 progress=progress,
             )
-    except OutputError as e:
-        raise click.BadParameter(_message(e), param_hint="'-o' / '--out'") from None
     except SkelmodError as e:
         if isinstance(e, ConvertError) and e.report is not None:
             click.echo(e.report.summary())
@@ -259,13 +274,7 @@ def convert(raw_dir, out, overwrite, dataset, missing_list, workers, options, re
 
 @main.command("import")
 @click.argument("arrays", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option(
-    "-o",
-    "--out",
-    required=True,
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Cache file to write (atomically).",
-)
+@_cache_out
 @click.option(
     "--layout",
     "layout_name",
@@ -275,7 +284,7 @@ def convert(raw_dir, out, overwrite, dataset, missing_list, workers, options, re
 )
 @_conversion_options()
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def import_(arrays, out, layout_name, options, quiet):
+def import_(arrays, out, overwrite, layout_name, options, quiet):
     """Convert an .npz of concatenated sequences (any Kinect-style data set) into a cache.
 
     Example: skelmod import utkinect.npz --layout kinect-v1-20 -o utkinect.h5
@@ -288,9 +297,18 @@ def import_(arrays, out, layout_name, options, quiet):
     """
     from skelmod.importer import import_arrays
 
-    with _user_errors(), Progress("importing", quiet, unit="sequence") as progress:
+    with (
+        _user_errors(),
+        _cache_out_errors(),
+        Progress("importing", quiet, unit="sequence") as progress,
+    ):
         report = import_arrays(
-            arrays, out, layout_name=layout_name, options=options, progress=progress
+            arrays,
+            out,
+            layout_name=layout_name,
+            options=options,
+            progress=progress,
+            overwrite=overwrite,
         )
     click.echo(report.summary())
     sys.exit(0 if report.ok else 1)

@@ -175,11 +175,13 @@ def scheduled_lr(cfg: Any, epoch: int, iteration: int, iterations: int) -> float
 Check = Callable[[Any], Any]
 
 
-def _int(v: Any, lo: int | None = None) -> int:
+def _int(v: Any, lo: int | None = None, hi: int | None = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"expected an integer, got {v!r}")
     if lo is not None and v < lo:
         raise ValueError(f"expected an integer >= {lo}, got {v!r}")
+    if hi is not None and v > hi:
+        raise ValueError(f"expected an integer <= {hi} (the limit), got {v!r}")
     return v
 
 
@@ -245,8 +247,8 @@ def _optional_bool(v: Any) -> bool | None:
     return None if v is None else _bool(v)
 
 
-def _integer(lo: int | None = None) -> Check:
-    return lambda v: _int(v, lo)
+def _integer(lo: int | None = None, hi: int | None = None) -> Check:
+    return lambda v: _int(v, lo, hi)
 
 
 def _number(lo: float | None = None, hi: float | None = None, open_lo: bool = False) -> Check:
@@ -256,6 +258,35 @@ def _number(lo: float | None = None, hi: float | None = None, open_lo: bool = Fa
 _ANY_INT = _integer()
 _COUNT = _integer(0)  # seeds, workers, epochs that may be 0
 _AT_LEAST_ONE = _integer(1)
+
+# Bounds of the model's sizes, stated once (the data's are in skelmod.limits): far above the
+# paper's (hidden 16 / 256, feature 128, queue 32768, batch 128) and below what exhausts a
+# machine when a preset or a checkpoint's config asks for it.
+#: hidden_channels (the first ST-GCN width; the last is 16 times it)
+MAX_CHANNELS = 256
+#: hidden_dim, feature_dim
+MAX_WIDTH = 8192
+#: queue_size (negatives per modality)
+MAX_QUEUE = 1 << 20
+#: batch sizes
+MAX_BATCH = 1 << 16
+_CHANNELS = _integer(1, MAX_CHANNELS)
+
+
+def check_backbone(backbone: Mapping[str, Any], where: str = "backbone") -> None:
+    """ConfigError naming ``where`` when STGCN kwargs (a checkpoint's or a student file's,
+    which no preset check has seen) ask for widths beyond :data:`MAX_CHANNELS` /
+    :data:`MAX_WIDTH`; checked before a module of that size is built."""
+    for key, limit in (("hidden_channels", MAX_CHANNELS), ("hidden_dim", MAX_WIDTH)):
+        value = backbone.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ConfigError(f"{where} {key} must be an integer in 1 .. {limit}, found {value!r}")
+
+
+_WIDTH = _integer(1, MAX_WIDTH)
+_QUEUE = _integer(1, MAX_QUEUE)
+_QUEUE_OR_AUTO = _integer(0, MAX_QUEUE)  # 0: sized to the data (resolve_queue_size)
+_BATCH = _integer(1, MAX_BATCH)
 _POSITIVE = _number(0.0, open_lo=True)
 _NON_NEGATIVE = _number(0.0)
 _UNIT_INTERVAL = _number(0.0, 1.0)
@@ -329,12 +360,12 @@ class PretrainConfig(_Settings):
     #: cross_epoch, the lr steps and the warm-up, are stretched to give at least this many
     #: steps on the training split at hand (``resolve_run_length``)
     total_steps: int = setting(0, _COUNT)
-    batch_size: int = setting(128, _AT_LEAST_ONE)
+    batch_size: int = setting(128, _BATCH)
     weight_decay: float = setting(1e-4, _NON_NEGATIVE)
     sgd_momentum: float = setting(0.9, _UNIT_INTERVAL)
     #: keys per queue; 0 (auto): the largest power of two at most half of what one epoch
     #: enqueues beyond the batch, ``(n_train - batch_size) / 2`` (``resolve_queue_size``)
-    queue_size: int = setting(32768, _COUNT)
+    queue_size: int = setting(32768, _QUEUE_OR_AUTO)
     #: MoCo key-encoder momentum
     momentum: float = setting(0.999, _UNIT_INTERVAL)
     tau: float = setting(0.07, _POSITIVE)
@@ -348,9 +379,9 @@ class PretrainConfig(_Settings):
     #: key encoders held fixed in stage 2 (§6: the "high-performance modalities"); departure
     #: ``[]``: every key encoder stays a momentum average of its query encoder, as in stage 1
     frozen_keys: tuple[str, ...] = setting(("joint", "bone", "rotation_axis"), _modalities_or_empty)
-    hidden_channels: int = setting(16, _AT_LEAST_ONE)
-    hidden_dim: int = setting(256, _AT_LEAST_ONE)
-    feature_dim: int = setting(128, _AT_LEAST_ONE)
+    hidden_channels: int = setting(16, _CHANNELS)
+    hidden_dim: int = setting(256, _WIDTH)
+    feature_dim: int = setting(128, _WIDTH)
     dropout: float = setting(0.5, _UNIT_INTERVAL)
     crop_ratio: int = setting(6, _ANY_INT)
     shear: float = setting(0.5, _NON_NEGATIVE)
@@ -389,6 +420,11 @@ class PretrainConfig(_Settings):
         if self.queue_size and self.topk > self.queue_size:
             raise ConfigError(
                 f"[pretrain] topk: expected at most queue_size ({self.queue_size}), got {self.topk}"
+            )
+        if self.head_bn and self.batch_size < 2:
+            raise ConfigError(
+                "[pretrain] batch_size: BatchNorm heads (head_bn) need at least 2 samples per "
+                f"batch, got {self.batch_size}"
             )
 
     @property
@@ -442,10 +478,10 @@ class DistillConfig(_Settings):
     schedule: str = setting("step", _choice(*SCHEDULES))
     #: departure (CPU presets): the lr rises linearly over this many epochs' steps (0: none)
     warmup_epochs: int = setting(0, _COUNT)
-    batch_size: int = setting(128, _AT_LEAST_ONE)
+    batch_size: int = setting(128, _BATCH)
     weight_decay: float = setting(1e-4, _NON_NEGATIVE)
     sgd_momentum: float = setting(0.9, _UNIT_INTERVAL)
-    queue_size: int = setting(32768, _AT_LEAST_ONE)
+    queue_size: int = setting(32768, _QUEUE)
     tau: float = setting(0.07, _POSITIVE)
     topk: int = setting(1, _AT_LEAST_ONE)
     context: bool = setting(True, _bool)
@@ -485,8 +521,8 @@ class LinearEvalConfig(_Settings):
     epochs: int = setting(100, _AT_LEAST_ONE)
     lr: float = setting(3.0, _POSITIVE)
     steps: tuple[int, ...] = setting((80,), _steps)
-    batch_size: int = setting(128, _AT_LEAST_ONE)
-    eval_batch_size: int = setting(128, _AT_LEAST_ONE)
+    batch_size: int = setting(128, _BATCH)
+    eval_batch_size: int = setting(128, _BATCH)
     weight_decay: float = setting(0.0, _NON_NEGATIVE)
     sgd_momentum: float = setting(0.9, _UNIT_INTERVAL)
     eval_interval: int = setting(5, _AT_LEAST_ONE)
@@ -517,8 +553,8 @@ class FinetuneConfig(_Settings):
     #: ``"step"``: ×0.1 after each of ``steps``; ``"cosine"``: cosine decay to 0 over the run
     #: (``steps`` unused)
     schedule: str = setting("step", _choice(*SCHEDULES))
-    batch_size: int = setting(128, _AT_LEAST_ONE)
-    eval_batch_size: int = setting(128, _AT_LEAST_ONE)
+    batch_size: int = setting(128, _BATCH)
+    eval_batch_size: int = setting(128, _BATCH)
     weight_decay: float = setting(1e-4, _NON_NEGATIVE)
     sgd_momentum: float = setting(0.9, _UNIT_INTERVAL)
     eval_interval: int = setting(5, _AT_LEAST_ONE)

@@ -68,8 +68,11 @@ def sample_generator(seed: int, epoch: int, index: int) -> np.random.Generator:
 
 def open_cache(cache: str | os.PathLike | CacheReader) -> CacheReader:
     """``cache`` itself if it is an open :class:`~skelmod.cache.CacheReader`, else one on that
-    path: what every function taking a cache accepts."""
-    return cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    path: what every function taking a cache accepts. Its joints are checked as the writer
+    checked them (finite, within 100 m: :meth:`~skelmod.cache.CacheReader.check_values`)."""
+    reader = cache if isinstance(cache, CacheReader) else CacheReader(cache)
+    reader.check_values()
+    return reader
 
 
 def _modalities(modalities: Sequence[str]) -> tuple[str, ...]:

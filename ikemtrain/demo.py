@@ -14,14 +14,13 @@ import json
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from skelmod.layout import MODALITY_NAMES
 
 from .baseline import random_baseline
 from .config import Preset, load_preset
-from .errors import OutputExistsError
+from .runfolder import open_run_folder
 
 __all__ = ["DEMO_ROWS", "RESULT_KEYS", "run_demo"]
 
@@ -45,6 +44,7 @@ def run_demo(
     workers: int | None = None,
     device: str = "auto",
     echo: Callable[[str], None] | None = print,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run the demo in the new folder ``out_dir`` and return its summary.
 
@@ -60,6 +60,7 @@ def run_demo(
         workers: conversion processes (``None``: all cores; 0 counts as 1).
         device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         echo: receives one line per step (``None``: silent).
+        overwrite: replace a previous demo in ``out_dir`` (:mod:`ikemtrain.runfolder`).
 
     Returns the dict written to ``summary.json``: ``classes``, ``per_class``, ``seed``,
     ``split``, ``preset``, ``train_samples``, ``val_samples``, one dict of
@@ -68,27 +69,30 @@ def run_demo(
     (per step and ``total``) and both configs.
 
     Raises:
-        OutputExistsError: ``out_dir`` holds files.
+        OutputExistsError: ``out_dir`` holds files (and is not a demo to ``overwrite``).
         ikemtrain.errors.USER_ERRORS: a bad preset or synthetic-set size, a folder that cannot
             be written, or a failed run.
     """
-    from skelmod.convert import ConvertOptions, convert
-    from skelmod.synth import generate
-
-    from .engine import linear_eval, pretrain
-    from .engine.logging import make_out_dir
-
     say = echo or (lambda line: None)
-    out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()):
-        raise OutputExistsError(f"{out} is not empty; give a new folder")
-    started = time.perf_counter()
-    timings: dict[str, float] = {}
     if isinstance(preset, str):
         preset = load_preset(preset)
     pcfg = preset.pretrain.replace(modalities=MODALITY_NAMES)
     lcfg = preset.linear_eval
-    make_out_dir(out)
+    settings = {"classes": classes, "per_class": per_class, "workers": workers,
+                "pretrain": pcfg.to_dict(), "linear_eval": lcfg.to_dict()}  # fmt: skip
+    mode = "overwrite" if overwrite else "new"
+    with open_run_folder(out_dir, "demo", mode, settings=settings) as folder:
+        return _run_demo(folder.path, preset, pcfg, lcfg, classes, per_class, workers, device, say)
+
+
+def _run_demo(out, preset, pcfg, lcfg, classes, per_class, workers, device, say) -> dict:
+    from skelmod.convert import ConvertOptions, convert
+    from skelmod.synth import generate
+
+    from .engine import linear_eval, pretrain
+
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
     raw = out / "raw"

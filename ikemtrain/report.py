@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,13 +40,14 @@ from typing import Any
 import numpy as np
 
 from skelmod.layout import MODALITY_NAMES
+from skelmod.limits import MAX_CLASSES
 
 from .collapse import COLLAPSE_STD
 from .config import MODALITY_SETS, STUDENT_STREAMS
 from .engine.checkpoint import CHECKPOINT_NAME, load_run
 from .engine.linear_eval import PREDICTIONS_NAME
-from .engine.logging import make_out_dir
-from .errors import CheckpointError, ReportError
+from .errors import CheckpointError, OutputError, ReportError
+from .runfolder import RUN_JSON, open_run_folder, read_run_json
 
 __all__ = ["collect", "confusion_matrix", "matplotlib_figure", "table1", "write_report"]
 
@@ -98,6 +100,103 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+# --- what the report reads, checked (issue 24.5): every field, its type and range ------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+def _percent(v: Any) -> bool:
+    return _is_number(v) and 0.0 <= v <= 100.0
+
+
+def _str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _opt(check):
+    return lambda v: v is None or check(v)
+
+
+def _dict(v: Any) -> bool:
+    return isinstance(v, dict)
+
+
+def _str_list(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+
+def _ks(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(_is_int(k) and k >= 1 for k in v)
+
+
+def _knn_streams(v: Any) -> bool:
+    def table(t: Any) -> bool:
+        return isinstance(t, dict) and all(
+            isinstance(k, str) and k.isdigit() and _percent(x) for k, x in t.items()
+        )
+
+    return (
+        isinstance(v, dict)
+        and bool(v)
+        and all(
+            isinstance(name, str) and isinstance(s, dict) and table(s.get("top1"))
+            and table(s.get("top5", {}))
+            for name, s in v.items()
+        )
+    )  # fmt: skip
+
+
+#: Each field of ``results.json`` the report reads: its check and what it must be.
+_FIELDS: dict[str, tuple[Any, str]] = {
+    "protocol": (_str, "a string"),
+    "split": (_str, "a string"),
+    "stream": (_str, "a string"),
+    "top1_final": (_percent, "a percentage (0 .. 100)"),
+    "top1_best": (_percent, "a percentage (0 .. 100)"),
+    "top5_final": (_percent, "a percentage (0 .. 100)"),
+    "top5_best": (_percent, "a percentage (0 .. 100)"),
+    "label_fraction": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1]"),
+    "num_class": (lambda v: _is_int(v) and 1 <= v <= MAX_CLASSES, f"an integer 1 .. {MAX_CLASSES}"),
+    "streams": (_knn_streams, "{stream: {top1: {k: percentage}, top5: ...}}"),
+    "k": (_ks, "a list of positive integers"),
+    "train_samples": (lambda v: _is_int(v) and v >= 0, "a count"),
+    "val_samples": (lambda v: _is_int(v) and v >= 0, "a count"),
+    "cache": (_str, "a string"),
+    "checkpoint": (_opt(_str), "a string or null"),
+    "encoders": (_str, "a string"),
+    "random_init": (lambda v: isinstance(v, bool), "true or false"),
+    "standardized": (lambda v: isinstance(v, bool), "true or false"),
+    "bn_recalibrated": (lambda v: v is None or isinstance(v, bool), "true, false or null"),
+    "modalities": (_str_list, "a list of strings"),
+    "config": (_opt(_dict), "an object"),
+    "pretrain_config": (_opt(_dict), "an object"),
+    "distill_config": (_opt(_dict), "an object"),
+    "backbone": (_opt(_dict), "an object"),
+}
+
+
+def check_fields(path: Path, data: dict[str, Any], required: Sequence[str] = ()) -> None:
+    """ReportError naming ``path`` and the first field of ``data`` that is missing (of
+    ``required``) or not what :data:`_FIELDS` says."""
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise ReportError(f"{path}: no {', '.join(map(repr, missing))}")
+    for key, (check, what) in _FIELDS.items():
+        if key in data and not check(data[key]):
+            raise ReportError(f"{path}: {key!r} must be {what}, found {_show(data[key])}")
+
+
+def _show(v: Any) -> str:
+    text = json.dumps(v) if not isinstance(v, float) else repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _read_result(folder: Path) -> Result:
     path = folder / RESULTS_NAME
     data = _read_json(path)
@@ -106,14 +205,15 @@ def _read_result(folder: Path) -> Result:
         "linear-eval": ("stream", "top1_final", "top1_best", "split"),
         "finetune": ("stream", "top1_final", "top1_best", "label_fraction", "split"),
         "knn": ("streams", "k", "split"),
-    }.get(protocol)
+    }.get(protocol) if isinstance(protocol, str) else None  # fmt: skip
     if needed is None:
-        raise ReportError(f"{path}: unknown protocol {protocol!r}")
+        raise ReportError(f"{path}: unknown protocol {_show(protocol)}")
     missing = [k for k in needed if k not in data]
     if missing:
         raise ReportError(
             f"{path}: not an ikemtrain {protocol} result (no {', '.join(map(repr, missing))})"
         )
+    check_fields(path, data)
     return Result(folder, data)
 
 
@@ -127,8 +227,18 @@ def _read_run(folder: Path) -> Run:
             record = json.loads(line)
         except ValueError:
             raise ReportError(f"{path}: line {i} is not JSON") from None
-        if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+        if not isinstance(record, dict) or not _is_int(record.get("epoch")):
             raise ReportError(f"{path}: line {i} is not an epoch record (no integer 'epoch')")
+        for key in ("loss", "lr", "top1"):
+            if key in record and not (_is_number(record[key]) or record[key] is None):
+                raise ReportError(
+                    f"{path}: line {i}: {key!r} must be a number, found {_show(record[key])}"
+                )
+        for key in ("losses", "collapse"):
+            if key in record and not isinstance(record[key], dict):
+                raise ReportError(
+                    f"{path}: line {i}: {key!r} must be an object, found {_show(record[key])}"
+                )
         records.append(record)
     state: dict[str, Any] = {}
     if (folder / CHECKPOINT_NAME).exists():
@@ -306,11 +416,26 @@ def _predictions(result: Result) -> dict[str, np.ndarray] | None:
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in ("labels", "predicted", "embedding")}
-    except (OSError, KeyError, ValueError) as e:
+    except (OSError, KeyError, ValueError, EOFError) as e:
         raise ReportError(f"{path}: not readable predictions ({e})") from None
+    num_class = result.data.get("num_class")
+    if not _is_int(num_class):
+        raise ReportError(f"{result.path / RESULTS_NAME}: no integer 'num_class' for {path}")
+    for key in ("labels", "predicted"):
+        a = data[key]
+        if a.ndim != 1 or a.dtype.kind not in "iu":
+            raise ReportError(f"{path}: {key!r} must be 1-D integers, found {a.dtype} {a.shape}")
+        if a.size and (a.min() < 0 or a.max() >= num_class):
+            raise ReportError(
+                f"{path}: {key!r} must lie in 0 .. {num_class - 1} (num_class), found "
+                f"{a.min()} .. {a.max()}"
+            )
     n = len(data["labels"])
-    if len(data["predicted"]) != n or data["embedding"].shape != (n, 2):
+    emb = data["embedding"]
+    if len(data["predicted"]) != n or emb.shape != (n, 2):
         raise ReportError(f"{path}: labels, predicted and embedding differ in length")
+    if emb.dtype.kind != "f" or not np.isfinite(emb).all():
+        raise ReportError(f"{path}: 'embedding' must hold finite floats, found {emb.dtype}")
     return data
 
 
@@ -386,42 +511,74 @@ def _settings(config: dict[str, Any] | None) -> str:
     )
 
 
-def _encoder_args(d: dict[str, Any]) -> str:
+def _encoder_args(d: dict[str, Any]) -> list[str]:
     if d.get("checkpoint"):
-        return f"--checkpoint {d['checkpoint']}"
+        return ["--checkpoint", str(d["checkpoint"])]
     mods = d.get("modalities") or []
     n = 3 if set(mods) <= set(MODALITY_SETS[3]) else 6
-    flags = f"--random-init --modalities {n}"
+    flags = ["--random-init", "--modalities", str(n)]
     if d.get("protocol") != "finetune" and d.get("bn_recalibrated") is False:
-        flags += " --no-bn-recalibration"
+        flags.append("--no-bn-recalibration")
     return flags
 
 
-def _command(result: Result) -> str:
-    d, out = result.data, result.path
-    head = f"ikemtrain {{}} {d.get('cache', 'CACHE')} --split {d['split']} {_encoder_args(d)}"
+def _command(result: Result) -> list[str]:
+    """The arguments of a command equivalent to the one that wrote ``result`` (for folders
+    written before ``run.json``, which records the real one)."""
+    d, out = result.data, str(result.path)
+    head = [str(d.get("cache", "CACHE")), "--split", str(d["split"]), *_encoder_args(d)]
     if result.protocol == "knn":
-        streams = ",".join(d["streams"])
+        streams = ",".join(map(str, d["streams"]))
         k = ",".join(map(str, d["k"]))
-        return head.format("knn-eval") + f" --streams {streams} --k {k} --out {out}"
+        return ["ikemtrain", "knn-eval", *head, "--streams", streams, "--k", k, "--out", out]
     if result.protocol == "finetune":
-        return (
-            head.format("finetune")
-            + f" --streams {d['stream']} --label-fraction {d['label_fraction']:g} --out {out}"
-        )
-    std = " --standardize" if d.get("standardized") else ""
-    return head.format("linear-eval") + f" --streams {d['stream']}{std} --out {out}"
+        fraction = f"{d['label_fraction']:g}"
+        return ["ikemtrain", "finetune", *head, "--streams", str(d["stream"]),
+                "--label-fraction", fraction, "--out", out]  # fmt: skip
+    std = ["--standardize"] if d.get("standardized") else []
+    return ["ikemtrain", "linear-eval", *head, "--streams", str(d["stream"]), *std, "--out", out]
 
 
-def _run_command(run: Run) -> str:
+def _run_command(run: Run) -> list[str]:
+    """Like :func:`_command`, for a training run."""
     s, cfg = run.state, run.state.get("config") or {}
-    cache, split = s.get("cache", "CACHE"), cfg.get("split", "SPLIT")
+    cache, split = str(s.get("cache", "CACHE")), str(cfg.get("split", "SPLIT"))
     if run.kind == "distill":
-        teacher = s.get("teacher_run", "TEACHER")
-        return f"ikemtrain distill {cache} --split {split} --teacher {teacher} --out {run.path}"
+        teacher = str(s.get("teacher_run", "TEACHER"))
+        return ["ikemtrain", "distill", cache, "--split", split, "--teacher", teacher,
+                "--out", str(run.path)]  # fmt: skip
     mods = cfg.get("modalities") or []
-    n = f" --modalities {len(mods)}" if mods else ""
-    return f"ikemtrain pretrain {cache} --split {split}{n} --out {run.path}"
+    n = ["--modalities", str(len(mods))] if mods else []
+    return ["ikemtrain", "pretrain", cache, "--split", split, *n, "--out", str(run.path)]
+
+
+def _recorded_argv(folder: Path) -> list[str] | None:
+    """The command line ``run.json`` recorded for ``folder`` (None: no usable record)."""
+    try:
+        record = read_run_json(folder)
+    except OutputError:
+        return None
+    argv = record.get("argv") if record else None
+    if isinstance(argv, list) and argv and all(isinstance(a, str) for a in argv):
+        return argv
+    return None
+
+
+def _code(text: str) -> str:
+    """``text`` as a markdown code span, whatever backticks it holds."""
+    fence = "`" * (max((len(m) for m in re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def command_line(folder: Path, equivalent: list[str]) -> str:
+    """How the report shows the command behind ``folder``: the recorded ``argv``, else the
+    ``equivalent`` one, each argument quoted for a POSIX shell (:func:`shlex.join`), so a name
+    like ``x.h5; touch y`` is shown as one quoted argument, never as two commands."""
+    argv = _recorded_argv(folder)
+    if argv is not None:
+        return f"{_code(shlex.join(argv))} (recorded in {RUN_JSON})"
+    return f"{_code(shlex.join(equivalent))} (equivalent; the settings are those it ran with)"
 
 
 def _sources(results: Sequence[Result], runs: Sequence[Run]) -> list[str]:
@@ -431,10 +588,10 @@ def _sources(results: Sequence[Result], runs: Sequence[Run]) -> list[str]:
         if isinstance(item, Result):
             d = item.data
             lines += [
-                f"- **[{item.ref}]** `{item.path / RESULTS_NAME}`: {item.protocol}, "
+                f"- **[{item.ref}]** {_code(str(item.path / RESULTS_NAME))}: {item.protocol}, "
                 f"{d['split']}, {d.get('train_samples', '?')} train / "
                 f"{d.get('val_samples', '?')} val samples",
-                f"  - command (equivalent; the settings are those it ran with): `{_command(item)}`",
+                f"  - command: {command_line(item.path, _command(item))}",
                 f"  - settings: {_settings(d.get('config'))}",
             ]
             if d.get("pretrain_config"):
@@ -445,9 +602,9 @@ def _sources(results: Sequence[Result], runs: Sequence[Run]) -> list[str]:
                 lines.append(f"  - backbone: {_settings(d['backbone'])}")
             continue
         same = by_folder.get(item.path.resolve())
-        command = f"as [{same}]" if same else f"`{_run_command(item)}` (equivalent)"
+        command = f"as [{same}]" if same else command_line(item.path, _run_command(item))
         lines += [
-            f"- **[{item.ref}]** `{item.path / METRICS_NAME}`: {item.kind} run",
+            f"- **[{item.ref}]** {_code(str(item.path / METRICS_NAME))}: {item.kind} run",
             f"  - command: {command}",
             f"  - settings: {_settings(item.state.get('config'))}",
         ]
@@ -462,13 +619,24 @@ def _slug(path: Path) -> str:
 
 
 def write_report(
-    paths: Sequence[str | os.PathLike], out_dir: str | os.PathLike, figures: bool = True
+    paths: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    figures: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``out_dir/report.md`` (and its figures and ``confusion.csv``) for the runs and
     results in ``paths``; return its path. ``figures=False`` (or no matplotlib) writes the
-    tables only. Raises ReportError for unusable inputs, OutputError for ``out_dir``."""
+    tables only. ``out_dir`` must be new unless ``overwrite`` (a previous report there is
+    replaced; :mod:`ikemtrain.runfolder`). Raises ReportError for unusable inputs,
+    OutputError for ``out_dir``."""
     results, runs = collect(paths)
-    out = make_out_dir(out_dir)
+    settings = {"runs": [str(p) for p in paths], "figures": figures}
+    mode = "overwrite" if overwrite else "new"
+    with open_run_folder(out_dir, "report", mode, settings=settings) as folder:
+        return _write_report(results, runs, folder.path, figures)
+
+
+def _write_report(results: list[Result], runs: list[Run], out: Path, figures: bool) -> Path:
     Figure = matplotlib_figure() if figures else None
     lines = ["# ikemtrain report", ""]
     if figures and Figure is None:

@@ -29,8 +29,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from skelmod import limits
 from skelmod.modalities import compute_modalities
 
+from .config import check_backbone
 from .engine.checkpoint import CheckpointError, load_run, save_checkpoint
 from .engine.encoders import ENCODER_PREFIX
 from .engine.linear_eval import HEADS_NAME
@@ -66,6 +68,7 @@ class Student(nn.Module):
         dataset: str | None = None,
     ):
         super().__init__()
+        _check_sizes(backbone, t_target, num_class)
         self.modalities = tuple(modalities)
         self.backbone = dict(backbone)
         self.t_target, self.unit_axis, self.bones = int(t_target), bool(unit_axis), bones
@@ -159,6 +162,7 @@ class Student(nn.Module):
             )
         if x.dtype not in (np.float32, np.float64):
             raise ValueError(f"joints must be float32 or float64, got {x.dtype}")
+        _check_plausible(x, frame_count)
         return compute_modalities(
             x.astype(np.float32, copy=False),
             np.asarray(frame_count),
@@ -207,6 +211,41 @@ class Student(nn.Module):
     def predict(self, joints, frame_count, batch_size: int = 256) -> np.ndarray:
         """Predicted labels ``(N,)`` int64 (0-based: action − 1). Needs a classifier."""
         return self.logits(joints, frame_count, batch_size).argmax(axis=1)
+
+
+def _check_sizes(backbone: Mapping[str, Any], t_target: Any, num_class: Any) -> None:
+    """ValueError for a size beyond the limits (:mod:`ikemtrain.config`,
+    :mod:`skelmod.limits`), before a module of that size is built."""
+    check_backbone(backbone)
+    bounds = (
+        ("t_target", t_target, limits.MAX_TARGET_FRAMES),
+        ("num_class", 1 if num_class is None else num_class, limits.MAX_CLASSES),
+    )
+    for what, value, limit in bounds:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit:
+            raise ValueError(f"{what} must be an integer in 1 .. {limit}, found {value!r}")
+
+
+def _check_plausible(x: np.ndarray, frame_count: Any) -> None:
+    """ValueError naming the first sample with non-finite or implausible joints (beyond
+    :data:`skelmod.limits.MAX_COORDINATE_M`), or a frame count outside 1 .. MAX_RAW_FRAMES."""
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.abs(x) <= limits.MAX_COORDINATE_M)  # NaN compares false: caught too
+    if bad.any():
+        i, c, t, v, m = (int(k) for k in np.argwhere(bad)[0])
+        raise ValueError(
+            f"joints[{i}] holds {float(x[i, c, t, v, m]):g} at frame {t + 1}, joint {v + 1}, "
+            f"body {m + 1}: expected finite coordinates within {limits.MAX_COORDINATE_M:g} m"
+        )
+    fc = np.asarray(frame_count)
+    if fc.dtype.kind not in "iu" or fc.ndim > 1 or (fc.ndim == 1 and len(fc) != len(x)):
+        raise ValueError(
+            f"frame_count must be an integer or ({len(x)},) integers, got {fc.dtype} {fc.shape}"
+        )
+    if fc.size and (fc.min() < 1 or fc.max() > limits.MAX_RAW_FRAMES):
+        raise ValueError(
+            f"frame_count must lie in 1 .. {limits.MAX_RAW_FRAMES}, found {fc.min()} .. {fc.max()}"
+        )
 
 
 def _plain(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -42,9 +42,10 @@ from numba.core import config, types
 from numba.extending import intrinsic
 
 from .layout import V
+from .limits import MAX_BODIES
 
 #: Kinect v2 tracks at most six bodies; a frame listing more is corrupt.
-MAX_BODIES_PER_FRAME = 6
+MAX_BODIES_PER_FRAME = MAX_BODIES
 #: Values on a body line (§1.1): bodyID and 9 more, kept in ``body_info``.
 BODY_VALUES = 10
 #: Values on a joint line (§1.1).

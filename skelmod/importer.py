@@ -12,7 +12,7 @@ key                 shape, dtype                  content
                                                   ``offsets[0] = 0``, increasing,
                                                   ``offsets[N] = ΣT``
 ``label``           ``(N,)`` int                  class, ``0 .. num_class-1`` (num_class =
-                                                  ``max(label) + 1``)
+                                                  ``max(label) + 1``; labels at most 32766)
 ``subject``         ``(N,)`` int, optional        subject id (0 .. 32767)
 ``view``            ``(N,)`` int, optional        camera / view id (0 .. 32767)
 ``name``            ``(N,)`` str, optional        unique sample names (default ``"000000"``, ...)
@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from . import layout
+from . import layout, limits
 from .cache import CUSTOM_DATASET, CacheWriter, partial_path
+from .convert import check_output
 from .errors import SkelmodError
 from .pipeline import ConvertOptions, Sample, run
 from .report import ConvertReport, sample_counts
@@ -77,6 +78,51 @@ def _int_array(path: Path, key: str, a: np.ndarray, shape: tuple[int, ...], hi: 
     return a.astype(np.int64)
 
 
+def _header(npz: np.lib.npyio.NpzFile, key: str) -> tuple[tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, header bytes)`` that member ``key``'s ``.npy`` header declares."""
+    with npz.zip.open(key + ".npy") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        return shape, dtype, f.tell()
+
+
+def _check_declared(path: Path, npz, keys: set[str], sizes: dict[str, int], v: int) -> None:
+    """The shapes the members' headers declare, before any array is read: each must hold
+    exactly the bytes its zip entry holds (a header cannot claim 10^12 frames of a small
+    member), and the sizes must lie within :mod:`skelmod.limits` (bodies, sequences)."""
+    for key in sorted(keys):
+        try:
+            shape, dtype, header = _header(npz, key)
+        except (ValueError, SyntaxError, OSError, EOFError, zipfile.BadZipFile) as e:
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise ArrayImportError(
+                f"{path}: {key!r} is not a readable .npy member ({reason})"
+            ) from None
+        if dtype.hasobject:
+            continue  # refused when read (no pickle)
+        declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if declared != sizes.get(key, 0) - header:
+            raise ArrayImportError(
+                f"{path}: {key!r} declares shape {shape} {dtype} ({declared} bytes) but its "
+                f"member holds {sizes.get(key, 0) - header} bytes of data"
+            )
+        if key == "joints" and len(shape) == 4 and shape[1] > limits.MAX_BODIES:
+            raise ArrayImportError(
+                f"{path}: 'joints' declares {shape[1]} bodies (M), more than the limit of "
+                f"{limits.MAX_BODIES}"
+            )
+        if key == "offsets" and len(shape) == 1 and shape[0] > limits.MAX_SAMPLES + 1:
+            raise ArrayImportError(
+                f"{path}: 'offsets' declares {shape[0] - 1} sequences, more than the limit of "
+                f"{limits.MAX_SAMPLES}"
+            )
+
+
 def load_arrays(path: str | os.PathLike, layout_name: str) -> dict[str, Any]:
     """Read and check an arrays file (module docstring). Returns ``joints`` as
     ``(ΣT, M, V, 3)`` float64, ``offsets``, ``label``, ``subject``, ``view``, ``name`` and
@@ -110,6 +156,7 @@ def load_arrays(path: str | os.PathLike, layout_name: str) -> dict[str, Any]:
                 "label, optional subject, view, name and train_<split> masks"
             )
         sizes = {i.filename.removesuffix(".npy"): i.file_size for i in npz.zip.infolist()}
+        _check_declared(path, npz, keys, sizes, lay.V)
         limit = _memory_limit()
         big = [k for k in sorted(keys) if sizes.get(k, 0) > limit]
         if big:
@@ -159,8 +206,16 @@ def load_arrays(path: str | os.PathLike, layout_name: str) -> dict[str, Any]:
             f"offsets[{i}] = {offsets[i]} >= offsets[{i + 1}] = {offsets[i + 1]}"
         )
     n = offsets.size - 1
+    long = np.flatnonzero(np.diff(offsets) > limits.MAX_RAW_FRAMES)
+    if long.size:
+        i = int(long[0])
+        raise ArrayImportError(
+            f"{path}: 'offsets': sequence {i} has {offsets[i + 1] - offsets[i]} frames, more "
+            f"than the limit of {limits.MAX_RAW_FRAMES}"
+        )
 
-    label = _int_array(path, "label", arrays["label"], (n,), _INT16_MAX)
+    # the cache stores label and action = label + 1 as int16: labels stop one short of its top
+    label = _int_array(path, "label", arrays["label"], (n,), limits.MAX_CLASSES - 1)
     ids = {
         k: _int_array(path, k, arrays[k], (n,), _INT16_MAX) if k in arrays else np.zeros(n, int)
         for k in _OPTIONAL_INT
@@ -214,17 +269,25 @@ def import_arrays(
     options: ConvertOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
     block: int = 256,
+    overwrite: bool = False,
 ) -> ConvertReport:
     """Convert the sequences of an arrays file (module docstring) into the cache ``out``.
+
+    ``out`` follows convert's rule (:func:`skelmod.convert.check_output`, checked before the
+    arrays are read): never the arrays file itself, a directory or a path ending in a slash, or
+    an existing file that is not a cache; an existing cache only with ``overwrite``. The cache
+    is written under convert's lock (one writer per output) and replaced atomically.
 
     Returns the :class:`~skelmod.report.ConvertReport` (``report.ok`` is False when some
     sequences were rejected; they are named ``name: reason``).
 
     Raises:
+        OutputError: ``out`` breaks the output rule (nothing read, nothing written).
         ArrayImportError: a malformed arrays file, or no sequence converted.
     """
     options = options or ConvertOptions()
     start = time.perf_counter()
+    check_output(out, [Path(arrays)], overwrite)
     data = load_arrays(arrays, layout_name)
     joints, offsets, names = data["joints"], data["offsets"], data["name"]
     n, bodies = len(names), joints.shape[1]

@@ -23,6 +23,7 @@ import numpy as np
 from . import _tokenize as tk
 from .errors import SkelmodError
 from .layout import V
+from .limits import MAX_RAW_FRAMES
 
 __all__ = ["RawSkeleton", "SkeletonFormatError", "parse_skeleton", "read_skeleton"]
 
@@ -40,7 +41,7 @@ MAX_BODIES_PER_FRAME = tk.MAX_BODIES_PER_FRAME
 #: Most frames a file may announce: about 5.5 minutes at 30 fps, 33 times the longest NTU
 #: sequence (300). Together with :data:`MAX_BODIES_PER_FRAME` and :data:`MAX_FILE_BYTES` it
 #: bounds a parser's memory whatever a file claims (``benchmarks/bench_memory.py``).
-MAX_FRAMES = 10_000
+MAX_FRAMES = MAX_RAW_FRAMES
 #: Largest file read, in bytes: 10,000 frames of 6 bodies take about 150 MB of real records.
 MAX_FILE_BYTES = 256 << 20
 

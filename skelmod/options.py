@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import layout
+from . import layout, limits
 from .errors import SkelmodError
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ SOURCES = {
     "nucla": (".json", "kinect-v1-20", 1),
 }
 #: Largest ``--frames``: the cache holds ``600 * T`` bytes per sample and modality.
-MAX_TARGET_FRAMES = 1000
+MAX_TARGET_FRAMES = limits.MAX_TARGET_FRAMES
 
 
 class ConvertError(SkelmodError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import re
 
 import h5py
 import numpy as np
@@ -46,7 +48,7 @@ def _fake(n=12, t=50, seed=0):
         "action": action,
         "label": action - 1,
         "frame_count": rng.integers(30, 300, n),
-        "valid_length": rng.integers(30, 300, n),
+        "valid_length": rng.integers(20, 30, n),
         "bodies_seen": np.ones(n, int),
         "bodies_kept": np.ones(n, int),
     }
@@ -198,3 +200,116 @@ def test_partial_file_is_not_a_cache_and_resumes(tmp_path):
     with h5py.File(out) as f:
         assert "progress" not in f.attrs
         assert json.loads(f.attrs["options"]) == {"a": 1}
+
+
+def _tampered(tmp_path, name, change):
+    """A copy of a valid cache, changed by ``change(h5py.File)``."""
+    arrays, meta = _fake(n=6, t=10)
+    src = write_cache(tmp_path / f"{name}-src.h5", arrays, meta, "ntu60")
+    path = tmp_path / f"{name}.h5"
+    path.write_bytes(src.read_bytes())
+    with h5py.File(path, "r+") as f:
+        change(f)
+    return path
+
+
+def _external_storage(target):
+    def change(f):
+        shape, dtype = f["meta/frame_count"].shape, f["meta/frame_count"].dtype
+        del f["meta/frame_count"]
+        f.create_dataset("meta/frame_count", shape=shape, dtype=dtype,
+                         external=[(str(target), 0, shape[0] * dtype.itemsize)])  # fmt: skip
+
+    return change
+
+
+def _virtual(f):
+    lay = h5py.VirtualLayout(shape=f["meta/label"].shape, dtype=f["meta/label"].dtype)
+    lay[:] = h5py.VirtualSource("/etc/passwd", "x", shape=f["meta/label"].shape)
+    del f["meta/label"]
+    f.create_virtual_dataset("meta/label", lay)
+
+
+def _replace(key, link):
+    def change(f):
+        f[key + "-moved"] = f[key]
+        del f[key]
+        f[key] = link(key + "-moved")
+
+    return change
+
+
+def _ext_link(path):
+    return h5py.ExternalLink("/etc/x.h5", "/a")
+
+
+POINTERS = [
+    ("external-storage", lambda tmp: _external_storage("/etc/passwd"),
+     "keeps its data in external file /etc/passwd"),
+    ("soft-link", lambda tmp: _replace("meta/subject", h5py.SoftLink),
+     "/meta/subject is a soft link"),
+    ("external-link", lambda tmp: _replace("meta/camera", _ext_link),
+     "/meta/camera is an external link (to /etc/x.h5:/a)"),
+    ("virtual", lambda tmp: _virtual, "/meta/label is a virtual dataset"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "make", "message"), POINTERS, ids=[p[0] for p in POINTERS])
+def test_a_cache_is_data_never_a_pointer(tmp_path, name, make, message):
+    path = _tampered(tmp_path, name, make(tmp_path))
+    with pytest.raises(CacheError, match=re.escape(message)) as e:
+        CacheReader(path)
+    assert str(path) in str(e.value) and "a cache holds its data itself" in str(e.value)
+
+
+def test_external_storage_on_a_fifo_is_refused_without_reading(tmp_path):
+    """Before the check, reading the FIFO blocked training forever."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    path = _tampered(tmp_path, "fifo", _external_storage(fifo))
+    with pytest.raises(CacheError, match="keeps its data in external file"):
+        CacheReader(path)  # returns at once: the FIFO is never opened
+
+
+def _set_attr(key, value):
+    def change(f):
+        f.attrs[key] = value
+
+    return change
+
+
+def _meta(key, row, value):
+    def change(f):
+        f[f"meta/{key}"][row] = value
+
+    return change
+
+
+DECLARED = [
+    (_set_attr("t_frames", 10**6),
+     "root attribute 't_frames' is 1000000, more than the limit of 1000"),
+    (_set_attr("num_class", 10**10),
+     "root attribute 'num_class' is 10000000000, more than the limit of 32767"),
+    (_meta("frame_count", 2, 2**31 - 1), "meta/frame_count must lie in 1 .. 10000; row 2"),
+    (_meta("frame_count", 1, 0), "meta/frame_count must lie in 1 .. 10000; row 1"),
+    (_meta("valid_length", 3, 0), "meta/valid_length must lie in 1 .. frame_count; row 3"),
+    (_meta("valid_length", 4, 10**4), "meta/valid_length must lie in 1 .. frame_count; row 4"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("change", "message"), DECLARED)
+def test_declared_sizes_and_frame_counts_are_bounded(tmp_path, change, message):
+    path = _tampered(tmp_path, "declared", change)
+    with pytest.raises(CacheError, match=re.escape(message)) as e:
+        CacheReader(path)
+    assert str(e.value).startswith(str(path))
+
+
+def test_a_cache_declaring_too_many_bodies_is_refused_before_reading(tmp_path):
+    arrays, meta = _fake(n=2, t=4)
+    arrays = {m: np.zeros((2, 3, 4, 25, 7), np.float32) for m in arrays}
+    path = write_cache(tmp_path / "m7.h5", arrays, meta, "ntu60")
+    with pytest.raises(
+        CacheError, match=r"modalities/joint bodies \(M\) is 7, more than the limit of 6"
+    ):
+        CacheReader(path)

@@ -21,6 +21,7 @@ from ikemtrain.engine import distill, linear_eval, pretrain
 from ikemtrain.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ikemtrain.engine.linear_eval import build_encoders
 from ikemtrain.engine.loop import build_model
+from ikemtrain.errors import OutputExistsError
 from ikemtrain.losses import distill_loss, topk_indices
 from ikemtrain.methods.distill import STUDENT_MODALITIES, DistillModel
 from ikemtrain.student import describe_student, export_student
@@ -327,8 +328,15 @@ def test_resume_refuses_another_teacher_or_kind(cache: Path, teacher: Path, tmp_
     pretrain(_pretrain_cfg(seed=9), cache, other, device="cpu", echo=None, tensorboard=False)
     with pytest.raises(ValueError, match="different teacher"):
         distill(dcfg(), cache, other, run, resume=True, device="cpu", echo=None)
-    with pytest.raises(CheckpointError, match="a pretrain checkpoint; cannot resume it as distill"):
+    # the run folder says what it is (run.json), before its checkpoint is read
+    with pytest.raises(OutputExistsError, match="holds a pretrain run, not a distill run"):
         distill(dcfg(), cache, teacher, teacher, resume=True, device="cpu", echo=None)
+    (teacher / "run.json").rename(tmp_path / "teacher-run.json")  # a folder of before run.json
+    try:
+        with pytest.raises(CheckpointError, match="a pretrain checkpoint; cannot resume it as"):
+            distill(dcfg(), cache, teacher, teacher, resume=True, device="cpu", echo=None)
+    finally:
+        (tmp_path / "teacher-run.json").rename(teacher / "run.json")
 
 
 # --- wrong teachers -----------------------------------------------------------------------
@@ -447,6 +455,26 @@ def test_export_round_trip_gives_the_trained_features(cache, student, student_le
     assert loaded.predict(torch.from_numpy(joints[:2]), frames[:2]).shape == (2,)
     with pytest.raises(ValueError, match="T=10 frames; this student was trained on T=24"):
         loaded.features(joints[:, :, :10], frames)
+    # implausible inputs are refused, never labelled (issue 24.5)
+    for value, shown in ((np.nan, "nan"), (np.inf, "inf"), (1e30, r"1e\+30")):
+        bad = joints[:3].copy()
+        bad[1, 2, 5, 7, 0] = value
+        with pytest.raises(ValueError, match=rf"joints\[1\] holds {shown} at frame 6, joint 8"):
+            loaded.predict(bad, frames[:3])
+    with pytest.raises(ValueError, match="frame_count must lie in 1 .. 10000"):
+        loaded.predict(joints[:3], [0, 50, 50])
+    with pytest.raises(ValueError, match="frame_count must be an integer"):
+        loaded.predict(joints[:3], [0.5, 50, 50])
+    # a student file whose sizes are beyond the limits is refused before anything is built
+    for key, value in (("hidden_dim", 10**9), ("hidden_channels", 4 * 10**6)):
+        big = {**raw, "config": {**raw["config"], "backbone": {**raw["config"]["backbone"],
+                                                               key: value}}}  # fmt: skip
+        torch.save(big, tmp_path / "big.pt")
+        with pytest.raises(CheckpointError, match=f"backbone {key} must be an integer in 1 .."):
+            Student.load(tmp_path / "big.pt")
+    torch.save({**raw, "config": {**raw["config"], "num_class": 10**10}}, tmp_path / "big.pt")
+    with pytest.raises(CheckpointError, match="num_class must be an integer in 1 .. 32767"):
+        Student.load(tmp_path / "big.pt")
 
 
 def test_export_without_classifier_refuses_to_predict(

@@ -263,6 +263,32 @@ def test_bad_settings_name_key_and_value(tmp_path: Path) -> None:
         stream_modalities("both")
 
 
+@pytest.mark.parametrize(
+    ("table", "key", "value", "limit"),
+    [
+        ("pretrain", "hidden_dim", 10**9, 8192),
+        ("pretrain", "feature_dim", 10**6, 8192),
+        ("pretrain", "hidden_channels", 4 * 10**6, 256),
+        ("pretrain", "queue_size", 10**12, 1 << 20),
+        ("distill", "queue_size", 10**12, 1 << 20),
+        ("linear_eval", "batch_size", 10**9, 1 << 16),
+    ],
+)
+def test_sizes_are_bounded_before_anything_is_built(tmp_path, table, key, value, limit) -> None:
+    """Issue 24.4: a preset (or a checkpoint's config, read with the same checks) cannot ask
+    for a model or queue that exhausts the machine."""
+    bad = tmp_path / "big.toml"
+    bad.write_text(f"[{table}]\n{key} = {value}\n")
+    with pytest.raises(ConfigError, match=rf"\[{table}\] {key}: expected an integer <= {limit}"):
+        load_preset(bad)
+
+
+def test_batchnorm_heads_need_two_samples_per_batch() -> None:
+    with pytest.raises(ConfigError, match=r"\[pretrain\] batch_size: BatchNorm heads"):
+        PretrainConfig(head_bn=True, batch_size=1)
+    assert PretrainConfig(head_bn=False, batch_size=1).batch_size == 1
+
+
 def test_every_setting_carries_its_check() -> None:
     """Each field of each settings table is declared with its check (``setting``): a value of
     the wrong kind is refused naming the table and the field, and a field declared without a
@@ -494,12 +520,12 @@ def test_a_split_smaller_than_a_batch_is_an_error(cache: Path, tmp_path: Path) -
         pretrain(tiny(batch_size=32), cache, tmp_path, device="cpu", echo=None)
 
 
-def _corrupt(cache: Path, path: Path, row: int, value: float) -> Path:
-    """A copy of ``cache`` whose sample ``row`` has ``value`` in its joints (as a damaged or
+def _corrupt(cache: Path, path: Path, row: int, value: float, modality: str = "joint") -> Path:
+    """A copy of ``cache`` whose sample ``row`` has ``value`` in ``modality`` (as a damaged or
     old cache would; the converter refuses to write such samples)."""
     path.write_bytes(cache.read_bytes())
     with h5py.File(path, "a") as f:
-        joints = f["modalities/joint"]
+        joints = f[f"modalities/{modality}"]
         sample = joints[row]
         sample[:, 3:9, 4] = value
         joints[row] = sample
@@ -520,8 +546,17 @@ def test_a_non_finite_loss_names_the_batch_and_the_check(
 ) -> None:
     bad = _corrupt(cache, tmp_path / "bad.h5", 4, value)
     run = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError) as e:  # the loss check itself: no kNN monitor
-        pretrain(tiny(epochs=1, monitor_every=0), bad, run, device="cpu", echo=None,
+    # a cache is checked when it is opened (issue 24.5): the row is named before any training
+    shown = {"nan": "nan", "inf": "inf"}[str(value)]
+    with pytest.raises(CacheError, match=rf"row 4 \(S001C002P001R001A001\): .*{shown} at"):
+        pretrain(tiny(epochs=1), bad, run, device="cpu", echo=None, tensorboard=False)
+    assert not run.exists()
+    # the loss is still checked before every step (a cache changed after it was opened, or
+    # values the check cannot see): a reader marked as checked gets that far
+    reader = CacheReader(bad)
+    reader._values_checked = True
+    with pytest.raises(NonFiniteLossError) as e:
+        pretrain(tiny(epochs=1, monitor_every=0), reader, run, device="cpu", echo=None,
                  tensorboard=False)  # fmt: skip
     message = str(e.value)
     assert "\n" not in message
@@ -540,8 +575,10 @@ def test_the_knn_monitor_names_a_non_finite_sample_before_the_first_step(
     cache: Path, tmp_path: Path
 ) -> None:
     bad = _corrupt(cache, tmp_path / "bad.h5", 4, float("nan"))
+    reader = CacheReader(bad)
+    reader._values_checked = True  # past the check on opening (tested above)
     with pytest.raises(CacheError, match=r"joint \(cached\) holds NaN or inf for \S+ \(row 4\)"):
-        pretrain(tiny(epochs=1), bad, tmp_path / "run", device="cpu", echo=None,
+        pretrain(tiny(epochs=1), reader, tmp_path / "run", device="cpu", echo=None,
                  tensorboard=False)  # fmt: skip
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -569,16 +606,25 @@ def test_a_divergent_loss_on_finite_inputs_points_at_the_largest_input(cache: Pa
 def test_linear_eval_names_samples_with_non_finite_inputs_or_features(
     cache: Path, tmp_path: Path
 ) -> None:
+    cfg = LinearEvalConfig(epochs=1, batch_size=4, eval_batch_size=4)
     bad = _corrupt(cache, tmp_path / "bad.h5", 5, float("nan"))
     reader = CacheReader(bad)
     name = reader.meta["name"][5]
-    cfg = LinearEvalConfig(epochs=1, batch_size=4, eval_batch_size=4)
-    with pytest.raises(CacheError) as e:
+    with pytest.raises(CacheError) as e:  # joints: checked when the cache is opened
         linear_eval(
             cfg, bad, tmp_path / "le", "xsub", "joint", random_init=True,
             backbone=tiny().backbone, modalities=("joint",), device="cpu", echo=None,
         )  # fmt: skip
-    assert str(e.value).startswith(f"{bad}: joint (cached) holds NaN or inf for {name} (row 5);")
+    assert str(e.value).startswith(f"{bad}: row 5 ({name}): modality 'joint' holds a value")
+    velocity = _corrupt(cache, tmp_path / "bad-velocity.h5", 5, float("nan"), "velocity")
+    with pytest.raises(CacheError) as e:  # other cached modalities: when they are read
+        linear_eval(
+            cfg, velocity, tmp_path / "le", "xsub", "velocity", random_init=True,
+            backbone=tiny().backbone, modalities=("velocity",), device="cpu", echo=None,
+        )  # fmt: skip
+    assert str(e.value).startswith(
+        f"{velocity}: velocity (cached) holds NaN or inf for {name} (row 5);"
+    )
     # finite inputs whose features overflow: the features are checked before the heads train
     features = {"joint": torch.ones(3, 16), "bone": torch.ones(3, 16)}
     features["bone"][2, 7] = float("inf")

@@ -185,8 +185,12 @@ def test_demo_runs_the_whole_pipeline(preset: Path, tmp_path: Path, monkeypatch)
     assert returned[0]["linear_eval_config"]["seed"] == 2 and returned[0]["split"] == "xview"
     assert sorted(p.name for p in out.iterdir()) == [
         "cache.h5", "le-pretrained", "le-random-(raw-BN)", "le-random-init", "pretrain", "raw",
-        "summary.json",
+        "run.json", "summary.json",
     ]  # fmt: skip
+    record = json.loads((out / "run.json").read_text())
+    assert record["kind"] == "demo" and record["status"] == "finished"
+    assert record["argv"][:3] == ["ikemtrain", "demo", str(out)]
+    assert json.loads((out / "pretrain" / "run.json").read_text())["kind"] == "pretrain"
     for step in ("[1/4] synth: 36 files", "[2/4] convert: 36 samples", "[3/4] pretrain", "[4/4]"):
         assert step in result.output
     summary = json.loads((out / "summary.json").read_text())

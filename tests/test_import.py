@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from cli.skelmod_cli import main
 from skelmod.bodies import select_bodies
 from skelmod.cache import CacheReader, partial_path
-from skelmod.convert import ConvertOptions, convert
+from skelmod.convert import ConvertOptions, OutputError, convert
 from skelmod.importer import ArrayImportError, import_arrays
 from skelmod.ntu import read_skeleton
 
@@ -123,7 +123,7 @@ MALFORMED = [
     (lambda a: a.update(offsets=np.array([18])), "N >= 1"),
     (lambda a: a.update(label=np.array([0, 1])), r"'label' must have shape \(3,\)"),
     (lambda a: a.update(label=np.array([0.0, 1, 0])), "'label' must hold integers"),
-    (lambda a: a.update(label=np.array([0, -1, 0])), "'label' values must lie in 0 .. 32767"),
+    (lambda a: a.update(label=np.array([0, -1, 0])), "'label' values must lie in 0 .. 32766"),
     (lambda a: a.update(subject=np.array([1, 2, 40000])), "'subject' values must lie in"),
     (lambda a: a.update(view=np.array([[1, 2, 3]])), r"'view' must have shape \(3,\)"),
     (lambda a: a.update(name=np.array(["a", "b"])), r"'name' must be an \(3,\) array of strings"),
@@ -200,3 +200,76 @@ def test_corrupt_and_oversized_arrays_are_refused(tmp_path: Path, monkeypatch) -
         ArrayImportError, match=r"array 'joints' holds \d+ bytes, more than the 1000"
     ):
         import_arrays(tmp_path / "a.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
+
+
+def test_import_follows_converts_output_rule(tmp_path: Path) -> None:
+    """One rule for every cache writer (skelmod.convert.check_output): never the input, never
+    an existing file without --overwrite, never a non-cache file even with it, a folder or a
+    trailing slash is a usage error; inputs untouched in every refused case."""
+    np.savez(tmp_path / "a.npz", **_good())
+    arrays = tmp_path / "a.npz"
+    notes = tmp_path / "notes.txt"
+    notes.write_text("keep me")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+
+    def run(out, *extra):
+        return CliRunner().invoke(
+            main, ["import", str(arrays), "--layout", "kinect-v1-20", "-o", str(out), *extra]
+        )
+
+    good = run(tmp_path / "c.h5")
+    assert good.exit_code == 0, good.output
+    cache_bytes = (tmp_path / "c.h5").read_bytes()
+    before = {p: p.read_bytes() for p in (arrays, notes)}
+    cases = [
+        (arrays, ("--overwrite",), "is one of the input files"),
+        (tmp_path / "c.h5", (), "a cache already exists; set overwrite"),
+        (notes, ("--overwrite",), "exists and is not a skelmod cache"),
+        (folder, (), "is a directory"),
+        (f"{tmp_path}/newdir/", (), "is a directory"),
+    ]
+    for out, extra, message in cases:
+        res = run(out, *extra)
+        assert res.exit_code == 2, (out, res.output)
+        assert message in res.output and "Traceback" not in res.output, res.output
+        assert res.output.count("Error") == 1, res.output
+    assert {p: p.read_bytes() for p in (arrays, notes)} == before
+    assert (tmp_path / "c.h5").read_bytes() == cache_bytes
+    assert not (tmp_path / "newdir").exists() and not any(folder.iterdir())
+    # the library refuses before reading a byte of the arrays
+    with pytest.raises(OutputError, match="is one of the input files"):
+        import_arrays(arrays, arrays, layout_name="kinect-v1-20", overwrite=True)
+    assert run(tmp_path / "c.h5", "--overwrite").exit_code == 0
+    assert len(CacheReader(tmp_path / "c.h5")) == 3
+
+
+def test_declared_sizes_are_checked_before_an_array_is_read(tmp_path: Path) -> None:
+    """Issue 24.4: a header claiming 10^12 frames, too many bodies or an endless sequence is
+    refused from the header, before anything is allocated."""
+    np.savez(tmp_path / "lie.npz", **_good())
+    raw = (tmp_path / "lie.npz").read_bytes()
+    header = raw[raw.index(b"joints.npy") :][:200]
+    assert b"'shape': (18, 20, 3)" in header
+    data = bytearray(raw)
+    k = data.index(b"'shape': (18, 20, 3)")
+    data[k : k + 20] = b"'shape':(999999999,)"  # same length: 10^9 float64
+    (tmp_path / "lie.npz").write_bytes(bytes(data))
+    with pytest.raises(
+        ArrayImportError,
+        match=r"'joints' declares shape \(999999999,\) float64 \(7999999992 bytes\)",
+    ) as e:
+        import_arrays(tmp_path / "lie.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
+    assert "but its member holds 8640 bytes of data" in str(e.value)
+
+    bodies = _good()
+    bodies["joints"] = np.zeros((18, 7, 20, 3))
+    np.savez(tmp_path / "m7.npz", **bodies)
+    with pytest.raises(ArrayImportError, match="'joints' declares 7 bodies"):
+        import_arrays(tmp_path / "m7.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
+
+    long = _good(n=1, t=10_001)
+    np.savez(tmp_path / "long.npz", **long)
+    with pytest.raises(ArrayImportError, match="sequence 0 has 10001 frames, more than the limit"):
+        import_arrays(tmp_path / "long.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
+    assert not (tmp_path / "c.h5").exists()

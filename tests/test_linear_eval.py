@@ -195,7 +195,9 @@ def test_modalities_missing_or_cached_with_other_options_are_computed_from_the_j
         f["modalities/bone"][...] = 0.0
         f["modalities/bone"].attrs["options"] = json.dumps({"unit_axis": False, "bones": "3v"})
     for path, computed in ((joints_only, ["velocity", "bone"]), (other, ["bone"])):
-        got = linear_eval(le_cfg(), path, tmp_path / "b", "xsub", "3s", checkpoint=run, echo=None)
+        got = linear_eval(
+            le_cfg(), path, tmp_path / "b", "xsub", "3s", checkpoint=run, echo=None, overwrite=True
+        )
         assert got["computed"] == computed
         assert got["history"] == expect["history"]
 
@@ -206,7 +208,7 @@ def test_a_cache_of_another_layout_is_refused_by_a_checkpoint(run: Path, tmp_pat
         linear_eval(le_cfg(), v1, tmp_path, "xview", "joint", checkpoint=run, device="cpu")
     # random-init encoders take the cache's layout (a 20-joint graph) and its class count
     results = linear_eval(
-        le_cfg(epochs=2), v1, tmp_path, "xview", "3s", random_init=True, backbone=BACKBONE,
+        le_cfg(epochs=2), v1, tmp_path / "le", "xview", "3s", random_init=True, backbone=BACKBONE,
         modalities=("joint", "velocity", "bone"), echo=None,
     )  # fmt: skip
     assert results["num_class"] == 10 and results["layout"] == "kinect-v1-20"

@@ -248,3 +248,40 @@ def test_the_figures_drawn_and_linked(runs, tmp_path: Path, monkeypatch) -> None
     xy = figures["embedding.png"].scatter.call_args.args
     with np.load(runs["le-3s"] / PREDICTIONS_NAME) as f:
         assert np.array_equal(xy[0], f["embedding"][:, 0])
+
+
+def test_the_report_quotes_the_recorded_command(tmp_path: Path) -> None:
+    """Issue 24.7: the command shown is run.json's argv through shlex.join; names made to look
+    like shell syntax stay single quoted arguments, and copying the line runs nothing else."""
+    import shlex
+    import subprocess
+
+    from click.testing import CliRunner
+
+    from cli.ikemtrain_cli import main
+
+    hostile = tmp_path / "x.h5; touch PWNED"
+    cache = make_cache(hostile, n=24, t=24, classes=3)
+    out = tmp_path / "knn $(touch PWNED2) `id`"
+    argv = ["knn-eval", str(cache), "--split", "xsub", "--random-init", "--modalities", "3",
+            "--streams", "joint", "--k", "1", "--out", str(out), "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(main, argv, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((out / "run.json").read_text())["argv"]
+    assert recorded == ["ikemtrain", *argv]
+    result = CliRunner().invoke(main, ["report", str(out), "--out", str(tmp_path / "r"),
+                                       "--no-figures"], catch_exceptions=False)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = (tmp_path / "r" / "report.md").read_text()
+    line = next(ln for ln in report.splitlines() if ln.startswith("  - command:"))
+    assert "(recorded in run.json)" in line
+    span = re.search(r"(`+) (.*) \1|(`+)(.*?)\3", line)
+    shown = span.group(2) or span.group(4)
+    assert shown == shlex.join(recorded)
+    assert shlex.split(shown) == recorded  # a shell reads back exactly the recorded arguments
+    # and a shell given the line runs one command, ``echo`` here, creating nothing
+    subprocess.run(["sh", "-c", "echo " + shown.removeprefix("ikemtrain ")], cwd=tmp_path,
+                   check=True, capture_output=True)  # fmt: skip
+    assert not list(tmp_path.glob("PWNED*"))
+    # the report's own run.json records its command too
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["kind"] == "report"

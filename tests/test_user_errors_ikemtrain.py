@@ -169,13 +169,13 @@ CASES = [
         "non-finite-sample-pretrain",
         "pretrain {nan} --split xsub {P}",
         1,
-        ["{nan}: joint (cached) holds NaN or inf for S001C002P001R001A002 (row 4);"],
+        ["{nan}: row 4 (S001C002P001R001A002): modality 'joint'", "not finite", "nan at frame"],
     ),
     (
         "non-finite-sample-linear-eval",
         "linear-eval {nan} --split xsub --random-init --streams joint {L}",
         1,
-        ["{nan}: joint (cached) holds NaN or inf for S001C002P001R001A002 (row 4);"],
+        ["{nan}: row 4 (S001C002P001R001A002): modality 'joint' holds a value that is not"],
     ),
     # checkpoints
     (

@@ -328,7 +328,7 @@ def load_checkpoint(
 #: What each kind of run's checkpoint must hold to be used.
 _RUN_KEYS = {
     "pretrain": ("model", "config"),
-    "distill": ("model", "config"),
+    "distill": ("model", "config", "teacher", "student"),
     "finetune": ("model", "config", "finetune"),
     "linear-eval": ("heads",),
 }

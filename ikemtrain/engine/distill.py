@@ -86,18 +86,25 @@ def distill(
     device: str | torch.device = "auto",
     echo: Callable[[str], None] | None = print,
     tensorboard: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Distil the ``teacher`` run into three students on ``<cfg.split>-train`` of ``cache``.
 
     Writes ``out_dir/checkpoint.pt`` (every epoch) and ``out_dir/metrics.jsonl``; ``resume``
     continues exactly (the settings and the teacher's settings must match those saved, except
-    ``epochs`` and ``workers``). Returns what :func:`~ikemtrain.engine.loop.pretrain` returns.
+    ``epochs`` and ``workers``); ``overwrite`` replaces a previous distill run in ``out_dir``
+    (:mod:`ikemtrain.runfolder`). Returns what :func:`~ikemtrain.engine.loop.pretrain` returns.
 
     Raises:
         CheckpointError: an unusable teacher (see :func:`load_teacher`) or resume problems;
         CacheError / ConfigError / FileExistsError: as for pre-training.
     """
     teacher_path, pcfg, tstate = load_teacher(teacher)
+    if pcfg.head_bn and cfg.batch_size < 2:
+        raise ConfigError(
+            f"[distill] batch_size: the teacher {teacher_path} has BatchNorm heads (head_bn), "
+            f"which need at least 2 samples per batch, got {cfg.batch_size}"
+        )
     reader = open_cache(cache)
     check_layout(tstate, reader, teacher_path)
     # the students see what the teacher saw in pre-training: its graph and modality options
@@ -144,4 +151,4 @@ def distill(
         extra={"teacher": {"config": pcfg.to_dict()}, "student": student},
         notes={"teacher_run": str(teacher_path.resolve())},
     )
-    return run_training(job, out_dir, resume, device, echo, tensorboard)
+    return run_training(job, out_dir, resume, device, echo, tensorboard, overwrite)

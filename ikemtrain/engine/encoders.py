@@ -33,7 +33,7 @@ from torch import nn
 
 from skelmod.cache import CacheReader
 
-from ..config import STUDENT_STREAMS, ConfigError, stream_modalities
+from ..config import STUDENT_STREAMS, ConfigError, check_backbone, stream_modalities
 from ..data import LinearEvalDataset
 from ..nn.init import weights_init
 from ..nn.stgcn import STGCN
@@ -197,6 +197,10 @@ def encoder_source(
         where = f"checkpoint {path} (pre-trained on {', '.join(available)})"
         options = _modality_options(pcfg)
         pretrain_cfg = pcfg.to_dict()
+    try:
+        check_backbone(backbone, "checkpoint backbone:")
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: {e}") from None
     return EncoderSource(
         kind=kind,
         checkpoint=path,

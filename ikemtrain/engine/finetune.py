@@ -115,6 +115,7 @@ def finetune(
     device: str | torch.device = "auto",
     echo: Callable[[str], None] | None = print,
     tensorboard: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Fine-tune a stream's encoders with a linear classifier on a fraction of the labels of
     ``<split>-train``; evaluate on ``<split>-val``.
@@ -125,6 +126,8 @@ def finetune(
             :func:`~ikemtrain.engine.linear_eval.linear_eval`; ``random_init`` is supervised
             training from scratch.
         resume: continue ``out_dir/checkpoint.pt`` exactly (same settings and source).
+        overwrite: replace a previous finetune run in ``out_dir`` (otherwise it must be new;
+            :mod:`ikemtrain.runfolder`).
 
     Writes ``out_dir/checkpoint.pt`` (every epoch), ``metrics.jsonl`` and ``results.json``
     (rank 0): ``top1_final``, ``top1_best``, ``top5_final``, ``top5_best``, ``history``
@@ -191,30 +194,35 @@ def finetune(
         batch_args=lambda b, dev: ({m: v.to(dev) for m, v in b[0].items()}, b[1].to(dev)),
         evaluate=evaluate,
     )
-    result = run_training(job, out_dir, resume, device, echo, tensorboard)
+
+    def finish(out: Path, result: dict[str, Any]) -> dict[str, Any]:
+        history = _history(out / "metrics.jsonl")
+        results = {
+            "protocol": "finetune",
+            "stream": stream,
+            "modalities": list(needed),
+            "split": split,
+            **summarize(history),
+            "label_fraction": cfg.label_fraction,
+            "subset_size": len(labelled),
+            "num_class": num_class,
+            "layout": reader.layout.name,
+            "computed": list(train_set.computed),
+            "train_samples": len(train_set),
+            "val_samples": len(val_set),
+            **record,
+            "backbone": dict(backbone),
+            "config": cfg.to_dict(),
+            "cache": str(reader.path),
+            "run_checkpoint": str(result["checkpoint"]),
+            "seconds": sum(h.get("seconds", 0.0) for h in history),
+            "history": history,
+        }
+        write_json(out / "results.json", results)
+        return results
+
+    job.finish = finish
+    result = run_training(job, out_dir, resume, device, echo, tensorboard, overwrite)
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return {}  # rank 0 writes the results
-    history = _history(Path(out_dir) / "metrics.jsonl")
-    results = {
-        "protocol": "finetune",
-        "stream": stream,
-        "modalities": list(needed),
-        "split": split,
-        **summarize(history),
-        "label_fraction": cfg.label_fraction,
-        "subset_size": len(labelled),
-        "num_class": num_class,
-        "layout": reader.layout.name,
-        "computed": list(train_set.computed),
-        "train_samples": len(train_set),
-        "val_samples": len(val_set),
-        **record,
-        "backbone": dict(backbone),
-        "config": cfg.to_dict(),
-        "cache": str(reader.path),
-        "run_checkpoint": str(result["checkpoint"]),
-        "seconds": sum(h.get("seconds", 0.0) for h in history),
-        "history": history,
-    }
-    write_json(Path(out_dir) / "results.json", results)
-    return results
+    return result

@@ -35,10 +35,11 @@ from skelmod.layout import MODALITY_NAMES
 
 from ..config import STREAMS, STUDENT_STREAMS, ConfigError
 from ..data import open_cache
+from ..runfolder import open_run_folder
 from .distributed import resolve_device
 from .encoders import EncoderSource, encoder_source, eval_datasets
 from .linear_eval import frozen_features, topk_accuracy
-from .logging import make_out_dir, write_json
+from .logging import write_json
 
 __all__ = ["TEMPERATURE", "default_streams", "knn_eval", "knn_scores", "stream_embedding"]
 
@@ -114,6 +115,7 @@ def knn_eval(
     device: str | torch.device = "auto",
     echo: Callable[[str], None] | None = print,
     recalibrate_bn: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Weighted kNN of ``<split>-val`` against ``<split>-train`` per stream; writes
     ``out_dir/results.json``.
@@ -125,6 +127,8 @@ def knn_eval(
         checkpoint, random_init, backbone, modalities, recalibrate_bn: the encoders, as for
             :func:`~ikemtrain.engine.linear_eval.linear_eval`.
         batch_size: samples per encoder forward; seed: seeds random-init encoders.
+        overwrite: replace a previous knn-eval run in ``out_dir``; without it the folder must
+            be new (:mod:`ikemtrain.runfolder`, which also writes ``run.json``).
 
     Returns the results: ``streams`` (``{stream: {"modalities", "top1": {k: %},
     "top5": {k: %}}}``, k as strings), ``k``, ``temperature``, the settings, the checkpoint.
@@ -144,7 +148,6 @@ def knn_eval(
         raise ConfigError(f"k: expected positive neighbour counts, got {ks}")
 
     dev = resolve_device(device)
-    out = make_out_dir(out_dir)
     reader = open_cache(cache)
     backbone = source.check_cache(reader)
     train_set, val_set = eval_datasets(source, reader, split, needed, echo)
@@ -153,55 +156,70 @@ def knn_eval(
             f"{reader.path}: split {split}-train has {len(train_set)} samples, fewer than "
             f"k = {ks[-1]} neighbours; lower k"
         )
-    started = time.perf_counter()
-    train_x, val_x, recalibrated = frozen_features(
-        source, backbone, needed, train_set, val_set, batch_size, dev, seed, recalibrate_bn,
-        show=echo is not None,
-    )  # fmt: skip
-    feature_seconds = time.perf_counter() - started
-    train_y = torch.as_tensor(train_set.labels, device=dev)
-    val_y = torch.as_tensor(val_set.labels, device=dev)
-
-    results_streams: dict[str, Any] = {}
-    for stream, mods in per_stream.items():
-        scores = knn_scores(
-            stream_embedding(val_x, mods),
-            stream_embedding(train_x, mods),
-            train_y,
-            reader.num_class,
-            ks,
-            temperature,
-        )
-        top = {k: topk_accuracy(s, val_y) for k, s in scores.items()}
-        results_streams[stream] = {
-            "modalities": list(mods),
-            "top1": {str(k): top[k][0] for k in ks},
-            "top5": {str(k): top[k][1] for k in ks},
-        }
-        if echo is not None:
-            echo(f"{stream}: top-1 " + ", ".join(f"k={k} {top[k][0]:.2f}" for k in ks))
-
-    results = {
-        "protocol": "knn",
-        "streams": results_streams,
-        "k": ks,
-        "temperature": temperature,
-        "weighting": "Wu et al. 2018: the k most similar training samples vote exp(cos / T)",
-        "fusion": "mean of the modalities' cosine similarities",
+    settings = {
         "split": split,
-        "modalities": list(needed),
-        "num_class": reader.num_class,
-        "layout": reader.layout.name,
-        "computed": list(train_set.computed),
-        "train_samples": len(train_set),
-        "val_samples": len(val_set),
-        **source.record(),
-        "bn_recalibrated": recalibrated,
-        "backbone": dict(backbone),
-        "config": {"batch_size": batch_size, "seed": seed},
-        "cache": str(reader.path),
-        "feature_seconds": feature_seconds,
-        "seconds": time.perf_counter() - started,
+        "streams": streams,
+        "k": ks,
+        "batch_size": batch_size,
+        "seed": seed,
+        "temperature": temperature,
+        "recalibrate_bn": recalibrate_bn,
     }
-    write_json(out / "results.json", results)
-    return results
+    # the inputs are checked first: the folder rule is the last thing that can refuse the run
+    with open_run_folder(
+        out_dir, "knn-eval", "overwrite" if overwrite else "new", settings=settings,
+        cache=reader.path, inputs=source.record(),
+    ) as folder:  # fmt: skip
+        out = folder.path
+        started = time.perf_counter()
+        train_x, val_x, recalibrated = frozen_features(
+            source, backbone, needed, train_set, val_set, batch_size, dev, seed, recalibrate_bn,
+            show=echo is not None,
+        )  # fmt: skip
+        feature_seconds = time.perf_counter() - started
+        train_y = torch.as_tensor(train_set.labels, device=dev)
+        val_y = torch.as_tensor(val_set.labels, device=dev)
+
+        results_streams: dict[str, Any] = {}
+        for stream, mods in per_stream.items():
+            scores = knn_scores(
+                stream_embedding(val_x, mods),
+                stream_embedding(train_x, mods),
+                train_y,
+                reader.num_class,
+                ks,
+                temperature,
+            )
+            top = {k: topk_accuracy(s, val_y) for k, s in scores.items()}
+            results_streams[stream] = {
+                "modalities": list(mods),
+                "top1": {str(k): top[k][0] for k in ks},
+                "top5": {str(k): top[k][1] for k in ks},
+            }
+            if echo is not None:
+                echo(f"{stream}: top-1 " + ", ".join(f"k={k} {top[k][0]:.2f}" for k in ks))
+
+        results = {
+            "protocol": "knn",
+            "streams": results_streams,
+            "k": ks,
+            "temperature": temperature,
+            "weighting": "Wu et al. 2018: the k most similar training samples vote exp(cos / T)",
+            "fusion": "mean of the modalities' cosine similarities",
+            "split": split,
+            "modalities": list(needed),
+            "num_class": reader.num_class,
+            "layout": reader.layout.name,
+            "computed": list(train_set.computed),
+            "train_samples": len(train_set),
+            "val_samples": len(val_set),
+            **source.record(),
+            "bn_recalibrated": recalibrated,
+            "backbone": dict(backbone),
+            "config": {"batch_size": batch_size, "seed": seed},
+            "cache": str(reader.path),
+            "feature_seconds": feature_seconds,
+            "seconds": time.perf_counter() - started,
+        }
+        write_json(out / "results.json", results)
+        return results

@@ -57,6 +57,7 @@ from ..data import LinearEvalDataset, epoch_generator, open_cache
 from ..errors import NonFiniteLossError
 from ..nn.heads import fused_logits
 from ..nn.init import weights_init
+from ..runfolder import open_run_folder
 from .checkpoint import save_checkpoint
 from .distributed import resolve_device
 from .encoders import (
@@ -69,7 +70,7 @@ from .encoders import (
     recalibrate_batchnorm,
 )
 from .finite import check_finite_features
-from .logging import format_epoch, make_out_dir, write_json
+from .logging import format_epoch, write_json
 from .loop import seed_everything
 
 __all__ = [
@@ -288,6 +289,7 @@ def linear_eval(
     device: str | torch.device = "auto",
     echo: Callable[[str], None] | None = print,
     recalibrate_bn: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Train linear heads on frozen encoders and write ``out_dir/results.json``.
 
@@ -307,6 +309,8 @@ def linear_eval(
             initialisation leaves pooled features of about 1e-8 and the heads can only learn
             the class frequencies: a degenerate baseline. Ignored for checkpoints, whose
             encoders keep their pre-training statistics (§8).
+        overwrite: replace a previous linear-eval run in ``out_dir``; without it the folder
+            must be new (:mod:`ikemtrain.runfolder`, which also writes ``run.json``).
 
     Returns the results dict written to ``results.json``: ``top1_final``, ``top1_best``,
     ``top5_final``, ``top5_best`` (percent), ``history`` (one dict per epoch with ``epoch``,
@@ -325,7 +329,6 @@ def linear_eval(
     needed = source.modalities_for(stream)
 
     dev = resolve_device(device)
-    out = make_out_dir(out_dir)
     reader = open_cache(cache)
     backbone = source.check_cache(reader)
     train_set, val_set = eval_datasets(source, reader, split, needed, echo)
@@ -335,53 +338,60 @@ def linear_eval(
             f"batch of {cfg.batch_size} (batches drop the remainder); lower batch_size"
         )
     num_class = reader.num_class
+    settings = {"split": split, "stream": stream, **cfg.to_dict(), "recalibrate_bn": recalibrate_bn}
+    # the inputs are checked first: the folder rule is the last thing that can refuse the run
+    with open_run_folder(
+        out_dir, "linear-eval", "overwrite" if overwrite else "new", settings=settings,
+        cache=reader.path, inputs=source.record(),
+    ) as folder:  # fmt: skip
+        out = folder.path
 
-    started = time.perf_counter()
-    train_x, val_x, recalibrated = frozen_features(
-        source, backbone, needed, train_set, val_set, cfg.eval_batch_size, dev, cfg.seed,
-        recalibrate_bn, show=echo is not None,
-    )  # fmt: skip
-    if cfg.standardize:
-        train_x, val_x = standardize_features(train_x, val_x)
-    train_y = torch.as_tensor(train_set.labels, device=dev)
-    val_y = torch.as_tensor(val_set.labels, device=dev)
-    feature_seconds = time.perf_counter() - started
+        started = time.perf_counter()
+        train_x, val_x, recalibrated = frozen_features(
+            source, backbone, needed, train_set, val_set, cfg.eval_batch_size, dev, cfg.seed,
+            recalibrate_bn, show=echo is not None,
+        )  # fmt: skip
+        if cfg.standardize:
+            train_x, val_x = standardize_features(train_x, val_x)
+        train_y = torch.as_tensor(train_set.labels, device=dev)
+        val_y = torch.as_tensor(val_set.labels, device=dev)
+        feature_seconds = time.perf_counter() - started
 
-    heads, history = train_heads(cfg, train_x, train_y, val_x, val_y, num_class, dev, echo)
+        heads, history = train_heads(cfg, train_x, train_y, val_x, val_y, num_class, dev, echo)
 
-    results = {
-        "protocol": "linear-eval",
-        "stream": stream,
-        "modalities": list(needed),
-        "split": split,
-        **summarize(history),
-        "num_class": num_class,
-        "layout": reader.layout.name,
-        "computed": list(train_set.computed),
-        "train_samples": len(train_set),
-        "val_samples": len(val_set),
-        **source.record(),
-        "bn_recalibrated": recalibrated,
-        "standardized": cfg.standardize,
-        "backbone": dict(backbone),
-        "config": cfg.to_dict(),
-        "cache": str(reader.path),
-        "feature_seconds": feature_seconds,
-        "seconds": time.perf_counter() - started,
-        "history": history,
-    }
-    save_checkpoint(
-        out / HEADS_NAME,
-        {
-            "kind": "linear-eval",
+        results = {
+            "protocol": "linear-eval",
             "stream": stream,
             "modalities": list(needed),
+            "split": split,
+            **summarize(history),
             "num_class": num_class,
-            "hidden_dim": next(iter(train_x.values())).shape[1],
-            "heads": {k: v.detach().cpu() for k, v in heads.state_dict().items()},
-            "checkpoint": str(source.checkpoint.resolve()) if source.checkpoint else None,
-        },
-    )
-    _write_predictions(out / PREDICTIONS_NAME, heads, val_x, val_set)
-    write_json(out / "results.json", results)
-    return results
+            "layout": reader.layout.name,
+            "computed": list(train_set.computed),
+            "train_samples": len(train_set),
+            "val_samples": len(val_set),
+            **source.record(),
+            "bn_recalibrated": recalibrated,
+            "standardized": cfg.standardize,
+            "backbone": dict(backbone),
+            "config": cfg.to_dict(),
+            "cache": str(reader.path),
+            "feature_seconds": feature_seconds,
+            "seconds": time.perf_counter() - started,
+            "history": history,
+        }
+        save_checkpoint(
+            out / HEADS_NAME,
+            {
+                "kind": "linear-eval",
+                "stream": stream,
+                "modalities": list(needed),
+                "num_class": num_class,
+                "hidden_dim": next(iter(train_x.values())).shape[1],
+                "heads": {k: v.detach().cpu() for k, v in heads.state_dict().items()},
+                "checkpoint": str(source.checkpoint.resolve()) if source.checkpoint else None,
+            },
+        )
+        _write_predictions(out / PREDICTIONS_NAME, heads, val_x, val_set)
+        write_json(out / "results.json", results)
+        return results

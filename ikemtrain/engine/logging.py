@@ -90,12 +90,12 @@ class MetricsLog:
         if keep_through is None:
             self.path.write_text("")
         elif self.path.exists():
-            kept = [
-                ln
-                for ln in self.path.read_text(errors="replace").splitlines()
-                if _epoch_of(ln) is not None and _epoch_of(ln) <= keep_through
-            ]
-            self.path.write_text("".join(ln + "\n" for ln in kept))
+            lines = self.path.read_text(errors="replace").splitlines()
+            kept = [ln for ln in lines if (e := _epoch_of(ln)) is not None and e <= keep_through]
+            if kept != lines:  # replaced whole (temporary file + rename), never truncated
+                tmp = self.path.with_name(self.path.name + ".tmp")
+                tmp.write_text("".join(ln + "\n" for ln in kept))
+                os.replace(tmp, self.path)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter

@@ -49,6 +49,7 @@ from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
 from ..nn.streams import StreamRunner, stream_threads
 from ..progress import tracked
+from ..runfolder import RunFolder, open_run_folder
 from .checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -215,6 +216,8 @@ class TrainingJob:
       saved and printed (rank 0 only; e.g. ``top1``/``top5`` on the validation split).
     * ``start``: ``model -> None``, called once on rank 0 before the first epoch (after a
       resume has loaded the weights; e.g. the kNN monitor's random baseline).
+    * ``finish``: ``(out folder, result) -> result``, called on rank 0 after the last epoch
+      while the run folder is still held (e.g. to write ``results.json``).
     """
 
     kind: str
@@ -229,6 +232,7 @@ class TrainingJob:
     batch_args: Callable[[Any, torch.device], tuple] | None = None
     evaluate: Callable[[torch.nn.Module, int], dict[str, Any]] | None = None
     start: Callable[[torch.nn.Module], None] | None = None
+    finish: Callable[[Path, dict[str, Any]], dict[str, Any]] | None = None
 
 
 def two_views(batch: Any, device: torch.device) -> tuple[dict, dict]:
@@ -249,14 +253,16 @@ def pretrain(
     device: str | torch.device = "auto",
     echo: Callable[[str], None] | None = print,
     tensorboard: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Pre-train on ``<cfg.split>-train`` of ``cache``; write ``out_dir/checkpoint.pt`` and
     ``out_dir/metrics.jsonl`` (rank 0 only).
 
     ``resume=True`` continues from ``out_dir/checkpoint.pt`` exactly (model, queues,
     optimiser, RNG states, epoch); the settings must match those saved, except ``epochs``
-    (to extend a run) and ``workers``. Without ``resume``, an existing checkpoint is an error
-    rather than being overwritten.
+    (to extend a run) and ``workers``. Without ``resume``, ``out_dir`` must be new (absent or
+    empty) unless ``overwrite`` (a previous pretrain run there is replaced); the folder rule
+    and ``run.json`` are :mod:`ikemtrain.runfolder`'s.
 
     Returns ``{"checkpoint": Path, "epoch": last epoch, "metrics": last epoch's record}``.
 
@@ -282,7 +288,7 @@ def pretrain(
         start=start,
         evaluate=evaluate,
     )
-    return run_training(job, out_dir, resume, device, echo, tensorboard)
+    return run_training(job, out_dir, resume, device, echo, tensorboard, overwrite)
 
 
 def resolve_run_length(cfg: PretrainConfig, n_train: int) -> PretrainConfig:
@@ -391,6 +397,7 @@ def run_training(
     device: str | torch.device = "auto",
     echo: Callable[[str], None] | None = print,
     tensorboard: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """The loop shared by :func:`pretrain` and :func:`ikemtrain.engine.distill.distill`.
 
@@ -398,12 +405,49 @@ def run_training(
     in a seeded order, a checkpoint (``kind``, model, optimiser, RNG states, epoch, config,
     ``extra``) after every epoch, one metrics record per epoch; see :func:`pretrain` for
     ``resume`` and the return value.
+
+    ``out_dir`` is opened by :func:`ikemtrain.runfolder.open_run_folder` (rank 0): new, or
+    ``resume``, or ``overwrite``; locked for the whole run, with its ``run.json``. A resumption
+    touches no file of the run until the checkpoint has been read and checked.
     """
-    cfg = job.cfg
-    out = make_out_dir(out_dir)
-    ckpt_path = out / CHECKPOINT_NAME
+    mode = run_mode(resume, overwrite)
     dev = resolve_device(device)
     info = init_distributed(dev)
+    if not info.is_main:
+        return _run_training(job, make_out_dir(out_dir), None, resume, dev, info, echo, False)
+    folder = open_run_folder(
+        out_dir,
+        job.kind,
+        mode,
+        settings=job.cfg.to_dict(),
+        cache=job.dataset.reader.path,
+        inputs=job.notes,
+    )
+    with folder:
+        result = _run_training(job, folder.path, folder, resume, dev, info, echo, tensorboard)
+        return job.finish(folder.path, result) if job.finish is not None else result
+
+
+def run_mode(resume: bool, overwrite: bool) -> str:
+    """``"new"``, ``"resume"`` or ``"overwrite"`` (:mod:`ikemtrain.runfolder`); both flags
+    at once is a ConfigError."""
+    if resume and overwrite:
+        raise ConfigError("resume and overwrite exclude each other: continue a run or replace it")
+    return "resume" if resume else "overwrite" if overwrite else "new"
+
+
+def _run_training(
+    job: TrainingJob,
+    out: Path,
+    folder: RunFolder | None,
+    resume: bool,
+    dev: torch.device,
+    info: DistInfo,
+    echo: Callable[[str], None] | None,
+    tensorboard: bool,
+) -> dict[str, Any]:
+    cfg = job.cfg
+    ckpt_path = out / CHECKPOINT_NAME
     if cfg.batch_size % info.world_size:
         raise ConfigError(
             f"batch_size {cfg.batch_size} is not divisible by the {info.world_size} processes"
@@ -452,6 +496,14 @@ def run_training(
                 f"{ckpt_path}: cannot resume from it ({type(e).__name__}: {detail})"
             ) from None
         start = state["epoch"] + 1
+        if not 1 <= state["epoch"] <= cfg.epochs:
+            raise CheckpointError(
+                f"{ckpt_path}: checkpoint 'epoch' is {state['epoch']}, expected 1 .. epochs "
+                f"({cfg.epochs}); raise epochs to extend a finished run",
+                param="resume",
+            )
+        if folder is not None:
+            folder.resumed()
     elif ckpt_path.exists():
         raise CheckpointExistsError(
             f"{ckpt_path} exists; resume to continue that run, or choose another out_dir",

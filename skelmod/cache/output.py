@@ -40,12 +40,13 @@ class OutputLock:
 
     The lock file is removed on release. A writer that opened it just before that removal
     would lock a file nobody else sees, so after locking it checks the path still names the
-    file it locked, and retries otherwise.
+    file it locked, and retries otherwise. ``lock`` names another lock file (a run folder's
+    lock lives inside the folder).
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, lock: str | os.PathLike | None = None):
         self.target = Path(path)
-        self.path = lock_path(path)
+        self.path = Path(lock) if lock is not None else lock_path(path)
         self._fd: int | None = None
 
     def acquire(self) -> OutputLock:

@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 
 from .. import layout
+from .checks import check_declared, check_frames, check_joints, refuse_pointers
 from .schema import (
     CUSTOM_DATASET,
     FORMAT,
@@ -42,13 +43,19 @@ class CacheReader:
     The HDF5 handle is opened on the first array read and is not pickled, so a reader can
     be handed to DataLoader workers and each worker opens its own handle after the fork.
 
+    A cache is data, never a pointer: soft and external links, external storage and virtual
+    datasets are refused (:func:`~skelmod.cache.checks.refuse_pointers`) before anything else
+    is read; the sizes it declares and its frame counts are bounded (:mod:`skelmod.limits`).
+
     Raises:
-        CacheError: the file is not an HDF5 cache of this schema version, or parts are missing.
+        CacheError: the file is not an HDF5 cache of this schema version, parts are missing,
+            it points outside itself, or it declares implausible sizes or frame counts.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self._h5: h5py.File | None = None
+        self._values_checked = False
         if not self.path.exists():
             raise CacheError(f"{self.path}: no such cache file")
         try:
@@ -57,6 +64,7 @@ class CacheReader:
             raise CacheError(f"{self.path}: not an HDF5 file ({e})") from None
         with f:
             try:
+                refuse_pointers(f)  # before a byte of data is read
                 self._load(f)
             except CacheError as e:
                 raise CacheError(f"{self.path}: {e}") from None
@@ -113,6 +121,7 @@ class CacheReader:
             for m in self.modalities
         }
         self._read_layout(f)
+        check_declared(f, self.t, self.num_class)
         self.meta = {}
         for k in META_FIELDS:
             ds = f["meta"][k]
@@ -131,6 +140,7 @@ class CacheReader:
         self.n = lengths["name"]
         if self.n == 0:
             raise CacheError("the cache holds no samples")
+        check_frames(self.meta)
         labels = self.meta["label"]
         if labels.min() < 0 or labels.max() >= self.num_class:
             raise CacheError(
@@ -142,7 +152,11 @@ class CacheReader:
                 f"modalities/joint has shape {mods['joint'].shape}, expected (N, 3, T, V, M)"
             )
         self.bodies = int(mods["joint"].shape[-1])
+        if self.bodies < 1:
+            raise CacheError("modalities/joint has no body (M = 0), expected at least 1")
         for m in self.modalities:
+            if mods[m].dtype != np.float32:
+                raise CacheError(f"modalities/{m} holds {mods[m].dtype}, expected float32")
             if mods[m].shape != (self.n, *self.sample_shape):
                 raise CacheError(
                     f"modalities/{m} has shape {mods[m].shape}, expected "
@@ -234,6 +248,15 @@ class CacheReader:
         if part == "val":
             mask = ~mask
         return np.flatnonzero(mask).astype(np.int64)
+
+    def check_values(self) -> None:
+        """Check every sample's joints as the writer did (finite, within 100 m:
+        :func:`~skelmod.cache.checks.check_joints`); a second call returns at once.
+
+        Raises CacheError naming the first offending row."""
+        if not self._values_checked:
+            check_joints(self.path, self.meta["name"])
+            self._values_checked = True
 
     def require(self, modalities: Iterable[str]) -> None:
         """Raise :class:`CacheError` naming any modality this cache lacks."""

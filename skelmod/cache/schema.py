@@ -13,7 +13,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from .. import layout
+from .. import layout, limits
 from ..errors import SkelmodError
 
 SCHEMA_VERSION = 1
@@ -64,9 +64,8 @@ class CacheWriteError(CacheError):
     """Writing the output failed (disk full, unwritable folder); the message says what is kept."""
 
 
-#: Largest |coordinate| accepted in the ``joint`` modality, in metres. Kinect v2 sees at most
-#: about 8 m; anything beyond this bound is a corrupt file, not a pose (issue 8 point 7).
-MAX_COORDINATE_M = 100.0
+#: Largest |coordinate| accepted in the ``joint`` modality, in metres (:mod:`skelmod.limits`).
+MAX_COORDINATE_M = limits.MAX_COORDINATE_M
 
 
 def check_sample(arrays: Mapping[str, np.ndarray], label: int | None = None,
