@@ -57,9 +57,9 @@ def test_a_queue_that_outlives_an_epoch_is_named_in_a_warning():
 def test_pretrain_resolves_and_records_both(tmp_path):
     cache = make_cache(tmp_path / "c.h5", n=48, t=24)  # 24 xsub-train samples
     cfg = PretrainConfig(
-        modalities=("joint", "velocity"), epochs=4, cross_epoch=2, steps=(3,), batch_size=4, queue_size=0,
-        total_steps=12, hidden_channels=4, hidden_dim=16, feature_dim=8, workers=0,
-        split="xsub", dropout=0.0, monitor_every=0,
+        modalities=("joint", "velocity"), epochs=4, cross_epoch=2, steps=(3,), batch_size=4,
+        queue_size=0, total_steps=12, hidden_channels=4, hidden_dim=16, feature_dim=8,
+        workers=0, split="xsub", dropout=0.0, monitor_every=0,
     )  # fmt: skip
     old = torch.get_num_threads()
     torch.set_num_threads(1)

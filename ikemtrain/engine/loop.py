@@ -335,7 +335,7 @@ def resolve_queue_size(
     if cfg.queue_size == 0:
         size = 1 << max(0, int(room // 2).bit_length() - 1)
         return cfg.replace(queue_size=max(size, cfg.topk))
-    if cfg.queue_size > room and echo is not None:
+    if cfg.queue_size > room and n_train >= cfg.batch_size and echo is not None:
         auto = 1 << max(0, int(room // 2).bit_length() - 1)
         echo(
             f"warning: queue_size {cfg.queue_size} is more than one epoch enqueues beyond the "
