@@ -285,3 +285,41 @@ def test_the_report_quotes_the_recorded_command(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("PWNED*"))
     # the report's own run.json records its command too
     assert json.loads((tmp_path / "r" / "run.json").read_text())["kind"] == "report"
+
+
+def test_the_gain_table_is_over_the_stronger_random_row():
+    from ikemtrain.report import Result, gain_table
+
+    def le(stream, top1, ref, **kind):
+        return Result(Path(f"r{ref}"), {"protocol": "linear-eval", "stream": stream,
+                                         "top1_final": top1, **kind}, ref)  # fmt: skip
+
+    results = [
+        le("6s", 76.72, 1, encoders="pretrain"),
+        le("6s", 57.97, 2, encoders="random-init", bn_recalibrated=True),
+        le("6s", 67.89, 3, encoders="random-init", bn_recalibrated=False),
+        le("3s", 69.40, 4, encoders="pretrain"),
+        le("3s", 61.00, 5, encoders="random-init", bn_recalibrated=True),
+        le("joint", 56.25, 6, encoders="pretrain"),  # no random row: no gain claimed
+        Result(
+            Path("k"),
+            {"protocol": "knn", "encoders": "pretrain", "streams": {"6s": {"top1": {"20": 60.0}}}},
+            7,
+        ),  # fmt: skip
+        Result(
+            Path("k2"),
+            {
+                "protocol": "knn",
+                "encoders": "random-init",
+                "bn_recalibrated": False,
+                "streams": {"6s": {"top1": {"20": 62.5}}},
+            },
+            8,
+        ),  # fmt: skip
+    ]
+    rows = gain_table(results)[2:]
+    assert rows == [
+        "| 6s | kNN k=20 | 60.00 [7] | 62.50 [8] (raw BN) | **-2.50** |",
+        "| 3s | linear | 69.40 [4] | 61.00 [5] (BN re-estimated) | **+8.40** |",
+        "| 6s | linear | 76.72 [1] | 67.89 [3] (raw BN) | **+8.83** |",
+    ]
