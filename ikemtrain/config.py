@@ -496,6 +496,9 @@ class DistillConfig(_Settings):
     student_init: str = setting("random", _choice(*STUDENT_INITS))
     seed: int = setting(0, _COUNT)
     workers: int = setting(2, _COUNT)
+    #: speed options, as in [pretrain]: bfloat16 encoders, and the encoders side by side
+    precision: str = setting("fp32", _choice(*PRECISIONS))
+    stream_threads: int = setting(0, _COUNT)
 
     _TABLE: ClassVar[str] = "distill"
 

@@ -568,9 +568,10 @@ def _run_training(
 
 
 def configure_streams(model: torch.nn.Module, cfg: Any, dev: torch.device, info: DistInfo) -> int:
-    """Give ``model`` (one with a ``runner``, e.g. :class:`PretrainModel`) the stream runner of
-    ``cfg``'s ``precision`` and ``stream_threads`` (:func:`ikemtrain.nn.streams.stream_threads`
-    resolves 0); returns the number of stream threads (1 for a model without a runner)."""
+    """Give ``model`` (one with a ``runner``: :class:`PretrainModel`, ``DistillModel``) the
+    runner of ``cfg``'s ``precision`` and ``stream_threads`` (0 resolved by
+    :func:`ikemtrain.nn.streams.stream_threads`); returns the number of stream threads (1 for a
+    model without a runner)."""
     if not hasattr(model, "runner"):
         return 1
     precision = getattr(cfg, "precision", "fp32")
@@ -581,10 +582,10 @@ def configure_streams(model: torch.nn.Module, cfg: Any, dev: torch.device, info:
     try:
         threads = stream_threads(
             getattr(cfg, "stream_threads", 1),
-            len(getattr(model, "branches", ())),
+            model.stream_count,
             dev,
             info.world_size,
-            cfg.dropout,
+            model.backbone.get("dropout", 0.0),
         )
     except ValueError as e:
         raise ConfigError(f"stream_threads: {e}") from None

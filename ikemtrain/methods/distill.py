@@ -39,6 +39,7 @@ from ikemtrain.nn.heads import ProjectionHead
 from ikemtrain.nn.init import weights_init
 from ikemtrain.nn.queue import MemoryBank
 from ikemtrain.nn.stgcn import STGCN
+from ikemtrain.nn.streams import StreamRunner
 
 __all__ = ["STUDENT_INITS", "STUDENT_MODALITIES", "DistillModel", "Stream", "teacher_state_dict"]
 
@@ -179,6 +180,8 @@ class DistillModel(nn.Module):
             {v: MemoryBank(feature_dim, queue_size) for v in teacher_modalities}
         )
         self.bank_teacher = MemoryBank(self.student_dim, queue_size)
+        #: how the encoders of a step run (``ikemtrain.nn.streams``; set by the training loop)
+        self.runner = StreamRunner()
         weights_init(self.teacher)
         weights_init(self.students)
         self.teacher.requires_grad_(False)
@@ -226,10 +229,13 @@ class DistillModel(nn.Module):
         """
         self._check_view(view1, self.teacher_modalities, "view1")
         self._check_view(view2, self.student_modalities, "view2")
+        self.runner.reset()
         with torch.no_grad():
-            q = {v: stream(view1[v])[1] for v, stream in self.teacher.items()}
+            tf = self.runner.encode({v: st.encoder for v, st in self.teacher.items()}, view1)
+            q = {v: F.normalize(st.head(tf[v]), dim=1) for v, st in self.teacher.items()}
             t = F.normalize(torch.cat([q[v] for v in self.teacher_modalities], dim=1), dim=1)
-        s = {u: stream(view2[u])[1] for u, stream in self.students.items()}
+        sf = self.runner.encode({u: st.encoder for u, st in self.students.items()}, view2)
+        s = {u: F.normalize(st.head(sf[u]), dim=1) for u, st in self.students.items()}
         banks = {v: bank.snapshot() for v, bank in self.banks.items()}
         bank_t = self.bank_teacher.snapshot()
         sim_v = {v: q[v] @ banks[self.similarity_bank[v]] for v in self.teacher_modalities}
@@ -254,3 +260,12 @@ class DistillModel(nn.Module):
         if return_details:
             out["details"] = {"q": q, "t": t, "s": s, "banks": {**banks, "teacher": bank_t}}
         return out
+
+    @property
+    def stream_count(self) -> int:
+        """The most encoders one call of the runner runs (the teacher's)."""
+        return max(len(self.teacher), len(self.students))
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """Differentiate ``forward``'s ``"loss"`` (the students' encoders through the runner)."""
+        self.runner.backward(loss)

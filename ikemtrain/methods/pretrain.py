@@ -242,6 +242,11 @@ class PretrainModel(nn.Module):
             out["details"] = {"q": q, "k": k, "z": z, "banks": banks}
         return out
 
+    @property
+    def stream_count(self) -> int:
+        """The encoders one call of the runner runs (one per modality)."""
+        return len(self.branches)
+
     def backward(self, loss: torch.Tensor) -> None:
         """Differentiate ``forward``'s ``"loss"`` (``loss.backward()``, with the encoders'
         backward passes run by :attr:`runner`)."""
