@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 import random
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from ikemtrain.engine import checkpoint
 from ikemtrain.engine.checkpoint import (
     CheckpointError,
     capture_rng,
@@ -18,6 +20,7 @@ from ikemtrain.engine.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from ikemtrain.errors import OutputError
 
 
 class _Payload:
@@ -166,3 +169,85 @@ def test_a_checkpoint_without_resolved_modality_options_migrates_on_load() -> No
         "bones": "3v",
         "unit_axis": True,
     }
+
+
+class _FillingFile:
+    """A file object that takes ``room`` bytes, then fails as a full disk does."""
+
+    def __init__(self, f, room: int):
+        self.f, self.room = f, room
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        if len(data) > self.room:
+            self.f.write(data[: self.room])
+            self.f.flush()  # the partial bytes reach the temporary file, as on a real disk
+            self.room = 0
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_previous_one(
+    tmp_path: Path, monkeypatch, torch_one_thread
+) -> None:
+    """Epoch 1's checkpoint is written; epoch 2's write runs out of space half way: one
+    ``Error:`` line naming the file and the reason, exit 1, no traceback, the epoch-1 checkpoint
+    byte for byte, no temporary file left; the run then resumes from epoch 1."""
+    from click.testing import CliRunner
+    from test_data import make_cache
+
+    from cli.ikemtrain_cli import main
+
+    cache = make_cache(tmp_path / "c.h5", n=16, t=24, classes=3)
+    preset = tmp_path / "p.toml"
+    preset.write_text(
+        "[pretrain]\nepochs = 2\ncross_epoch = 1\nbatch_size = 4\nqueue_size = 8\n"
+        "hidden_channels = 4\nhidden_dim = 16\nfeature_dim = 4\nworkers = 0\n"
+    )
+    out = tmp_path / "run"
+    real_open, seen = checkpoint._open_for_writing, {"calls": 0}
+
+    def open_for_writing(fd):
+        seen["calls"] += 1
+        if seen["calls"] == 1:
+            return real_open(fd)
+        seen["before"] = (out / "checkpoint.pt").read_bytes()
+        return _FillingFile(real_open(fd), 4096)
+
+    monkeypatch.setattr(checkpoint, "_open_for_writing", open_for_writing)
+    argv = ["pretrain", str(cache), "--split", "xsub", "--preset", str(preset), "--out", str(out)]
+    r = CliRunner().invoke(main, [*argv, "--device", "cpu"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.output
+    assert "Traceback" not in r.output
+    (line,) = [x for x in r.output.splitlines() if x.startswith("Error")]
+    assert line.startswith(f"Error: {out / 'checkpoint.pt'}: cannot write the checkpoint")
+    assert "No space left on device" in line and "previous checkpoint is kept" in line
+    assert seen["calls"] == 2
+    assert (out / "checkpoint.pt").read_bytes() == seen["before"]
+    assert not list(out.glob("*.tmp")), "a partial checkpoint was left"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 1
+
+    monkeypatch.undo()  # space again: the run resumes
+    r = CliRunner().invoke(main, [*argv, "--device", "cpu", "--resume"])
+    assert r.exit_code == 0, r.output
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
+
+def test_a_checkpoint_into_an_unwritable_place_is_one_line(tmp_path: Path) -> None:
+    """A write the file system refuses outright (here: the folder is a file) names the file
+    and says nothing was written."""
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write the checkpoint .*nothing was written"):
+        save_checkpoint(blocker / "checkpoint.pt", {"epoch": 1})
+    assert blocker.read_text() == "x"

@@ -29,6 +29,7 @@ Files are written to a temporary file in the same folder and moved into place wi
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError, PretrainConfig
-from ..errors import CheckpointError, CheckpointExistsError
+from ..errors import CheckpointError, CheckpointExistsError, OutputError
 
 __all__ = [
     "CHECKPOINT_NAME",
@@ -160,23 +161,66 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write ``state`` (plus ``format`` and ``version``) to ``path`` atomically.
 
     Raises TypeError (before writing anything) if ``state`` holds anything but tensors and
-    plain types, since :func:`load_checkpoint` would refuse it.
+    plain types, since :func:`load_checkpoint` would refuse it. Raises OutputError (one line
+    naming the file and the reason, e.g. "No space left on device") when the file system
+    refuses the write: the temporary file is removed and a previous file at ``path`` is kept
+    byte for byte.
     """
     path = Path(path)
     _check_plain(state, "checkpoint state")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, "version": VERSION, **state}, f)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        with _open_for_writing(fd) as f:
+            writes = _WriteErrors(f)
+            try:
+                torch.save({"format": FORMAT, "version": VERSION, **state}, writes)
+            except RuntimeError:
+                # torch's zip writer, failing to end a file whose write failed, raises a
+                # RuntimeError of its own in place of the OSError
+                if writes.error is None:
+                    raise
+                raise writes.error from None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except BaseException as e:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, OutputError):
+            raise _write_error(path, e) from None
         raise
     return path
+
+
+def _open_for_writing(fd: int) -> Any:
+    return os.fdopen(fd, "wb")
+
+
+class _WriteErrors:
+    """``f`` for :func:`torch.save`, keeping the first OSError its writes raised (e.g. ENOSPC)."""
+
+    def __init__(self, f: Any):
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _write_error(path: Path, e: OSError) -> OutputError:
+    """One line for a failed checkpoint write (a full disk, an unwritable folder)."""
+    why = e.strerror or (str(e).splitlines() or [type(e).__name__])[0]
+    kept = "the previous checkpoint is kept unchanged" if path.is_file() else "nothing was written"
+    return OutputError(f"{path}: cannot write the checkpoint ({why}); {kept}")
 
 
 def checkpoint_layout(state: dict[str, Any]) -> str:
