@@ -18,7 +18,8 @@ key                 shape, dtype                  content
 ``name``            ``(N,)`` str, optional        unique sample names (default ``"000000"``, ...)
 ``train_<split>``   ``(N,)`` bool, any number     the training samples of benchmark ``<split>``:
                                                   splits ``<split>-train`` (True) and
-                                                  ``<split>-val`` (False)
+                                                  ``<split>-val`` (False), neither
+                                                  empty (also after rejections)
 ==================  ============================  ==============================================
 
 Each sequence then goes through exactly what ``skelmod convert`` does after reading a file
@@ -250,6 +251,7 @@ def load_arrays(path: str | os.PathLike, layout_name: str) -> dict[str, Any]:
             raise ArrayImportError(
                 f"{path}: {key!r} must be an ({n},) bool mask, found {mask.dtype} {mask.shape}"
             )
+        _check_both_sides(mask, benchmark, f"{path}: {key!r}")
         splits[benchmark] = mask
     return {
         "joints": joints,
@@ -259,6 +261,19 @@ def load_arrays(path: str | os.PathLike, layout_name: str) -> dict[str, Any]:
         "splits": splits,
         **ids,
     }
+
+
+def _check_both_sides(mask: np.ndarray, benchmark: str, where: str) -> None:
+    """Refuse a split mask that leaves ``<benchmark>-train`` or ``-val`` empty: a split
+    without validation samples cannot be evaluated, one without training samples cannot be
+    trained on."""
+    if mask.all() or not mask.any():
+        side, empty = ("training", "val") if mask.all() else ("validation", "train")
+        raise ArrayImportError(
+            f"{where} marks all {len(mask)} sequences as {side}, so the split "
+            f"{benchmark}-{empty} would be empty; a split needs sequences on both sides "
+            "(True: training, False: validation), or leave the mask out"
+        )
 
 
 def import_arrays(
@@ -325,6 +340,9 @@ def import_arrays(
                 f"{arrays}: none of the {n} sequences converted:\n"
                 + "\n".join(f"  {name}: {reason}" for name, reason in report.rejected[:20])
             )
+        for benchmark, mask in data["splits"].items():
+            rejected = f"with the {n - len(kept)} rejected sequences left out"
+            _check_both_sides(mask[kept], benchmark, f"{arrays}: 'train_{benchmark}' {rejected}")
         writer.write_splits({b: mask[kept] for b, mask in data["splits"].items()})
     except BaseException:
         writer.close()

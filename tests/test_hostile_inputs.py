@@ -238,6 +238,10 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
     f["complex_npz"] = d / "complex.npz"
     np.savez(d / "nan.npz", **{**_good_arrays(), "joints": np.full((18, 20, 3), np.nan)})
     f["nan_npz"] = d / "nan.npz"
+    np.savez(d / "all-train.npz", **{**_good_arrays(), "train_xview": np.ones(3, bool)})
+    f["all_train_npz"] = d / "all-train.npz"
+    np.savez(d / "no-train.npz", **{**_good_arrays(), "train_xsub": np.zeros(3, bool)})
+    f["no_train_npz"] = d / "no-train.npz"
     f["import_cache"] = d / "imported.h5"
     result = CliRunner().invoke(skelmod_main, ["import", str(f["npz"]), "--layout",
                                                "kinect-v1-20", "-o", str(f["import_cache"])])  # fmt: skip
@@ -327,6 +331,8 @@ CASES = [
     ("import-pickle", "skelmod", "import {object_npz} --layout kinect-v1-20 -o {out}.h5", 1, ["{object_npz}", "without pickle"]),
     ("import-complex", "skelmod", "import {complex_npz} --layout kinect-v1-20 -o {out}.h5", 1, ["{complex_npz}", "'joints' must be a float array"]),
     ("import-all-nan", "skelmod", "import {nan_npz} --layout kinect-v1-20 -o {out}.h5", 1, ["{nan_npz}", "none of the 3 sequences converted"]),
+    ("import-mask-all-true", "skelmod", "import {all_train_npz} --layout kinect-v1-20 -o {out}.h5", 1, ["{all_train_npz}", "'train_xview' marks all 3 sequences as training", "xview-val would be empty"]),
+    ("import-mask-all-false", "skelmod", "import {no_train_npz} --layout kinect-v1-20 -o {out}.h5", 1, ["{no_train_npz}", "'train_xsub' marks all 3 sequences as validation", "xsub-train would be empty"]),
     ("import-not-a-zip", "skelmod", "import {text} --layout kinect-v1-20 -o {out}.h5", 1, ["{text}", "not a readable .npz"]),
     # skelmod info / features: caches that point elsewhere or declare absurd sizes
     ("info-external-storage", "skelmod", "info {passwd_cache}", 1, ["{passwd_cache}", "external file /etc/passwd"]),

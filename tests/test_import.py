@@ -133,6 +133,14 @@ MALFORMED = [
     (lambda a: a.update(train_xview=np.array([1, 0, 1])), "'train_xview' must be an \\(3,\\) bool"),
     (lambda a: a.update(train_xview=np.array([True, False])), "'train_xview' must be an"),
     (lambda a: a.update({"train_": np.ones(3, bool)}), "named train_<split>"),
+    (
+        lambda a: a.update(train_xview=np.ones(3, bool)),
+        "'train_xview' marks all 3 sequences as training, so the split xview-val",
+    ),
+    (
+        lambda a: a.update(train_cs=np.zeros(3, bool)),
+        "'train_cs' marks all 3 sequences as validation, so the split cs-train",
+    ),
     (lambda a: a.update(labels=np.zeros(3, int)), "unknown array 'labels'"),
     (lambda a: a.update(name=np.array([{"a": 1}, 2, 3], dtype=object)), "without pickle"),
 ]
@@ -146,6 +154,22 @@ def test_malformed_arrays_are_clear_errors(tmp_path: Path, change, message) -> N
     with pytest.raises(ArrayImportError, match=message) as e:
         import_arrays(tmp_path / "a.npz", tmp_path / "c.h5", layout_name="kinect-v1-20")
     assert str(tmp_path / "a.npz") in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "c.h5").exists() and not partial_path(tmp_path / "c.h5").exists()
+
+
+def test_a_split_left_empty_by_rejections_is_refused(tmp_path: Path) -> None:
+    """Both validation sequences are rejected: xview-val would be empty, so nothing is written
+    and the line names the mask and the rejections."""
+    arrays = _good(n=4)
+    arrays["joints"][7, 4, 1] = np.nan  # sequence 1 (validation)
+    arrays["joints"][18:24, 0] = 0.0  # sequence 3 (validation): L = 0
+    np.savez(tmp_path / "a.npz", **arrays)
+    res = CliRunner().invoke(main, ["import", str(tmp_path / "a.npz"), "--layout",
+                                    "kinect-v1-20", "-o", str(tmp_path / "c.h5")])  # fmt: skip
+    assert res.exit_code == 1 and "Traceback" not in res.output, res.output
+    (line,) = [x for x in res.output.splitlines() if x.startswith("Error")]
+    assert f"{tmp_path / 'a.npz'}: 'train_xview' with the 2 rejected sequences left out" in line
+    assert "marks all 2 sequences as training, so the split xview-val would be empty" in line
     assert not (tmp_path / "c.h5").exists() and not partial_path(tmp_path / "c.h5").exists()
 
 
