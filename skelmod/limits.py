@@ -13,6 +13,7 @@ __all__ = [
     "MAX_BODIES",
     "MAX_CLASSES",
     "MAX_COORDINATE_M",
+    "MAX_NUMBER_CHARS",
     "MAX_RAW_FRAMES",
     "MAX_SAMPLES",
     "MAX_TARGET_FRAMES",
@@ -33,3 +34,7 @@ MAX_SAMPLES = 10_000_000
 #: Largest |coordinate| accepted in the ``joint`` modality, in metres. Kinect v2 sees at most
 #: about 8 m; anything beyond this bound is a corrupt file, not a pose.
 MAX_COORDINATE_M = 100.0
+#: Characters of one number written as text (an N-UCLA JSON file's): a float64 needs at most
+#: 24 (the shared files use at most 12). A longer literal is a corrupt or hostile file, refused
+#: before it is converted (turning a 5,000-digit integer into a number costs quadratic time).
+MAX_NUMBER_CHARS = 64

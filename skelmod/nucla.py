@@ -11,8 +11,10 @@ actions a01-a06, a08, a09, a11, a12 are labelled 1-10 in that order; the cache s
 0-based ``label - 1``. Views 1 and 2 train, view 3 validates (``xview``).
 
 Every file is checked before it is used: an error names the file and the field (``label``,
-``skeletons[t][j]``) and what was expected. No joint is invented or moved: the sample is the
-file's joints as they are, ``(3, T, 20, 1)``.
+``skeletons[t][j]``) and what was expected. A number literal longer than
+:data:`skelmod.limits.MAX_NUMBER_CHARS` is never converted (no 5,000-digit integer is
+built). No joint is invented or moved: the sample is the file's joints as they are,
+``(3, T, 20, 1)``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import numpy as np
 
 from .errors import SkelmodError
 from .layout import KINECT_V1_20
+from .limits import MAX_NUMBER_CHARS
 
 __all__ = [
     "NUCLA_ACTIONS",
@@ -101,6 +104,36 @@ def parse_nucla_name(name: str) -> tuple[int, int, int, int]:
     return action, subject, repetition, view
 
 
+class _LongNumber:
+    """A number literal longer than :data:`~skelmod.limits.MAX_NUMBER_CHARS`, kept unconverted
+    (the JSON hooks below) so that the field holding it can be named."""
+
+    def __init__(self, text: str):
+        self.chars = len(text)
+
+    def __repr__(self) -> str:
+        return f"a number of {self.chars} characters"
+
+
+def _bounded(convert):
+    def parse(text: str):
+        return _LongNumber(text) if len(text) > MAX_NUMBER_CHARS else convert(text)
+
+    return parse
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads`` that converts no number literal longer than ``MAX_NUMBER_CHARS``."""
+    return json.loads(raw, parse_int=_bounded(int), parse_float=_bounded(float))
+
+
+def _too_long(path: Path, field: str, number: _LongNumber) -> NuclaFormatError:
+    return NuclaFormatError(
+        f"{path}: field {field!r}: {number!r}, more than the {MAX_NUMBER_CHARS} a number may "
+        "have (skelmod.limits.MAX_NUMBER_CHARS)"
+    )
+
+
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -132,6 +165,11 @@ def _joints(path: Path, skeletons: Any) -> np.ndarray:
                 f"{path}: field 'skeletons[{t}]': expected {v} joints, found {found}"
             )
         for j, joint in enumerate(frame):
+            long = (
+                [c for c in joint if isinstance(c, _LongNumber)] if isinstance(joint, list) else []
+            )
+            if long:
+                raise _too_long(path, f"skeletons[{t}][{j}]", long[0])
             if not (
                 isinstance(joint, list)
                 and len(joint) == 3
@@ -157,7 +195,7 @@ def read_nucla(path: str | os.PathLike) -> NuclaSample:
     if size > MAX_BYTES:
         raise NuclaFormatError(f"{path}: {size} bytes, more than the {MAX_BYTES} accepted")
     try:
-        data = json.loads(path.read_bytes())
+        data = _loads(path.read_bytes())
     except json.JSONDecodeError as e:
         raise NuclaFormatError(
             f"{path}: line {e.lineno} column {e.colno}: not valid JSON ({e.msg})"
@@ -176,6 +214,8 @@ def read_nucla(path: str | os.PathLike) -> NuclaSample:
             f"found {data['file_name']!r}"
         )
     label = data["label"]
+    if isinstance(label, _LongNumber):
+        raise _too_long(path, "label", label)
     expected = NUCLA_ACTIONS.index(action) + 1
     if not (isinstance(label, int) and not isinstance(label, bool)) or label != expected:
         raise NuclaFormatError(

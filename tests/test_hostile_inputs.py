@@ -211,6 +211,12 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
     f["bomb_dir"] = d / "bomb"
     f["bomb_dir"].mkdir()
     (f["bomb_dir"] / "S001C001P001R001A001.skeleton").write_text("1000000000000\n")
+    for key, number in (("nucla_400", "9" * 400), ("nucla_5001", "1" * 5001 + ".5")):
+        f[key] = d / key.replace("_", "-")
+        f[key].mkdir()
+        frames = [[[0.1, 0.2, 3.0]] * 20] * 3
+        text = json.dumps({"file_name": "a01_s01_e00_v01", "skeletons": frames, "label": 1})
+        (f[key] / "a01_s01_e00_v01.json").write_text(text.replace("0.2", number, 1))
     f["npz"] = d / "a.npz"
     np.savez(f["npz"], **_good_arrays())
     f["empty_npz"] = d / "empty.npz"
@@ -315,6 +321,8 @@ CASES = [
     ("convert-trailing-slash", "skelmod", "convert {raw} -o {out}/", 2, ["is a directory"]),
     ("convert-empty-dir", "skelmod", "convert {empty_dir} -o {out}.h5", 1, ["{empty_dir}", "no .skeleton files"]),
     ("convert-truncated", "skelmod", "convert {truncated_dir} -o {out}.h5", 1, ["none of the 1 files converted"]),
+    ("convert-nucla-400-digits", "skelmod", "convert {nucla_400} -o {out}.h5", 1, ["{nucla_400}/a01_s01_e00_v01.json", "field 'skeletons[0][0]': a number of 400 characters", "more than the 64"]),
+    ("convert-nucla-5001-digits", "skelmod", "convert {nucla_5001} -o {out}.h5", 1, ["{nucla_5001}/a01_s01_e00_v01.json", "field 'skeletons[0][0]': a number of 5003 characters", "more than the 64"]),
     ("convert-frame-bomb", "skelmod", "convert {bomb_dir} -o {out}.h5", 1, ["none of the 1 files converted", "10000"]),
     # skelmod import: the same output rule, and arrays files that lie
     ("import-onto-input", "skelmod", "import {npz} --layout kinect-v1-20 -o {npz} --overwrite", 2, ["{npz}", "is one of the input files"]),

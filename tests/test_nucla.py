@@ -137,6 +137,55 @@ def test_bad_files_are_named_and_the_others_convert(nucla_dir: Path, tmp_path: P
     assert list(CacheReader(tmp_path / "c.h5").meta["name"]) == sorted(good)
 
 
+def nucla_text(name: str = "a01_s01_e00_v01", frames: int = 4, label: str = "1") -> str:
+    """An N-UCLA file's text: ``frames`` frames of 20 joints, every y written ``0.25``."""
+    skeletons = [[[0.1 * j, 0.25, 3.0] for j in range(20)] for _ in range(frames)]
+    text = json.dumps({"file_name": name, "skeletons": skeletons, "label": 0})
+    return text.replace('"label": 0', f'"label": {label}')
+
+
+@pytest.mark.parametrize(
+    ("number", "where", "field"),
+    [
+        ("9" * 400, "skeletons", r"skeletons\[1\]\[0\]"),
+        ("9" * 5001, "skeletons", r"skeletons\[1\]\[0\]"),
+        ("1" * 400 + ".5", "skeletons", r"skeletons\[1\]\[0\]"),
+        ("0." + "0" * 5000 + "1e3", "skeletons", r"skeletons\[1\]\[0\]"),
+        ("1" * 65, "skeletons", r"skeletons\[1\]\[0\]"),
+        ("1" + "0" * 5000, "label", "label"),
+    ],
+    ids=["int-400", "int-5001", "float-400", "float-5005", "int-65", "label-5001"],
+)
+def test_numbers_too_long_are_refused_before_conversion(
+    tmp_path: Path, number: str, where: str, field: str
+) -> None:
+    """A number literal longer than MAX_NUMBER_CHARS is never converted (a 5,001-digit int
+    would pass Python's 4,300-digit limit with a ValueError of its own): the error names the
+    file, the field and the limit."""
+    path = tmp_path / "a01_s01_e00_v01.json"
+    if where == "label":
+        path.write_text(nucla_text(label=number))
+    else:  # frame 1's first joint: y
+        text = nucla_text()
+        k = text.index("0.25", text.index("]]") + 1)
+        path.write_text(text[:k] + number + text[k + 4 :])
+    with pytest.raises(NuclaFormatError) as e:
+        read_nucla(path)
+    message = str(e.value)
+    assert message.startswith(f"{path}: field '") and "\n" not in message
+    assert re.search(f"field '{field}': a number of {len(number)} characters", message), message
+    assert "more than the 64 a number may have" in message
+
+
+def test_numbers_within_the_limit_are_read(tmp_path: Path) -> None:
+    path = tmp_path / "a01_s01_e00_v01.json"
+    text = nucla_text()
+    k = text.index("0.25")
+    literal = "0." + "2" * 62  # 64 characters
+    path.write_text(text[:k] + literal + text[k + 4 :])
+    assert read_nucla(path).joints[1, 0, 0, 0] == float(literal)
+
+
 def test_names_are_checked() -> None:
     assert parse_nucla_name("a12_s10_e04_v03.json") == (12, 10, 4, 3)
     for name, reason in (
