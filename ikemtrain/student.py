@@ -33,7 +33,13 @@ from skelmod import limits
 from skelmod.modalities import compute_modalities
 
 from .config import check_backbone
-from .engine.checkpoint import CheckpointError, load_run, save_checkpoint
+from .engine.checkpoint import (
+    CheckpointError,
+    check_record,
+    load_run,
+    load_weights,
+    save_checkpoint,
+)
 from .engine.encoders import ENCODER_PREFIX
 from .engine.linear_eval import HEADS_NAME
 from .methods.pretrain import count_parameters
@@ -137,13 +143,18 @@ class Student(nn.Module):
             )
         try:
             student = cls(**state["config"])
-            for m, enc in student.encoders.items():
-                enc.load_state_dict(state["encoders"][m], strict=True)
+            encoders, classifier = state["encoders"], state["classifier"]
+            weights = [(enc, encoders[m], f"encoders {m}") for m, enc in student.encoders.items()]
             if student.classifier is not None:
-                for m, head in student.classifier.items():
-                    head.load_state_dict(state["classifier"][m], strict=True)
+                weights += [
+                    (h, classifier[m], f"classifier {m}") for m, h in student.classifier.items()
+                ]
         except (KeyError, TypeError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: student file does not fit ({e})") from None
+        for module, found, name in weights:
+            if not isinstance(found, Mapping):
+                raise CheckpointError(f"{path}: student file {name}: not a dict of tensors")
+            load_weights(module, found, path, file_key=lambda k, name=name: f"{name}.{k}")
         return student.to(device)
 
     def _inputs(self, joints, frame_count) -> dict[str, np.ndarray]:
@@ -270,7 +281,7 @@ def export_student(
         raise CheckpointError(
             f"{path}: a {state['kind']} run; export needs a student run (`ikemtrain distill`)"
         )
-    info = state["student"]
+    info = check_record(state, "student", path, {"backbone": Mapping, "modalities": (list, tuple)})
     num_class, heads, head_mods = None, None, None
     if classifier is not None:
         heads_path = Path(classifier)
@@ -290,25 +301,31 @@ def export_student(
             m: {k[len(m) + 1 :]: v for k, v in le["heads"].items() if k.startswith(m + ".")}
             for m in head_mods
         }
-    student = Student(
-        info["modalities"],
-        info["backbone"],
-        t_target=info["t_target"],
-        unit_axis=info["unit_axis"],
-        bones=info["bones"],
-        num_class=num_class,
-        classifier_modalities=head_mods,
-        dataset=info.get("dataset"),
-    )
+    try:
+        student = Student(
+            info["modalities"],
+            info["backbone"],
+            t_target=info["t_target"],
+            unit_axis=info["unit_axis"],
+            bones=info["bones"],
+            num_class=num_class,
+            classifier_modalities=head_mods,
+            dataset=info.get("dataset"),
+        )
+    except (KeyError, TypeError, ValueError) as e:  # a record of another shape
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(
+            f"{path}: distill checkpoint 'student' record does not fit ({type(e).__name__}: {e})"
+        ) from None
     template = ENCODER_PREFIX["distill"]
     for m, enc in student.encoders.items():
         prefix = template.format(m=m)
-        enc.load_state_dict(
-            {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
-        )
+        weights = {k[len(prefix) :]: v for k, v in state["model"].items() if k.startswith(prefix)}
+        load_weights(enc, weights, path, file_key=lambda k, prefix=prefix: prefix + k)
     if heads is not None:
         for m, head in student.classifier.items():
-            head.load_state_dict(heads[m])
+            load_weights(head, heads[m], heads_path, file_key=lambda k, m=m: f"heads {m}.{k}")
     student.save(out)
     return student
 

@@ -495,6 +495,20 @@ def test_export_without_classifier_refuses_to_predict(
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a readable student file"):
         Student.load(tmp_path / "junk.pt")
+    # a student file whose tensor does not fit the model its config describes
+    state = torch.load(tmp_path / "bare.pt", weights_only=True)
+    state["encoders"]["joint"]["A"] = torch.zeros(2, 2)
+    torch.save(state, tmp_path / "shape.pt")
+    with pytest.raises(CheckpointError) as e:
+        Student.load(tmp_path / "shape.pt")
+    assert str(e.value) == (
+        f"{tmp_path / 'shape.pt'}: checkpoint tensor 'encoders joint.A' has shape (2, 2), but "
+        "the model its settings describe has (3, 25, 25)"
+    )
+    state["encoders"]["joint"] = "weights"
+    torch.save(state, tmp_path / "str.pt")
+    with pytest.raises(CheckpointError, match="student file encoders joint: not a dict"):
+        Student.load(tmp_path / "str.pt")
 
 
 def test_cli_distill_linear_eval_export(cache: Path, teacher: Path, tmp_path: Path) -> None:

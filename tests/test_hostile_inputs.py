@@ -128,17 +128,29 @@ def _good_arrays(n: int = 3, t: int = 6) -> dict[str, np.ndarray]:
     }
 
 
-def _ckpt_copy(run: Path, dst: Path, **changes) -> Path:
-    """A copy of a run folder whose checkpoint has ``changes`` (``config=...`` merges)."""
+def _ckpt_copy(run: Path, dst: Path, edit=None, **changes) -> Path:
+    """A copy of a run folder whose checkpoint has ``changes`` (``config=...`` and
+    ``model=...`` merge); ``edit(state)`` changes it in place."""
     dst.mkdir()
     for p in run.iterdir():
         if p.is_file():
             (dst / p.name).write_bytes(p.read_bytes())
     state = torch.load(dst / "checkpoint.pt", weights_only=True)
-    if "config" in changes:
-        changes["config"] = {**state["config"], **changes["config"]}
-    torch.save({**state, **changes}, dst / "checkpoint.pt")
+    for key in ("config", "model"):
+        if key in changes:
+            changes[key] = {**state[key], **changes[key]}
+    state = {**state, **changes}
+    if edit is not None:
+        edit(state)
+    torch.save(state, dst / "checkpoint.pt")
     return dst
+
+
+def _momentum(shape):
+    def edit(state):
+        state["optimizer"]["state"][0]["momentum_buffer"] = torch.zeros(shape)
+
+    return edit
 
 
 def _result(folder: Path, base: dict, **changes) -> Path:
@@ -270,6 +282,25 @@ def hostile(tmp_path_factory) -> dict[str, Path]:
     f["wide_ckpt"] = _ckpt_copy(f["run"], d / "wide", config={"hidden_dim": 10**9})
     f["queue_ckpt"] = _ckpt_copy(f["run"], d / "queue", config={"queue_size": 10**12})
     f["says_distill"] = _ckpt_copy(f["run"], d / "says-distill", kind="distill")
+    f["says_distill_records"] = _ckpt_copy(
+        f["run"], d / "says-distill-records", kind="distill", teacher={}, student={}
+    )
+    f["kind_int"] = _ckpt_copy(f["run"], d / "kind-int", kind=5)
+    f["shape_ckpt"] = _ckpt_copy(
+        f["run"], d / "shape", model={"branches.joint.encoder_q.A": torch.zeros(3, 3)}
+    )
+    f["extra_ckpt"] = _ckpt_copy(
+        f["run"], d / "extra", model={"branches.joint.spare": torch.ones(10**3)}
+    )
+    f["momentum_ckpt"] = _ckpt_copy(f["run"], d / "momentum", edit=_momentum((7,)))
+    result = CliRunner().invoke(ikemtrain_main, ["distill", str(cache), "--split", "xsub", "--teacher",
+                                                 str(f["run"]), "--out", str(d / "dist"), *common])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    f["dist"] = d / "dist"
+    f["dist_student_str"] = _ckpt_copy(f["dist"], d / "dist-student-str", student="x")
+    f["dist_shape"] = _ckpt_copy(
+        f["dist"], d / "dist-shape", model={"students.joint.encoder.A": torch.zeros(2)}
+    )
     f["knn_folder"] = d / "knn"
     with open_run_folder(f["knn_folder"], "knn-eval") as folder:
         (folder.path / "results.json").write_text("{}")
@@ -375,10 +406,14 @@ CASES = [
     ("pretrain-resume-epoch-1e9", "ikemtrain", "pretrain {cache} --split xsub {Pnoout} --out {epoch_big} --resume", 1, ["{epoch_big}/checkpoint.pt", "'epoch' is 1000000000"]),
     ("pretrain-resume-epoch-negative", "ikemtrain", "pretrain {cache} --split xsub {Pnoout} --out {epoch_neg} --resume", 1, ["{epoch_neg}/checkpoint.pt", "'epoch' is -3"]),
     ("pretrain-resume-epoch-string", "ikemtrain", "pretrain {cache} --split xsub {Pnoout} --out {epoch_str} --resume", 1, ["{epoch_str}/checkpoint.pt", "'epoch' is a str"]),
+    ("pretrain-resume-tensor-shape", "ikemtrain", "pretrain {cache} --split xsub {Pnoout} --out {shape_ckpt} --resume", 1, ["{shape_ckpt}/checkpoint.pt", "checkpoint tensor 'branches.joint.encoder_q.A' has shape (3, 3)", "(3, 25, 25)"]),
+    ("pretrain-resume-extra-tensor", "ikemtrain", "pretrain {cache} --split xsub {Pnoout} --out {extra_ckpt} --resume", 1, ["{extra_ckpt}/checkpoint.pt", "'branches.joint.spare' is not part of the model"]),
+    ("pretrain-resume-momentum-shape", "ikemtrain", "pretrain {cache} --split xsub {Pnoout} --out {momentum_ckpt} --resume", 1, ["{momentum_ckpt}/checkpoint.pt", "momentum buffer of parameter 0 has shape (7,)"]),
     ("pretrain-resume-and-overwrite", "ikemtrain", "pretrain {cache} --split xsub {Pnoout} --out {run} --resume --overwrite", 2, ["--resume and --overwrite"]),
     # ikemtrain distill
     ("distill-teacher-is-evaluation", "ikemtrain", "distill {cache} --split xsub --teacher {le} {P}", 1, ["{le}", "linear-evaluation run"]),
     ("distill-teacher-too-wide", "ikemtrain", "distill {cache} --split xsub --teacher {wide_ckpt} {P}", 1, ["{wide_ckpt}/checkpoint.pt", "hidden_dim", "<= 8192"]),
+    ("distill-teacher-tensor-shape", "ikemtrain", "distill {cache} --split xsub --teacher {shape_ckpt} {P}", 1, ["{shape_ckpt}/checkpoint.pt", "checkpoint tensor 'branches.joint.encoder_q.A' has shape (3, 3)"]),
     ("distill-into-another-kind", "ikemtrain", "distill {cache} --split xsub --teacher {run} {Pnoout} --out {knn_folder}", 2, ["{knn_folder}", "a knn-eval run"]),
     ("distill-classes-declared", "ikemtrain", "distill {classes_cache} --split xsub --teacher {run} {P}", 1, ["{classes_cache}", "'num_class' is 10000000000"]),
     # ikemtrain linear-eval
@@ -387,7 +422,12 @@ CASES = [
     ("linear-eval-into-itself-again", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {run} --streams joint {Pnoout} --out {le}", 2, ["{le} is not empty", "overwrite to replace it"]),
     ("linear-eval-checkpoint-queue-1e12", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {queue_ckpt} --streams joint {P}", 1, ["{queue_ckpt}/checkpoint.pt", "queue_size"]),
     ("linear-eval-kind-says-distill", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {says_distill} --streams joint {P}", 1, ["{says_distill}/checkpoint.pt", "distill checkpoint has no"]),
+    ("linear-eval-tensor-shape", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {shape_ckpt} --streams joint {P}", 1, ["{shape_ckpt}/checkpoint.pt", "checkpoint tensor 'branches.joint.encoder_q.A' has shape (3, 3)"]),
+    ("linear-eval-says-distill-with-records", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {says_distill_records} --streams student-joint {P}", 1, ["{says_distill_records}/checkpoint.pt", "distill checkpoint 'teacher.config' is absent, expected a dict"]),
+    ("linear-eval-student-record-string", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {dist_student_str} --streams student-joint {P}", 1, ["{dist_student_str}/checkpoint.pt", "distill checkpoint 'student' is a str, expected a dict"]),
+    ("linear-eval-kind-not-a-string", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {kind_int} --streams joint {P}", 1, ["{kind_int}/checkpoint.pt", "'kind' is a int"]),
     # ikemtrain knn-eval
+    ("knn-eval-tensor-shape", "ikemtrain", "knn-eval {cache} --split xsub --checkpoint {shape_ckpt} --streams joint --k 1 {P}", 1, ["{shape_ckpt}/checkpoint.pt", "'branches.joint.encoder_q.A' has shape (3, 3)"]),
     ("knn-eval-soft-link", "ikemtrain", "knn-eval {soft_cache} --split xsub --checkpoint {run} --streams joint --k 1 {P}", 1, ["{soft_cache}", "soft link"]),
     ("knn-eval-virtual", "ikemtrain", "knn-eval {virtual_cache} --split xsub --checkpoint {run} --streams joint --k 1 {P}", 1, ["{virtual_cache}", "virtual dataset"]),
     ("knn-eval-into-a-held-folder", "ikemtrain", "knn-eval {cache} --split xsub --checkpoint {run} --streams joint --k 1 {Pnoout} --out {held}", 1, ["{held}", "another process is writing it"]),
@@ -414,6 +454,9 @@ CASES = [
     # ikemtrain export, demo, describe
     ("export-a-pretrain-run", "ikemtrain", "export {run} --out {out}.pt", 1, ["a pretrain run; export needs a student run"]),
     ("export-kind-says-distill", "ikemtrain", "export {says_distill} --out {out}.pt", 1, ["{says_distill}/checkpoint.pt", "distill checkpoint has no"]),
+    ("export-says-distill-with-records", "ikemtrain", "export {says_distill_records} --out {out}.pt", 1, ["{says_distill_records}/checkpoint.pt", "distill checkpoint 'student.backbone' is absent, expected a dict"]),
+    ("export-student-record-string", "ikemtrain", "export {dist_student_str} --out {out}.pt", 1, ["{dist_student_str}/checkpoint.pt", "distill checkpoint 'student' is a str, expected a dict"]),
+    ("export-student-tensor-shape", "ikemtrain", "export {dist_shape} --out {out}.pt", 1, ["{dist_shape}/checkpoint.pt", "checkpoint tensor 'students.joint.encoder.A' has shape (2,)", "(3, 25, 25)"]),
     ("export-onto-a-file", "ikemtrain", "export {run} --out {student_out}", 2, ["{student_out} exists", "--overwrite"]),
     ("demo-into-a-run", "ikemtrain", "demo {run} --preset {preset}", 2, ["{run} is not empty", "a pretrain run"]),
     ("demo-into-a-held-folder", "ikemtrain", "demo {held} --preset {preset}", 1, ["{held}", "another process is writing it"]),

@@ -37,7 +37,7 @@ import random
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,13 @@ __all__ = [
     "CheckpointError",
     "CheckpointExistsError",
     "capture_rng",
+    "check_record",
     "check_layout",
     "checkpoint_layout",
     "find_checkpoint",
     "load_checkpoint",
     "load_run",
+    "load_weights",
     "pretrain_config",
     "restore_rng",
     "save_checkpoint",
@@ -369,6 +371,51 @@ def load_checkpoint(
     return state
 
 
+def _shape(t: torch.Tensor) -> tuple[int, ...]:
+    return tuple(t.shape)
+
+
+def load_weights(
+    module: torch.nn.Module,
+    weights: Mapping[str, Any],
+    path: str | os.PathLike | None,
+    file_key: Callable[[str], str] = str,
+) -> None:
+    """Load ``weights`` into ``module`` once they are checked to be exactly its tensors, with
+    its shapes: the model the checkpoint's settings describe says what the file's tensors may
+    be, and a mismatch is one :class:`CheckpointError` naming the file and the key.
+
+    ``file_key`` maps a key of ``module`` to the key the file names it by (e.g. adding a
+    ``branches.joint.encoder_q.`` prefix). Nothing is copied into ``module`` unless every
+    tensor fits.
+    """
+    where = f"{path}: " if path is not None else ""
+    expected = module.state_dict()
+    for k, want in expected.items():
+        found = weights.get(k)
+        if found is None:
+            raise CheckpointError(
+                f"{where}checkpoint has no tensor {file_key(k)!r}, which the model its settings "
+                f"describe needs ({len([j for j in expected if j not in weights])} missing)"
+            )
+        if not isinstance(found, torch.Tensor):
+            raise CheckpointError(
+                f"{where}checkpoint {file_key(k)!r} is a {type(found).__name__}, not a tensor"
+            )
+        if _shape(found) != _shape(want):
+            raise CheckpointError(
+                f"{where}checkpoint tensor {file_key(k)!r} has shape {_shape(found)}, but the "
+                f"model its settings describe has {_shape(want)}"
+            )
+    extra = [k for k in weights if k not in expected]
+    if extra:
+        raise CheckpointError(
+            f"{where}checkpoint tensor {file_key(extra[0])!r} is not part of the model its "
+            f"settings describe ({len(extra)} such)"
+        )
+    module.load_state_dict(weights, strict=True)
+
+
 #: What each kind of run's checkpoint must hold to be used.
 _RUN_KEYS = {
     "pretrain": ("model", "config"),
@@ -406,6 +453,11 @@ def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
     path = find_checkpoint(path)
     state = load_checkpoint(path)
     state.setdefault("kind", "pretrain")
+    if not isinstance(state["kind"], str):
+        raise CheckpointError(
+            f"{path}: checkpoint 'kind' is a {type(state['kind']).__name__}, expected one of "
+            f"{', '.join(map(repr, _RUN_KEYS))}"
+        )
     required = _RUN_KEYS.get(state["kind"], ())
     missing = [k for k in required if k not in state]
     if missing:
@@ -414,6 +466,33 @@ def load_run(run: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
             f"(needs {', '.join(map(repr, required))})"
         )
     return path, state
+
+
+def check_record(
+    state: Mapping[str, Any],
+    key: str,
+    path: str | os.PathLike,
+    fields: Mapping[str, type | tuple[type, ...]],
+) -> Mapping[str, Any]:
+    """``state[key]`` (a run's record, e.g. a distill checkpoint's ``student``) once it is a
+    dict whose ``fields`` have their types; else one CheckpointError naming the file, the
+    checkpoint's kind and the field (a relabelled or damaged checkpoint)."""
+    kind = state.get("kind", "pretrain")
+    record = state.get(key)
+    if not isinstance(record, Mapping):
+        raise CheckpointError(
+            f"{path}: {kind} checkpoint {key!r} is a {type(record).__name__}, expected a dict"
+        )
+    for field, types in fields.items():
+        value = record.get(field)
+        if not isinstance(value, types) or isinstance(value, bool):
+            names = types if isinstance(types, tuple) else (types,)
+            expected = " or ".join("a dict" if t is Mapping else f"a {t.__name__}" for t in names)
+            found = "absent" if field not in record else f"a {type(value).__name__}"
+            raise CheckpointError(
+                f"{path}: {kind} checkpoint '{key}.{field}' is {found}, expected {expected}"
+            )
+    return record
 
 
 def pretrain_config(state: Mapping[str, Any], path: str | os.PathLike) -> PretrainConfig:

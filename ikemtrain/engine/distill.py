@@ -39,6 +39,7 @@ from .checkpoint import (
     check_layout,
     checkpoint_layout,
     load_run,
+    load_weights,
     migrate_modality_options,
 )
 from .loop import TrainingJob, run_training, training_views
@@ -124,8 +125,10 @@ def distill(
             **cfg.model_kwargs(),
         )
         try:
-            model.load_teacher(teacher_weights)
-        except (KeyError, RuntimeError) as e:
+            model.load_teacher(
+                teacher_weights, lambda m, w, key: load_weights(m, w, teacher_path, key)
+            )
+        except KeyError as e:
             raise CheckpointError(f"{teacher_path}: teacher weights do not fit ({e})") from None
         return model
 

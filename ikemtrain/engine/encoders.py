@@ -23,7 +23,7 @@ random-init encoders take the cache's layout); :func:`build_encoders` builds the
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,10 @@ from ..progress import Progress
 from .checkpoint import (
     CheckpointError,
     check_layout,
+    check_record,
     checkpoint_layout,
     load_run,
+    load_weights,
     pretrain_config,
 )
 
@@ -123,7 +125,7 @@ class EncoderSource:
         """Frozen eval-mode encoders for ``modalities`` (see :func:`build_encoders`)."""
         state_dict = self.state["model"] if self.state is not None else None
         prefix = ENCODER_PREFIX.get(self.kind, ENCODER_PREFIX["pretrain"])
-        return build_encoders(modalities, backbone, state_dict, prefix)
+        return build_encoders(modalities, backbone, state_dict, prefix, path=self.checkpoint)
 
     def record(self) -> dict[str, Any]:
         """What a protocol's ``results.json`` says about the encoders."""
@@ -139,6 +141,10 @@ class EncoderSource:
 def _modality_options(pcfg) -> dict[str, Any]:
     # resolved on load (checkpoint.migrate_modality_options)
     return pcfg.modality_options.to_json()
+
+
+#: What a student (or fine-tuning) record must hold for its encoders to be built.
+_STUDENT_FIELDS = {"backbone": Mapping, "modalities": (list, tuple)}
 
 
 def encoder_source(
@@ -178,15 +184,15 @@ def encoder_source(
     distill_cfg = None
     if kind == "distill":
         # the students see the teacher's modality options; their backbone is recorded
-        pcfg = pretrain_config(state["teacher"], path)
+        pcfg = pretrain_config(check_record(state, "teacher", path, {"config": Mapping}), path)
         distill_cfg = state["config"]
-        backbone = state["student"]["backbone"]
-        available = tuple(state["student"]["modalities"])
+        student = check_record(state, "student", path, _STUDENT_FIELDS)
+        backbone, available = student["backbone"], tuple(student["modalities"])
         where = f"student run {path} (students {', '.join(available)})"
         options = _modality_options(pcfg)
         pretrain_cfg = pcfg.to_dict()
     elif kind == "finetune":
-        info = state["finetune"]
+        info = check_record(state, "finetune", path, {**_STUDENT_FIELDS, "options": Mapping})
         backbone, available = info["backbone"], tuple(info["modalities"])
         where = f"fine-tuning run {path} (fine-tuned {', '.join(available)})"
         options, pretrain_cfg = dict(info["options"]), info.get("pretrain_config")
@@ -239,13 +245,15 @@ def build_encoders(
     backbone: dict[str, Any],
     state_dict: dict[str, torch.Tensor] | None = None,
     prefix: str = ENCODER_PREFIX["pretrain"],
+    path: str | os.PathLike | None = None,
 ) -> nn.ModuleDict:
     """Frozen eval-mode encoders, one per modality.
 
     With ``state_dict``, encoder ``m`` gets the entries under ``prefix.format(m=m)`` (a
     pre-training model's ``branches.{m}.encoder_q.`` by default, a student's
     ``students.{m}.encoder.``); all of them must be there. Otherwise it keeps the random
-    ``weights_init`` initialisation.
+    ``weights_init`` initialisation. ``path``: the checkpoint, named in errors (a tensor
+    missing, extra or of another shape than the backbone's: :func:`load_weights`).
     """
     template = prefix
     encoders = nn.ModuleDict()
@@ -255,15 +263,10 @@ def build_encoders(
         if state_dict is not None:
             prefix = template.format(m=m)
             sub = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+            where = f"{path}: " if path is not None else ""
             if not sub:
-                raise CheckpointError(f"checkpoint has no weights under {prefix!r}")
-            try:
-                enc.load_state_dict(sub, strict=True)
-            except RuntimeError as e:
-                detail = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
-                raise CheckpointError(
-                    f"checkpoint weights under {prefix!r} do not fit: {detail}"
-                ) from None
+                raise CheckpointError(f"{where}checkpoint has no weights under {prefix!r}")
+            load_weights(enc, sub, path, file_key=lambda k, prefix=prefix: prefix + k)
         encoders[m] = enc
     encoders.requires_grad_(False)
     return encoders.eval()

@@ -57,6 +57,7 @@ from .checkpoint import (
     capture_rng,
     check_layout,
     load_checkpoint,
+    load_weights,
     restore_rng,
     save_checkpoint,
 )
@@ -485,8 +486,9 @@ def _run_training(
         for key, value in job.extra.items():
             if state.get(key) != value:
                 raise ConfigError(f"{ckpt_path}: cannot resume with a different {key}")
+        load_weights(model, state["model"], ckpt_path)
+        _check_momentum(optimizer, state["optimizer"], ckpt_path)
         try:
-            model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             restore_rng(state["rng"])
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as e:
@@ -565,6 +567,30 @@ def _run_training(
         log.close()
         torch.set_num_threads(intra_op)
     return {"checkpoint": ckpt_path, "epoch": max(start - 1, cfg.epochs), "metrics": record}
+
+
+def _check_momentum(optimizer: torch.optim.Optimizer, saved: Any, path: Path) -> None:
+    """Refuse saved SGD momentum buffers whose shapes are not their parameters' (torch would
+    only fail at the first step, in the middle of training)."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    entries = saved.get("state") if isinstance(saved, dict) else None
+    if not isinstance(entries, dict):
+        return  # optimizer.load_state_dict names what is wrong with its structure
+    for index, entry in entries.items():
+        if not isinstance(index, int) or not 0 <= index < len(params):
+            raise CheckpointError(
+                f"{path}: checkpoint 'optimizer' state {index!r} is not one of the model's "
+                f"{len(params)} parameters"
+            )
+        buffer = entry.get("momentum_buffer") if isinstance(entry, dict) else None
+        if buffer is not None and (
+            not isinstance(buffer, torch.Tensor) or buffer.shape != params[index].shape
+        ):
+            found = tuple(buffer.shape) if isinstance(buffer, torch.Tensor) else type(buffer)
+            raise CheckpointError(
+                f"{path}: checkpoint 'optimizer' momentum buffer of parameter {index} has "
+                f"shape {found}, the parameter {tuple(params[index].shape)}"
+            )
 
 
 def configure_streams(model: torch.nn.Module, cfg: Any, dev: torch.device, info: DistInfo) -> int:

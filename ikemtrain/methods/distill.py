@@ -26,7 +26,7 @@ momentum update (§7).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -93,6 +93,13 @@ def teacher_state_dict(
                 raise KeyError(f"no weights under {prefix!r}")
             out.update(part)
     return out
+
+
+def teacher_file_key(key: str) -> str:
+    """A key of ``DistillModel.teacher`` -> the pre-training state dict's name for it (the
+    inverse of :func:`teacher_state_dict`'s renaming), for messages."""
+    v, dst, rest = key.split(".", 2)
+    return f"branches.{v}.{dict(encoder='encoder_q', head='head_q').get(dst, dst)}.{rest}"
 
 
 class DistillModel(nn.Module):
@@ -191,12 +198,22 @@ class DistillModel(nn.Module):
             v: compat[v] if compat.get(v) in self.banks else v for v in teacher_modalities
         }
 
-    def load_teacher(self, pretrain_state: Mapping[str, torch.Tensor]) -> None:
+    def load_teacher(
+        self,
+        pretrain_state: Mapping[str, torch.Tensor],
+        load: Callable[[nn.Module, Mapping[str, Any], Callable[[str], str]], None] | None = None,
+    ) -> None:
         """Load the teacher from a pre-training state dict (strict: every tensor must fit);
-        with ``student_init="teacher"`` also start each student's encoder from it."""
-        self.teacher.load_state_dict(
-            teacher_state_dict(pretrain_state, self.teacher_modalities), strict=True
-        )
+        with ``student_init="teacher"`` also start each student's encoder from it.
+
+        ``load(module, weights, file_key)``: how to load (default: strict ``load_state_dict``;
+        the engine passes one that checks every key and shape first and names the file).
+        """
+        weights = teacher_state_dict(pretrain_state, self.teacher_modalities)
+        if load is None:
+            self.teacher.load_state_dict(weights, strict=True)
+        else:
+            load(self.teacher, weights, teacher_file_key)
         if self.student_init == "teacher":
             for u, stream in self.students.items():
                 stream.encoder.load_state_dict(self.teacher[u].encoder.state_dict(), strict=True)
