@@ -6,6 +6,7 @@ import errno
 import os
 import pickle
 import random
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,56 @@ def test_a_checkpoint_into_an_unwritable_place_is_one_line(tmp_path: Path) -> No
     with pytest.raises(OutputError, match="cannot write the checkpoint .*nothing was written"):
         save_checkpoint(blocker / "checkpoint.pt", {"epoch": 1})
     assert blocker.read_text() == "x"
+
+
+def _tiny_state() -> dict:
+    return {"format": "ikemtrain-pretrain", "version": 2, "epoch": 1, "config": {},
+            "model": {"w": torch.arange(5.0)}}  # fmt: skip
+
+
+def test_storage_sizes_are_bounded_by_the_file_before_loading(tmp_path: Path) -> None:
+    """A raw-pickle torch file declaring 10^12 elements for a 5-element tensor (torch would
+    allocate them before reading a byte), and a zip checkpoint whose central directory
+    claims 4 GiB for a 20-byte record: each is refused in one line naming the file, before
+    anything is allocated; the honest files load."""
+    legacy = tmp_path / "legacy.pt"
+    torch.save(_tiny_state(), legacy, _use_new_zipfile_serialization=False)
+    assert load_checkpoint(legacy)["model"]["w"].tolist() == [0, 1, 2, 3, 4]
+    raw = legacy.read_bytes()
+    k = raw.index(b"X\x03\x00\x00\x00cpu") + 8  # the storage's location 'cpu' ...
+    k += 2 if raw[k] == ord("q") else 0  # (memoised)
+    assert raw[k : k + 2] == b"K\x05"  # ... then its element count, 5 (BININT1)
+    bomb = tmp_path / "bomb.pt"
+    bomb.write_bytes(raw[:k] + b"\x8a\x08" + (10**12).to_bytes(8, "little") + raw[k + 2 :])
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(bomb)
+    assert str(e.value) == (
+        f"{bomb}: its tensors declare 4000000000000 bytes of storage, more than the file's "
+        f"{bomb.stat().st_size} bytes could hold (refused before loading)"
+    )
+
+    zipped = tmp_path / "zipped.pt"
+    torch.save(_tiny_state(), zipped)
+    raw = bytearray(zipped.read_bytes())
+    with zipfile.ZipFile(zipped) as z:
+        (record,) = [m for m in z.infolist() if m.filename.endswith("/data/0")]
+    central = raw.index(b"PK\x01\x02")
+    while not raw[central + 46 : central + 46 + len(record.filename)] == record.filename.encode():
+        central = raw.index(b"PK\x01\x02", central + 4)
+    raw[central + 24 : central + 28] = (2**32 - 2).to_bytes(4, "little")  # uncompressed size
+    lying = tmp_path / "lying.pt"
+    lying.write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError) as e:
+        load_checkpoint(lying)
+    assert str(e.value) == (
+        f"{lying}: member {record.filename!r} declares 4294967294 bytes, more than the 20 this "
+        f"{lying.stat().st_size}-byte file can hold (refused before loading)"
+    )
+
+
+def test_the_storage_scan_runs_no_code(tmp_path: Path) -> None:
+    """The scan that bounds a raw-pickle file's storages builds nothing the pickle names."""
+    marker = tmp_path / "marker"
+    path = malicious_checkpoint(tmp_path / "evil.pt", marker, zip_format=False)
+    checkpoint._check_declared_sizes(path, zipped=False)
+    assert not marker.exists()

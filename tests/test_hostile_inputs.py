@@ -425,6 +425,7 @@ CASES = [
     ("linear-eval-tensor-shape", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {shape_ckpt} --streams joint {P}", 1, ["{shape_ckpt}/checkpoint.pt", "checkpoint tensor 'branches.joint.encoder_q.A' has shape (3, 3)"]),
     ("linear-eval-says-distill-with-records", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {says_distill_records} --streams student-joint {P}", 1, ["{says_distill_records}/checkpoint.pt", "distill checkpoint 'teacher.config' is absent, expected a dict"]),
     ("linear-eval-student-record-string", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {dist_student_str} --streams student-joint {P}", 1, ["{dist_student_str}/checkpoint.pt", "distill checkpoint 'student' is a str, expected a dict"]),
+    ("linear-eval-distill-run-as-pretrain", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {dist} --streams joint {P}", 1, ["{dist}/checkpoint.pt is a student run; its streams are student-joint"]),
     ("linear-eval-kind-not-a-string", "ikemtrain", "linear-eval {cache} --split xsub --checkpoint {kind_int} --streams joint {P}", 1, ["{kind_int}/checkpoint.pt", "'kind' is a int"]),
     # ikemtrain knn-eval
     ("knn-eval-tensor-shape", "ikemtrain", "knn-eval {cache} --split xsub --checkpoint {shape_ckpt} --streams joint --k 1 {P}", 1, ["{shape_ckpt}/checkpoint.pt", "'branches.joint.encoder_q.A' has shape (3, 3)"]),

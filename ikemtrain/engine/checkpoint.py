@@ -37,6 +37,7 @@ import random
 import re
 import tempfile
 import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -284,12 +285,101 @@ def _torch_load(path: Path, map_location: str | torch.device) -> Any:
         return torch.load(path, map_location=map_location, weights_only=True)
 
 
+#: Bytes per element of the storage types a raw-pickle (pre-zip) torch file names.
+_ITEMSIZE = {"Double": 8, "Float": 4, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2}
+_ITEMSIZE.update({"Char": 1, "Byte": 1, "Bool": 1, "ComplexDouble": 16, "ComplexFloat": 8})
+#: Deflate's largest expansion: what a compressed zip member can hold per compressed byte.
+_DEFLATE_RATIO = 1032
+
+
+class _Opaque:
+    """What :class:`_StorageScan` builds for every global: accepts anything, runs nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        pass
+
+    def __new__(cls, *args: Any, **kwargs: Any):
+        return super().__new__(cls)
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, value: Any) -> None:
+        pass
+
+    def extend(self, values: Any) -> None:
+        pass
+
+
+class _StorageScan(pickle.Unpickler):
+    """Reads a raw-pickle torch file's pickle without building anything it names, recording
+    the storages it declares ``(type name, element count)``."""
+
+    def __init__(self, f: Any):
+        super().__init__(f)
+        self.storages: list[tuple[str, Any]] = []
+
+    def find_class(self, module: str, name: str) -> type:
+        return type(name, (_Opaque,), {})
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) >= 5 and pid[0] in ("storage", b"storage"):
+            self.storages.append((getattr(pid[1], "__name__", ""), pid[4]))
+        return _Opaque()
+
+
+def _check_declared_sizes(path: Path, zipped: bool) -> None:
+    """Refuse a file whose tensors claim more bytes than the file holds, before torch
+    allocates them: a raw-pickle file's storages are allocated at their declared size before
+    their bytes are read, and a zip member's declared size is what torch allocates for it.
+    A file this scan cannot follow is left to torch (which then names the problem)."""
+    size = path.stat().st_size
+    if zipped:
+        try:
+            with zipfile.ZipFile(path) as z:
+                members = z.infolist()
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+            return
+        for m in members:
+            stored = m.compress_type == zipfile.ZIP_STORED
+            limit = min(size, m.compress_size) if stored else _DEFLATE_RATIO * m.compress_size
+            if m.file_size > limit:
+                raise CheckpointError(
+                    f"{path}: member {m.filename!r} declares {m.file_size} bytes, more than the "
+                    f"{limit} this {size}-byte file can hold (refused before loading)"
+                )
+        return
+    total = 0
+    try:
+        with path.open("rb") as f:
+            scan = _StorageScan(f)
+            if scan.load() != torch.serialization.MAGIC_NUMBER:
+                return
+            for _ in range(3):  # the protocol version, the system info, the objects
+                scan.load()
+    except Exception:  # not a file this scan follows
+        return
+    for type_name, numel in scan.storages:
+        if not isinstance(numel, int) or numel < 0:
+            raise CheckpointError(f"{path}: a tensor storage declares {numel!r} elements")
+        total += numel * _ITEMSIZE.get(type_name.removesuffix("Storage"), 1)
+        if total > size:
+            raise CheckpointError(
+                f"{path}: its tensors declare {total} bytes of storage, more than the file's "
+                f"{size} bytes could hold (refused before loading)"
+            )
+
+
 def _read(path: Path, map_location: str | torch.device) -> Any:
     """``torch.load(weights_only=True)``; version-1 files with numpy arrays as a fallback."""
     with path.open("rb") as f:
         head = f.read(2)
     if not (head.startswith(b"PK") or head.startswith(b"\x80")):  # torch's zip, or a pickle
         raise CheckpointError(f"{path}: not a readable checkpoint (not a torch file)")
+    _check_declared_sizes(path, zipped=head.startswith(b"PK"))
     try:
         return _torch_load(path, map_location)
     except pickle.UnpicklingError as e:
