@@ -662,6 +662,38 @@ def _ddp_worker(rank: int, cache: str, out: str) -> None:
         shutdown_distributed()
 
 
+def _refused_worker(rank: int, cache: str, out: str) -> None:
+    import faulthandler
+
+    from ikemtrain.engine.distributed import shutdown_distributed
+
+    faulthandler.dump_traceback_later(120, exit=True)  # a rank left waiting fails, not hangs
+    try:
+        pretrain(tiny(epochs=1), cache, out, device="cpu", echo=None, tensorboard=False)
+        outcome = "trained"
+    except Exception as e:
+        outcome = f"{type(e).__name__}: {e}"
+    finally:
+        shutdown_distributed()
+        faulthandler.cancel_dump_traceback_later()
+    (Path(out).parent / f"rank{rank}.txt").write_text(outcome)
+
+
+def test_ddp_ranks_share_rank_0_refusing_the_folder(
+    cache: Path, tmp_path: Path, spawn_gloo
+) -> None:
+    """Rank 0 refuses an output folder that holds another file; rank 1, which never opens
+    the folder, gets the same error instead of waiting for rank 0 in a collective."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    spawn_gloo(_refused_worker, 2, str(cache), str(out))
+    outcomes = [(tmp_path / f"rank{r}.txt").read_text() for r in (0, 1)]
+    assert outcomes[0] == outcomes[1], outcomes
+    assert outcomes[0].startswith(f"OutputExistsError: {out} is not empty"), outcomes
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+
+
 @pytest.mark.slow
 def test_ddp_two_gloo_processes(cache: Path, tmp_path: Path, spawn_gloo) -> None:
     spawn_gloo(_ddp_worker, 2, str(cache), str(tmp_path))

@@ -10,6 +10,7 @@ Only rank 0 writes files and prints.
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from dataclasses import dataclass
 
@@ -22,8 +23,10 @@ from ..config import ConfigError
 __all__ = [
     "DistInfo",
     "all_reduce_sum",
+    "follow_rank_0",
     "init_distributed",
     "resolve_device",
+    "share_outcome",
     "shutdown_distributed",
     "wrap_model",
 ]
@@ -122,3 +125,32 @@ def all_reduce_sum(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
         t = t.clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def share_outcome(info: DistInfo, device: torch.device, error: Exception | None = None) -> None:
+    """Rank 0 tells the other ranks (waiting in :func:`follow_rank_0`) how a step only it
+    takes went: ``error`` None (go on) or the error it failed with (they raise it too), so that
+    a refusal on rank 0 (e.g. of the output folder) never leaves them waiting in a collective.
+    """
+    if not info.enabled:
+        return
+    if error is not None:
+        try:
+            pickle.dumps(error)
+        except Exception:  # send what can travel: its type and message
+            error = RuntimeError(f"rank 0 failed: {type(error).__name__}: {error}")
+    dist.broadcast_object_list([error], src=0, device=_object_device(device))
+
+
+def follow_rank_0(info: DistInfo, device: torch.device) -> None:
+    """On a rank other than 0: wait for :func:`share_outcome` and raise the error rank 0
+    failed with, if any."""
+    box: list[Exception | None] = [None]
+    dist.broadcast_object_list(box, src=0, device=_object_device(device))
+    if box[0] is not None:
+        raise box[0]
+
+
+def _object_device(device: torch.device) -> torch.device | None:
+    # NCCL moves the pickled object through this rank's GPU; gloo through the CPU
+    return device if device.type == "cuda" else None

@@ -64,8 +64,10 @@ from .checkpoint import (
 from .distributed import (
     DistInfo,
     all_reduce_sum,
+    follow_rank_0,
     init_distributed,
     resolve_device,
+    share_outcome,
     wrap_model,
 )
 from .finite import batch_rows, non_finite_loss
@@ -408,22 +410,30 @@ def run_training(
     ``resume`` and the return value.
 
     ``out_dir`` is opened by :func:`ikemtrain.runfolder.open_run_folder` (rank 0): new, or
-    ``resume``, or ``overwrite``; locked for the whole run, with its ``run.json``. A resumption
-    touches no file of the run until the checkpoint has been read and checked.
+    ``resume``, or ``overwrite``; locked for the whole run, with its ``run.json``. Under DDP
+    the other ranks wait for rank 0's verdict and raise the same error when it refuses the
+    folder (:func:`~ikemtrain.engine.distributed.share_outcome`), instead of waiting forever.
+    A resumption touches no file of the run until the checkpoint has been read and checked.
     """
     mode = run_mode(resume, overwrite)
     dev = resolve_device(device)
     info = init_distributed(dev)
     if not info.is_main:
+        follow_rank_0(info, dev)  # rank 0's verdict on the folder: never wait on a refused run
         return _run_training(job, make_out_dir(out_dir), None, resume, dev, info, echo, False)
-    folder = open_run_folder(
-        out_dir,
-        job.kind,
-        mode,
-        settings=job.cfg.to_dict(),
-        cache=job.dataset.reader.path,
-        inputs=job.notes,
-    )
+    try:
+        folder = open_run_folder(
+            out_dir,
+            job.kind,
+            mode,
+            settings=job.cfg.to_dict(),
+            cache=job.dataset.reader.path,
+            inputs=job.notes,
+        )
+    except Exception as e:
+        share_outcome(info, dev, e)
+        raise
+    share_outcome(info, dev)
     with folder:
         result = _run_training(job, folder.path, folder, resume, dev, info, echo, tensorboard)
         return job.finish(folder.path, result) if job.finish is not None else result
