@@ -173,3 +173,15 @@ def test_the_top_level_names_resolve_and_import_no_torch() -> None:
         assert name in ikemtrain.__all__
     for name in ("convert", "import_arrays", "open_cache", "compute_modalities", "generate"):
         assert name in __import__("skelmod").__all__
+
+
+def test_skelmod_convert_is_callable_once_its_module_is_imported(tmp_path: Path) -> None:
+    """``import skelmod.convert`` sets ``skelmod.convert`` to the module (the import
+    system's rule); the top-level ``skelmod.convert(raw, out)`` still converts."""
+    import skelmod
+    import skelmod.convert
+    from skelmod.synth import generate
+
+    generate(tmp_path / "raw", 2, 3, 0)
+    report = skelmod.convert(tmp_path / "raw", tmp_path / "c.h5", workers=1)
+    assert report.converted == 6 and (tmp_path / "c.h5").is_file()
