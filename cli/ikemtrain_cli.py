@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click  # noqa: E402
 
+from ikemtrain import api  # noqa: E402
 from ikemtrain.config import (  # noqa: E402
     DISTILL_LOSS_FORMS,
     PRECISIONS,
@@ -78,11 +79,11 @@ def _user_errors():
         raise _fail(e) from None
 
 
-def _settings(table, **changes):
-    """The preset's ``table`` with the options' ``changes`` (``None`` keeps the preset's
+def _settings(preset, table: str, **changes):
+    """``preset`` with the options' ``changes`` to its ``table`` (``None`` keeps the preset's
     value); a rejected value is a usage error."""
     try:
-        return table.replace(**changes)
+        return dataclasses.replace(preset, **{table: getattr(preset, table).replace(**changes)})
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
 
@@ -152,11 +153,10 @@ def pretrain(
     Stage 1 (single-modality InfoNCE) runs for cross_epoch epochs, then stage 2 (EKEM + IKEM).
     For several GPUs launch with torchrun --nproc-per-node N.
     """
-    from ikemtrain.engine import pretrain as run_pretrain
-
     check_out_mode(resume, overwrite)
-    cfg = _settings(
-        preset.pretrain,
+    preset = _settings(
+        preset,
+        "pretrain",
         split=split,
         modalities=modalities,
         ekem=ekem,
@@ -167,7 +167,9 @@ def pretrain(
         **overrides,
     )
     with _user_errors():
-        result = run_pretrain(cfg, cache, out, resume=resume, device=device, overwrite=overwrite)
+        result = api.pretrain(
+            cache, out, preset=preset, resume=resume, device=device, overwrite=overwrite
+        )
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
@@ -229,11 +231,10 @@ def distill(
     frozen (eval mode, no gradient). Evaluate the student with
     `ikemtrain linear-eval ... --checkpoint RUN2 --streams 3s`.
     """
-    from ikemtrain.engine import distill as run_distill
-
     check_out_mode(resume, overwrite)
-    cfg = _settings(
-        preset.distill,
+    preset = _settings(
+        preset,
+        "distill",
         split=split,
         loss_form=loss_form,
         reference_compat=reference_compat,
@@ -241,22 +242,20 @@ def distill(
         **overrides,
     )
     with _user_errors():
-        result = run_distill(
-            cfg, cache, teacher, out, resume=resume, device=device, overwrite=overwrite
-        )
+        result = api.distill(
+            cache, out, teacher=teacher, preset=preset, resume=resume, device=device,
+            overwrite=overwrite,
+        )  # fmt: skip
     click.echo(f"checkpoint: {result['checkpoint']}")
 
 
-def _encoders(preset, checkpoint, random_init: bool, modalities) -> dict:
-    """The encoder arguments of the evaluation protocols: a checkpoint, or random init with
-    the preset's backbone and the modality set (``--modalities``, else the preset's)."""
-    check_encoder_choice(checkpoint, random_init, modalities)
-    return {
-        "checkpoint": checkpoint,
-        "random_init": random_init,
-        "backbone": preset.pretrain.backbone,
-        "modalities": modalities or preset.pretrain.modalities,
-    }
+def _encoders(preset, checkpoint, modalities) -> api.Encoders:
+    """The protocols' encoders: ``--checkpoint``'s run, or random ones of the preset
+    (``check_encoder_choice`` has checked the options)."""
+    with _user_errors():
+        if checkpoint is not None:
+            return api.Encoders.from_run(checkpoint)
+        return api.Encoders.random(preset, modalities)
 
 
 #: --checkpoint of the evaluation protocols.
@@ -310,24 +309,16 @@ def linear_eval(
 
     Trains on NAME-train and evaluates on NAME-val (cached modalities, no augmentation).
     """
-    from ikemtrain.engine import linear_eval as run_linear_eval
-
-    encoders = _encoders(preset, checkpoint, random_init, modalities)
-    cfg = _settings(preset.linear_eval, standardize=standardize, **overrides)
-    for stream, folder in _stream_folders(streams, out):
+    check_encoder_choice(checkpoint, random_init, modalities)
+    preset = _settings(preset, "linear_eval", standardize=standardize, **overrides)
+    encoders = _encoders(preset, checkpoint, modalities)
+    for stream, folder in api.stream_folders(streams, out):
         with _user_errors():
-            results = run_linear_eval(
-                cfg, cache, folder, split, stream, device=device,
-                recalibrate_bn=bn_recalibration, overwrite=overwrite, **encoders,
-            )  # fmt: skip
+            results = api.linear_eval(
+                cache, folder, encoders=encoders, streams=[stream], split=split, preset=preset,
+                recalibrate_bn=bn_recalibration, overwrite=overwrite, device=device,
+            )[stream]  # fmt: skip
         click.echo(_summary_line(stream, results, folder))
-
-
-def _stream_folders(streams: list[str], out: Path) -> list[tuple[str, Path]]:
-    """One stream writes to OUT; several write to OUT/<stream> each."""
-    if len(streams) == 1:
-        return [(streams[0], out)]
-    return [(stream, Path(out) / stream) for stream in streams]
 
 
 def _summary_line(stream: str, results: dict, out: Path) -> str:
@@ -397,23 +388,13 @@ def knn_eval(
     vote for their class with weight exp(cos / 0.07). Features are computed once, with the
     preset's [linear_eval] eval_batch_size; random-init encoders take its seed.
     """
-    from ikemtrain.engine.knn import knn_eval as run_knn_eval
-
-    encoders = _encoders(preset, checkpoint, random_init, modalities)
+    check_encoder_choice(checkpoint, random_init, modalities)
+    encoders = _encoders(preset, checkpoint, modalities)
     with _user_errors():
-        results = run_knn_eval(
-            cache,
-            out,
-            split,
-            streams,
-            ks,
-            batch_size=preset.linear_eval.eval_batch_size,
-            seed=preset.linear_eval.seed if seed is None else seed,
-            device=device,
-            recalibrate_bn=bn_recalibration,
-            overwrite=overwrite,
-            **encoders,
-        )
+        results = api.knn_eval(
+            cache, out, encoders=encoders, streams=streams, k=ks, split=split, preset=preset,
+            seed=seed, recalibrate_bn=bn_recalibration, overwrite=overwrite, device=device,
+        )  # fmt: skip
     click.echo(f"-> {Path(out) / 'results.json'} ({len(results['streams'])} streams)")
 
 
@@ -469,17 +450,16 @@ def finetune(
     joint layout is refused; another class count is fine (new heads), except for a
     fine-tuning run, whose heads are kept.
     """
-    from ikemtrain.engine.finetune import finetune as run_finetune
-
     check_out_mode(resume, overwrite)
-    encoders = _encoders(preset, checkpoint, random_init, modalities)
-    cfg = _settings(preset.finetune, label_fraction=label_fraction, **overrides)
-    for stream, folder in _stream_folders(streams, out):
+    check_encoder_choice(checkpoint, random_init, modalities)
+    preset = _settings(preset, "finetune", label_fraction=label_fraction, **overrides)
+    encoders = _encoders(preset, checkpoint, modalities)
+    for stream, folder in api.stream_folders(streams, out):
         with _user_errors():
-            results = run_finetune(
-                cfg, cache, folder, split, stream, resume=resume, device=device,
-                overwrite=overwrite, **encoders,
-            )  # fmt: skip
+            results = api.finetune(
+                cache, folder, encoders=encoders, streams=[stream], split=split, preset=preset,
+                resume=resume, device=device, overwrite=overwrite,
+            )[stream]  # fmt: skip
         click.echo(_summary_line(stream, results, folder))
 
 
@@ -533,21 +513,10 @@ def describe(modalities, student, num_class, preset):
     (paper width: one backbone 821,380; the six-modality model 15,768,624;
     `ikemtrain describe --student --num-class 60`: 2,510,400).
     """
-    cfg = preset.pretrain
-    if student:
-        from ikemtrain.methods.distill import STUDENT_MODALITIES
-        from ikemtrain.student import describe_student
-
-        if modalities is not None:
-            raise click.UsageError("--modalities does not apply to --student")
-        rows = describe_student(STUDENT_MODALITIES, cfg.backbone, num_class)
-    else:
-        from ikemtrain.methods.pretrain import describe as describe_model
-
-        mods = modalities or cfg.modalities
-        kwargs = cfg.model_kwargs()
-        kwargs["frozen_keys"] = tuple(m for m in kwargs["frozen_keys"] if m in mods)
-        rows = describe_model(mods, **kwargs)
+    if student and modalities is not None:
+        raise click.UsageError("--modalities does not apply to --student")
+    with _user_errors():
+        rows = api.describe(preset, modalities, student=student, num_class=num_class)
     width = max(len(name) for name, _ in rows)
     click.echo(f"{'module':<{width}}  {'parameters':>12}")
     for name, count in rows:
@@ -577,12 +546,8 @@ def export(run, out, classifier, overwrite):
     `.predict(joints, frame_count)` take joints (N, 3, T, 25, M) and compute velocity and bone
     themselves.
     """
-    from ikemtrain.student import export_student
-
-    if out.exists() and not overwrite:
-        raise click.UsageError(f"{out} exists; pass --overwrite to replace it")
     with _user_errors():
-        student = export_student(run, out, classifier)
+        student = api.export(run, out, classifier=classifier, overwrite=overwrite)
     heads = (
         f"classifier {', '.join(student.classifier)} ({student.num_class} classes)"
         if student.classifier is not None
@@ -635,13 +600,12 @@ def demo(out, classes, per_class, seed, workers, convert_workers, split, preset,
     statistics estimated on the training split, and raw); prints the table and writes
     OUT/summary.json. OUT must be empty or absent (or a previous demo, with --overwrite).
     """
-    from ikemtrain.demo import RESULT_KEYS, run_demo
+    from ikemtrain.demo import RESULT_KEYS, demo_preset, run_demo
 
-    preset = dataclasses.replace(
-        preset,
-        pretrain=_settings(preset.pretrain, split=split, seed=seed, workers=workers),
-        linear_eval=_settings(preset.linear_eval, seed=seed),
-    )
+    try:
+        preset = demo_preset(preset, split=split, seed=seed, loader_workers=workers)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
     try:
         summary = run_demo(
             out,

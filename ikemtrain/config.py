@@ -669,7 +669,7 @@ def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
         ConfigError: a malformed assignment, an unknown table or key, or a bad value; the
             message names the assignment.
     """
-    changes: dict[str, dict[str, Any]] = {}
+    changes: dict[str, Any] = {}
     for text in assignments:
         target, eq, value = text.partition("=")
         table, dot, key = target.strip().partition(".")
@@ -679,12 +679,38 @@ def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
             raise ConfigError(
                 f"{text!r}: unknown table {table!r}; expected one of {', '.join(TABLES)}"
             )
-        changes.setdefault(table, {})[key] = _setting_value(value)
-    if not changes:
+        changes[f"{table}.{key}"] = _setting_value(value)
+    return override_settings(preset, changes, "--set")
+
+
+def override_settings(
+    preset: Preset, changes: Mapping[str, Any], source: str = "override"
+) -> Preset:
+    """``preset`` with ``{"SECTION.KEY": value}`` applied, in order: the Python form of
+    ``--set`` (values as Python objects: ``0.05``, ``[100, 200]``, ``("joint", "bone")``).
+
+    Every value passes the same checks as a preset's; ``source`` opens the message of an
+    error (``"--set"`` for the command line).
+
+    Raises:
+        ConfigError: a key that is not ``SECTION.KEY``, an unknown table or key, or a bad
+            value; the message names the assignment.
+    """
+    grouped: dict[str, dict[str, Any]] = {}
+    for target, value in changes.items():
+        table, dot, key = str(target).partition(".")
+        if not (dot and table and key):
+            raise ConfigError(f"{target!r}: expected SECTION.KEY, e.g. pretrain.lr")
+        if table not in TABLES:
+            raise ConfigError(
+                f"{target!r}: unknown table {table!r}; expected one of {', '.join(TABLES)}"
+            )
+        grouped.setdefault(table, {})[key] = value
+    if not grouped:
         return preset
     tables = {}
-    for table, values in changes.items():
+    for table, values in grouped.items():
         data = {**getattr(preset, table).to_dict(), **values}
         shown = ", ".join(f"{table}.{k}={v!r}" for k, v in values.items())
-        tables[table] = _table(TABLES[table], data, table, f"--set {shown}")
+        tables[table] = _table(TABLES[table], data, table, f"{source} {shown}")
     return dataclasses.replace(preset, **tables)

@@ -10,6 +10,7 @@ summary it writes to ``OUT/summary.json``. ``ikemtrain demo`` prints it as a tab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -22,7 +23,7 @@ from .baseline import random_baseline
 from .config import Preset, load_preset
 from .runfolder import open_run_folder
 
-__all__ = ["DEMO_ROWS", "RESULT_KEYS", "run_demo"]
+__all__ = ["DEMO_ROWS", "RESULT_KEYS", "demo_preset", "run_demo"]
 
 #: The linear evaluations of the demo: summary key -> (output folder, ``linear_eval`` keyword
 #: arguments); ``"pretrained"`` also gets the pre-training checkpoint.
@@ -35,10 +36,35 @@ DEMO_ROWS: dict[str, tuple[str, dict[str, Any]]] = {
 RESULT_KEYS = ("top1_final", "top1_best", "top5_final", "top5_best")
 
 
+def demo_preset(
+    preset: Preset | str | os.PathLike = "tiny",
+    *,
+    split: str | None = None,
+    seed: int | None = None,
+    loader_workers: int | None = None,
+) -> Preset:
+    """The demo's settings: ``preset`` with ``[pretrain]`` ``split``, ``seed`` and
+    ``workers`` (``loader_workers``) and ``[linear_eval]`` ``seed`` replaced (``None`` keeps
+    the preset's); the demo then pre-trains on all six modalities.
+
+    Raises ConfigError: an unknown preset or a bad value.
+    """
+    if not isinstance(preset, Preset):
+        preset = load_preset(preset)
+    return dataclasses.replace(
+        preset,
+        pretrain=preset.pretrain.replace(split=split, seed=seed, workers=loader_workers),
+        linear_eval=preset.linear_eval.replace(seed=seed),
+    )
+
+
 def run_demo(
     out_dir: str | os.PathLike,
     preset: Preset | str = "tiny",
     *,
+    split: str | None = None,
+    seed: int | None = None,
+    loader_workers: int | None = None,
     classes: int = 8,
     per_class: int = 60,
     workers: int | None = None,
@@ -55,6 +81,7 @@ def run_demo(
         preset: a :class:`~ikemtrain.config.Preset` or the name or path of one. Its
             ``[pretrain]`` settings (with all six modalities) give the split, the seed (also
             of the synthetic files) and the loader workers; ``[linear_eval]`` the evaluation.
+        split, seed, loader_workers: replace the preset's (:func:`demo_preset`).
         classes, per_class: synthetic classes (the first of ``skelmod.synth.ACTIONS``) and
             samples per class.
         workers: conversion processes (``None``: all cores; 0 counts as 1).
@@ -74,8 +101,7 @@ def run_demo(
             be written, or a failed run.
     """
     say = echo or (lambda line: None)
-    if isinstance(preset, str):
-        preset = load_preset(preset)
+    preset = demo_preset(preset, split=split, seed=seed, loader_workers=loader_workers)
     pcfg = preset.pretrain.replace(modalities=MODALITY_NAMES)
     lcfg = preset.linear_eval
     settings = {"classes": classes, "per_class": per_class, "workers": workers,

@@ -42,6 +42,7 @@ from .engine.checkpoint import (
 )
 from .engine.encoders import ENCODER_PREFIX
 from .engine.linear_eval import HEADS_NAME
+from .errors import OutputExistsError
 from .methods.pretrain import count_parameters
 from .nn.stgcn import STGCN
 
@@ -267,6 +268,7 @@ def export_student(
     run: str | os.PathLike,
     out: str | os.PathLike,
     classifier: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> Student:
     """Pack the students of a distillation ``run`` (and a linear evaluation of them) into a
     student file at ``out``; return the :class:`Student`.
@@ -274,8 +276,13 @@ def export_student(
     ``classifier``: a ``ikemtrain linear-eval --checkpoint RUN`` output folder (or its
     ``heads.pt``); its heads must come from this run's students.
 
-    Raises CheckpointError: ``run`` is not a student run, or ``classifier`` does not belong to it.
+    Raises OutputExistsError: ``out`` exists and not ``overwrite`` (checked first, before the
+    run is read); CheckpointError: ``run`` is not a student run, or ``classifier`` does not
+    belong to it.
     """
+    if Path(out).exists() and not overwrite:
+        # worded for the command line, which shows it as it is (test_hostile_inputs)
+        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
     path, state = load_run(run)
     if state["kind"] != "distill":
         raise CheckpointError(

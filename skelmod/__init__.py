@@ -3,7 +3,14 @@
 Never imports torch. The most used names are available at the top level (imported lazily,
 so ``import skelmod`` stays cheap)::
 
-    from skelmod import compute_modalities, read_skeleton, open_cache
+    import skelmod
+
+    skelmod.generate("raw", classes=4, per_class=20, seed=0)  # synthetic NTU-format files
+    skelmod.convert("raw", "data.h5")                        # or skelmod.import_arrays(...)
+    cache = skelmod.open_cache("data.h5")
+    bone = cache.read("bone", cache.split_indices("xview-train")[:32])
+
+``__all__`` lists the public API; ``docs/api.md`` shows it in use.
 """
 
 from __future__ import annotations
@@ -13,17 +20,31 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "compute_modalities": "skelmod.modalities",
-    "MODALITIES": "skelmod.modalities",
-    "read_skeleton": "skelmod.ntu",
-    "parse_skeleton": "skelmod.ntu",
-    "SkeletonFormatError": "skelmod.ntu",
-    "open_cache": "skelmod.cache",
-    "CacheError": "skelmod.cache",
-    "SkelmodError": "skelmod.errors",
-    "cache_report": "skelmod.cache",
+    # raw files and arrays -> a cache
     "convert": "skelmod.convert",
     "ConvertOptions": "skelmod.options",
+    "import_arrays": "skelmod.importer",
+    "load_arrays": "skelmod.importer",
+    "generate": "skelmod.synth",
+    # reading
+    "read_skeleton": "skelmod.ntu",
+    "parse_skeleton": "skelmod.ntu",
+    "read_nucla": "skelmod.nucla",
+    "open_cache": "skelmod.cache",
+    "CacheReader": "skelmod.cache",
+    "cache_report": "skelmod.cache",
+    # the modalities
+    "compute_modalities": "skelmod.modalities",
+    "MODALITIES": "skelmod.modalities",
+    "MODALITY_NAMES": "skelmod.layout",
+    "ModalityOptions": "skelmod.layout",
+    "get_layout": "skelmod.layout",
+    "LAYOUTS": "skelmod.layout",
+    # errors
+    "SkelmodError": "skelmod.errors",
+    "SkeletonFormatError": "skelmod.ntu",
+    "CacheError": "skelmod.cache",
+    "ArrayImportError": "skelmod.importer",
 }
 __all__ = sorted(_EXPORTS)
 

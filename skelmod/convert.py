@@ -20,8 +20,10 @@ import json
 import os
 import shutil
 import stat
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,3 +357,18 @@ def convert(
         if shard_dir is not None:
             shutil.rmtree(shard_dir, ignore_errors=True)
     return report
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`convert`.
+
+    ``skelmod.convert`` names both this module and the package's top-level :func:`convert`;
+    once anything imports the module, Python's import system sets the package attribute to
+    the module, so ``skelmod.convert(raw_dir, out)`` must work on the module too.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ConvertReport:
+        return convert(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

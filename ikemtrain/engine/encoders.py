@@ -148,7 +148,7 @@ _STUDENT_FIELDS = {"backbone": Mapping, "modalities": (list, tuple)}
 
 
 def encoder_source(
-    checkpoint: str | os.PathLike | None = None,
+    checkpoint: str | os.PathLike | EncoderSource | None = None,
     random_init: bool = False,
     backbone: dict[str, Any] | None = None,
     modalities: Sequence[str] | None = None,
@@ -157,9 +157,14 @@ def encoder_source(
     or fine-tuning run, as a folder or checkpoint file) or ``random_init`` (encoders built from
     ``backbone``, STGCN kwargs, for the modality set ``modalities``).
 
+    A resolved :class:`EncoderSource` given as ``checkpoint`` is returned as it is (the
+    library's :class:`ikemtrain.api.Encoders` resolves a run once for several protocols).
+
     Raises ConfigError for both or neither; CheckpointError for an unreadable checkpoint or
     one that holds no encoders.
     """
+    if isinstance(checkpoint, EncoderSource) and not random_init:
+        return checkpoint
     if (checkpoint is None) == (not random_init):
         raise ConfigError("give exactly one of a checkpoint or random_init")
     if checkpoint is None:
