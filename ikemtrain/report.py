@@ -300,8 +300,8 @@ def _group(data: dict[str, Any]) -> tuple[int, str]:
         "finetune": "fine-tuned",
         "random-init": "random init",
     }.get(kind, kind)
-    if kind == "random-init":  # the two random baselines (ikemtrain.baseline)
-        label += ", BN re-estimated" if data.get("bn_recalibrated", True) else ", raw BN"
+    if kind == "random-init" and "bn_recalibrated" in data:  # the two random baselines
+        label += ", BN re-estimated" if data["bn_recalibrated"] else ", raw BN"
     name = _run_name(data.get("checkpoint"))
     return _GROUP_ORDER.get(kind, 9), f"{label} {name}".strip()
 
