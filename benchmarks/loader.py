@@ -40,7 +40,7 @@ def rate(dataset: PretrainDataset, batched: bool, workers: int, batch: int, batc
         loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, **common)
     it = iter(loader)
     next(it)  # workers started, first batch out
-    n = min(batches, len(loader) - 1)
+    n = min(batches, len(dataset) // batch - 1)
     t0 = time.perf_counter()
     for _ in range(n):
         next(it)
