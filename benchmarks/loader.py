@@ -34,8 +34,8 @@ def rate(dataset: PretrainDataset, batched: bool, workers: int, batch: int, batc
     sampler = EpochSampler(len(dataset), seed=0)
     common = {"num_workers": workers, "multiprocessing_context": worker_context(workers)}
     if batched:
-        batches = BatchSampler(sampler, batch, drop_last=True)
-        loader = DataLoader(BatchedViews(dataset), batch_size=None, sampler=batches, **common)
+        keys = BatchSampler(sampler, batch, drop_last=True)
+        loader = DataLoader(BatchedViews(dataset), batch_size=None, sampler=keys, **common)
     else:
         loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True, **common)
     it = iter(loader)
