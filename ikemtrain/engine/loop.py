@@ -335,11 +335,10 @@ def resolve_queue_size(
     and none is of the current batch.
     """
     room = max(1, n_train - cfg.batch_size)
+    auto = 1 << max(0, int(room // 2).bit_length() - 1)  # largest power of two <= room / 2
     if cfg.queue_size == 0:
-        size = 1 << max(0, int(room // 2).bit_length() - 1)
-        return cfg.replace(queue_size=max(size, cfg.topk))
+        return cfg.replace(queue_size=max(auto, cfg.topk))
     if cfg.queue_size > room and n_train >= cfg.batch_size and echo is not None:
-        auto = 1 << max(0, int(room // 2).bit_length() - 1)
         echo(
             f"warning: queue_size {cfg.queue_size} is more than one epoch enqueues beyond the "
             f"batch ({n_train} training samples - batch {cfg.batch_size} = {room}): the queue "
