@@ -67,9 +67,12 @@ def temporal_crop(x: np.ndarray, rng: np.random.Generator, ratio: int) -> np.nda
     if ratio <= 0:
         return x.copy()
     t = x.shape[1]
-    p = t // ratio
-    start = int(rng.integers(0, 2 * p + 1))
-    return x[:, crop_indices(t, ratio, start)]
+    return x[:, _draw_crop(rng, t, ratio)]
+
+
+def _draw_crop(rng: np.random.Generator, t: int, ratio: int) -> np.ndarray:
+    """The crop's source frames ``(t,)`` from one draw of its start in ``{0, ..., 2P}``."""
+    return crop_indices(t, ratio, int(rng.integers(0, 2 * (t // ratio) + 1)))
 
 
 def shear_matrix(rng: np.random.Generator, amplitude: float) -> np.ndarray:
@@ -146,10 +149,7 @@ def view_draws(
     """The random draws of one :func:`augment` call, in its order and from the same calls:
     the crop's source frames ``(t,)`` (:func:`crop_indices`), the shear matrix and the
     rotation matrix ``(3, 3)`` float64; None for an augmentation that is disabled (no draw)."""
-    crop = None
-    if crop_ratio > 0:
-        p = t // crop_ratio
-        crop = crop_indices(t, crop_ratio, int(rng.integers(0, 2 * p + 1)))
+    crop = _draw_crop(rng, t, crop_ratio) if crop_ratio > 0 else None
     shear_m = shear_matrix(rng, shear_amplitude) if shear_amplitude > 0 else None
     rot = rotation_matrix(rng, rotation) if rotation > 0 else None
     return crop, shear_m, rot
