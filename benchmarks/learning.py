@@ -17,6 +17,12 @@ brackets (``ikemtrain pretrain``, ``linear-eval``, ``knn-eval``); runs already c
     python benchmarks/learning.py --data nucla=nucla.h5:xview --data msr3d=msr3d.h5:xsub \
         --preset cpu --seeds 0,1,2 --out runs/learning [--three] [--set pretrain.epochs=40]
 
+``--steps 200,400,800,1600`` pre-trains once per run length (``total_steps``; each a whole
+schedule of its own, warm-up and lr step stretched to it) and adds the curve of accuracy
+against minutes of pre-training. The built-in data are a cache like any other:
+``skelmod synth -o raw --classes 8 --per-class 60 --seed 0`` then
+``skelmod convert raw -o demo.h5 --modalities all`` (what ``ikemtrain demo`` builds).
+
 Writes ``OUT/learning.json`` and ``OUT/learning.md`` (per-seed rows and mean ± sd per data set).
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import json
 import os
 import platform
@@ -48,8 +55,12 @@ print = functools.partial(print, flush=True)  # noqa: A001 (progress lines as th
 ROWS = ("pretrained", "bn_estimated", "raw_bn")
 
 
-def pretrain_run(cache: Path, split: str, out: Path, preset, seed: int, n: int) -> dict:
+def pretrain_run(
+    cache: Path, split: str, out: Path, preset, seed: int, n: int, steps: int | None
+) -> dict:
     cfg = preset.pretrain.replace(split=split, modalities=MODALITY_SETS[n], seed=seed)
+    if steps is not None:
+        cfg = cfg.replace(total_steps=steps)
     ckpt = out / "checkpoint.pt"
     if not (ckpt.exists() and load_checkpoint(ckpt)["epoch"] == cfg.epochs):
         print(f"  [ikemtrain pretrain] {n} modalities, seed {seed} -> {out}", flush=True)
@@ -122,7 +133,35 @@ def table(results: dict) -> str:
                 f"{statistics.mean(b['strongest'] for b in bs):.2f} | "
                 f"{statistics.mean(g):+.2f} ± {sd:.2f} | {sum(x >= 5 for x in g)}/{len(g)} |"
             )
+        lines += curve(data)
     return "\n".join(lines) + "\n"
+
+
+def curve(data: dict) -> list[str]:
+    """6s linear top-1 against minutes of pre-training: one row per six-modality run length
+    (``--steps``), means over the seeds."""
+    points: dict[str, list] = {}
+    for runs in data["seeds"].values():
+        for run, r in runs.items():
+            if run.startswith("6-modalities"):
+                points.setdefault(run, []).append(r)
+    if len(points) < 2:
+        return []
+    out = ["\nAccuracy against pre-training time (6s; means over the seeds run):\n",
+           "| run | seeds | steps | minutes of pre-training | pre-trained, linear | stronger "
+           "random | gain | kNN gain |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for run, rs in sorted(points.items(), key=lambda kv: kv[1][0]["pretrain"]["steps"]):
+        lin = [r["streams"]["6s"]["linear"] for r in rs]
+        knn = [r["streams"]["6s"]["knn"] for r in rs]
+        minutes = statistics.mean(r["pretrain"]["seconds"] for r in rs) / 60
+        out.append(
+            f"| {run} | {len(rs)} | {statistics.mean(r['pretrain']['steps'] for r in rs):.0f}"
+            f" | {minutes:.1f} | {statistics.mean(b['pretrained'] for b in lin):.2f}"
+            f" | {statistics.mean(b['strongest'] for b in lin):.2f}"
+            f" | {statistics.mean(b['gain'] for b in lin):+.2f}"
+            f" | {statistics.mean(b['gain'] for b in knn):+.2f} |"
+        )
+    return out
 
 
 def main() -> None:
@@ -132,12 +171,14 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--three", action="store_true", help="also the 3-modality baseline")
+    ap.add_argument("--steps", default="", help="run lengths (total_steps) for the curve")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     preset = apply_settings(load_preset(args.preset), args.set)
     seeds = [int(s) for s in args.seeds.split(",")]
+    lengths = [int(s) for s in args.steps.split(",") if s] or [None]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "learning.json"
     results = json.loads(path.read_text()) if path.exists() else {"data": {}}
@@ -154,29 +195,32 @@ def main() -> None:
         if not (name and cache and split):
             raise SystemExit(f"--data {spec!r}: expected NAME=CACHE:SPLIT")
         data = results["data"].setdefault(name, {"cache": cache, "split": split, "seeds": {}})
-        for seed in seeds:
-            for n in (6, 3) if args.three else (6,):
-                run = f"{n}-modalities"
-                base = args.out / name / f"seed{seed}" / run
-                t0 = time.perf_counter()
-                info = pretrain_run(Path(cache), split, base / "pretrain", preset, seed, n)
-                streams = {}
-                for stream in ("3s", "6s") if n == 6 else ("3s",):
-                    rows = {row: evaluate(Path(cache), split, base, preset, seed, stream, row,
-                                          base / "pretrain") for row in ROWS}  # fmt: skip
-                    streams[stream] = {
-                        probe: random_baseline(*(rows[r][probe] for r in ROWS))
-                        for probe in ("linear", "knn")
-                    }
-                    for probe, b in streams[stream].items():
-                        print(f"  {name} seed {seed} {run} {stream} {probe:<6} pre-trained "
-                              f"{b['pretrained']:6.2f}  random {b['bn_estimated']:6.2f} / raw "
-                              f"{b['raw_bn']:6.2f}  gain {b['gain']:+6.2f}")  # fmt: skip
-                data["seeds"].setdefault(str(seed), {})[run] = {
-                    "pretrain": info, "streams": streams,
-                    "wall_seconds": time.perf_counter() - t0,
-                }  # fmt: skip
-                path.write_text(json.dumps(results, indent=2) + "\n")
+        for seed, steps, n in itertools.product(seeds, lengths, (6, 3) if args.three else (6,)):
+            if steps is not None and steps == preset.pretrain.total_steps:
+                steps = None  # the preset's own length: the plain run
+            run = f"{n}-modalities" + (f"-{steps}-steps" if steps else "")
+            base = args.out / name / f"seed{seed}" / run
+            t0 = time.perf_counter()
+            info = pretrain_run(Path(cache), split, base / "pretrain", preset, seed, n, steps)
+            streams = {}
+            for stream in ("3s", "6s") if n == 6 else ("3s",):
+                # random rows depend on the seed only: one evaluation, in the plain run's folder
+                rows = {row: evaluate(Path(cache), split, base if row == "pretrained" else
+                                      base.parent / "6-modalities", preset, seed, stream, row,
+                                      base / "pretrain") for row in ROWS}  # fmt: skip
+                streams[stream] = {
+                    probe: random_baseline(*(rows[r][probe] for r in ROWS))
+                    for probe in ("linear", "knn")
+                }
+                for probe, b in streams[stream].items():
+                    print(f"  {name} seed {seed} {run} {stream} {probe:<6} pre-trained "
+                          f"{b['pretrained']:6.2f}  random {b['bn_estimated']:6.2f} / raw "
+                          f"{b['raw_bn']:6.2f}  gain {b['gain']:+6.2f}")  # fmt: skip
+            data["seeds"].setdefault(str(seed), {})[run] = {
+                "pretrain": info, "streams": streams,
+                "wall_seconds": time.perf_counter() - t0,
+            }  # fmt: skip
+            path.write_text(json.dumps(results, indent=2) + "\n")
     md = table(results)
     (args.out / "learning.md").write_text(md)
     print(md)
