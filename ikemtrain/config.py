@@ -398,8 +398,9 @@ class PretrainConfig(_Settings):
     #: speed option: the six encoders of a step run side by side on this many threads, one
     #: intra-op thread each; 0 (auto): one per core on a one-process CPU run without dropout
     stream_threads: int = setting(0, _COUNT)
-    #: kNN top-1 of held training samples every this many epochs (0: off), beside the random
-    #: encoders' value printed at the start (``ikemtrain.engine.monitor``)
+    #: kNN top-1 of held training samples every this many epochs (0: off; stretched with the
+    #: epochs by ``total_steps``), beside the random encoders' value printed at the start
+    #: (``ikemtrain.engine.monitor``)
     monitor_every: int = setting(1, _COUNT)
     #: training samples the kNN monitor embeds (a quarter of them are its queries)
     monitor_samples: int = setting(512, _AT_LEAST_ONE)

@@ -12,14 +12,18 @@ SHAPE = PretrainConfig(epochs=8, cross_epoch=5, steps=(7,), warmup_epochs=1, bat
 
 
 @pytest.mark.parametrize(
-    ("n_train", "epochs", "cross", "steps", "warmup"),
-    [(291, 89, 56, (78,), 11), (1020, 26, 16, (23,), 3), (40320, 2, 1, (2,), 0)],
+    ("n_train", "epochs", "cross", "steps", "warmup", "monitor"),
+    [(291, 89, 56, (78,), 11, 11), (1020, 26, 16, (23,), 3, 3), (40320, 2, 1, (2,), 0, 1)],
 )
-def test_total_steps_stretch_the_schedule_to_the_split(n_train, epochs, cross, steps, warmup):
+def test_total_steps_stretch_the_schedule_to_the_split(
+    n_train, epochs, cross, steps, warmup, monitor
+):
     cfg = resolve_run_length(SHAPE.replace(total_steps=800), n_train)
-    assert (cfg.epochs, cfg.cross_epoch, cfg.steps, cfg.warmup_epochs) == (
-        epochs, cross, steps, warmup,
+    assert (cfg.epochs, cfg.cross_epoch, cfg.steps, cfg.warmup_epochs, cfg.monitor_every) == (
+        epochs, cross, steps, warmup, monitor,
     )  # fmt: skip
+    off = resolve_run_length(SHAPE.replace(total_steps=800, monitor_every=0), n_train)
+    assert off.monitor_every == 0  # a monitor switched off stays off
     per_epoch = n_train // 32
     assert cfg.epochs * per_epoch >= 800  # at least the steps asked for
     assert (cfg.epochs - 1) * per_epoch < 800 or cfg.epochs == 2  # and no epoch more

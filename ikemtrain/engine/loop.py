@@ -301,7 +301,9 @@ def resolve_run_length(cfg: PretrainConfig, n_train: int) -> PretrainConfig:
     ``total_steps`` steps of ``n_train // batch_size`` (``drop_last``), and ``cross_epoch``,
     the lr ``steps`` and ``warmup_epochs`` keep their share of the run (rounded; stage 1 and
     stage 2 at least one epoch each when the preset has both), so one preset gives a small and
-    a large data set the same number of updates in the same schedule.
+    a large data set the same number of updates in the same schedule. ``monitor_every`` keeps
+    its count of checks too: the kNN monitor costs a pass over up to ``monitor_samples``
+    training samples, which every one of MSR Action3D's 89 short epochs would repeat.
     """
     if cfg.total_steps == 0:
         return cfg
@@ -317,6 +319,7 @@ def resolve_run_length(cfg: PretrainConfig, n_train: int) -> PretrainConfig:
         cross_epoch=cross,
         steps=tuple(sorted({max(1, round(s * scale)) for s in cfg.steps})),
         warmup_epochs=round(cfg.warmup_epochs * scale),
+        monitor_every=max(1, round(cfg.monitor_every * scale)) if cfg.monitor_every else 0,
     )
 
 
