@@ -62,7 +62,7 @@ def pretrain_run(
     if steps is not None:
         cfg = cfg.replace(total_steps=steps)
     ckpt = out / "checkpoint.pt"
-    if not (ckpt.exists() and load_checkpoint(ckpt)["epoch"] == cfg.epochs):
+    if not (ckpt.exists() and _complete(out)):  # total_steps stretches cfg.epochs: ask the run
         print(f"  [ikemtrain pretrain] {n} modalities, seed {seed} -> {out}", flush=True)
         pretrain(cfg, cache, out, resume=ckpt.exists(), device="cpu", tensorboard=False)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x]
@@ -74,6 +74,14 @@ def pretrain_run(
         "final_losses": last["losses"],
         "monitor": last.get("monitor"),
     }
+
+
+def _complete(run: Path) -> bool:
+    """Whether the run in ``run`` made its last epoch (its checkpoint's epoch count)."""
+    return (
+        load_checkpoint(run / "checkpoint.pt")["epoch"]
+        == json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["epochs"]
+    )
 
 
 def evaluate(cache, split, out, preset, seed, stream, row, checkpoint) -> dict:
