@@ -25,6 +25,7 @@ import numpy as np
 from . import layout
 from .bodies import select_bodies
 from .cache.schema import SampleError, check_sample
+from .fused import select_and_normalize
 from .modalities import compute_modalities
 from .names import check_sample_ids, parse_sample_name
 from .normalize import normalize_sample
@@ -58,15 +59,23 @@ def read_ntu(path: Path, options: ConvertOptions, dataset: str | None = None) ->
     """NTU file -> its selected bodies ``(3, F, 25, 2)`` (``options.bodies``) and metadata.
 
     The ids of the name must lie in ``dataset``'s ranges (when given, §1.2)."""
+    sid = _checked_ntu_name(path, dataset)
+    raw = read_skeleton(path)
+    return _select_ntu(raw, sid, options)
+
+
+def _checked_ntu_name(path: Path, dataset: str | None):
     sid = parse_sample_name(path.name)
     if dataset is not None:
         try:
             check_sample_ids(sid, dataset)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
-    raw = read_skeleton(path)
-    d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
-    meta = {
+    return sid
+
+
+def _ntu_meta(sid, frame_count: int, seen: int, kept: int) -> dict[str, Any]:
+    return {
         "name": sid.name,
         "setup": sid.setup,
         "camera": sid.camera,
@@ -74,11 +83,37 @@ def read_ntu(path: Path, options: ConvertOptions, dataset: str | None = None) ->
         "replication": sid.replication,
         "action": sid.action,
         "label": sid.label,
-        "frame_count": raw.frame_count,
-        "bodies_seen": stats.bodies_seen,
-        "bodies_kept": stats.bodies_kept,
+        "frame_count": frame_count,
+        "bodies_seen": seen,
+        "bodies_kept": kept,
     }
+
+
+def _select_ntu(raw, sid, options: ConvertOptions) -> Sample:
+    d, stats = select_bodies(raw, options.bodies, max_bodies=layout.M, **options.body_thresholds)
+    meta = _ntu_meta(sid, raw.frame_count, stats.bodies_seen, stats.bodies_kept)
     return Sample(d, meta, "ntu25", dict(stats.dropped), stats.fallbacks)
+
+
+def _convert_ntu_fused(path: Path, options: ConvertOptions, dataset: str | None):
+    """:func:`read_ntu` + :func:`run` for the ``reference`` body rule, with body selection and
+    normalisation in one compiled call (:func:`skelmod.fused.select_and_normalize`, the same
+    result bit for bit); a file without a valid frame takes the two-step path, which says so."""
+    sid = _checked_ntu_name(path, dataset)
+    raw = read_skeleton(path)
+    fused = select_and_normalize(raw, options.frames, options.centre, options.yaw)
+    if fused is None:
+        return run(_select_ntu(raw, sid, options), options, layout.NUM_CLASSES.get(dataset or ""))
+    x, length, seen, kept, dropped = fused
+    meta = _ntu_meta(sid, raw.frame_count, seen, kept)
+    check_sample({}, meta["label"], layout.NUM_CLASSES.get(dataset or ""))
+    arrays = _modalities(x, raw.frame_count, options, "ntu25")
+    return {
+        "arrays": arrays,
+        "meta": {**meta, "valid_length": length},
+        "dropped": {"listing_order": dropped},
+        "fallbacks": 0,
+    }
 
 
 def read_nucla_file(path: Path, options: ConvertOptions, dataset: str | None = None) -> Sample:
@@ -117,6 +152,17 @@ def process_sample(
         x, length = normalize_sample(
             d, t_target=options.frames, centre=options.centre, yaw=options.yaw, layout=layout_name
         )
+    return _modalities(x, frame_count, options, layout_name), length
+
+
+def _modalities(x, frame_count: int, options: ConvertOptions, layout_name: str):
+    """The §4 modalities of a normalised sample ``x`` (fresh, owned here), checked by
+    :func:`check_sample`."""
+    if options.modalities == ("joint",) and x.dtype == np.float32 and x.flags.c_contiguous:
+        # The default cache: compute_modalities would only copy x and check it again.
+        check_sample({"joint": x})
+        return {"joint": x}
+    with np.errstate(over="ignore", invalid="ignore"):
         arrays = compute_modalities(
             x,
             frame_count,
@@ -127,7 +173,7 @@ def process_sample(
             layout=layout_name,
         )
     check_sample(arrays)
-    return {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}, length
+    return {m: np.asarray(a, dtype=np.float32) for m, a in arrays.items()}
 
 
 def run(sample: Sample, options: ConvertOptions, num_class: int | None = None) -> dict[str, Any]:
@@ -151,13 +197,18 @@ def run(sample: Sample, options: ConvertOptions, num_class: int | None = None) -
 def convert_file(
     path: str | os.PathLike, options: ConvertOptions, dataset: str | None = None
 ) -> dict[str, Any]:
-    """Convert one raw file (:func:`read_file`, then :func:`run`). Raises ``ValueError``
+    """Convert one raw file (:func:`read_file`, then :func:`run`; NTU files with the
+    ``reference`` body rule select and normalise in one compiled call, with the same result).
+    Raises ``ValueError``
     subclasses that name the file and the problem: among them NTU ids outside ``dataset``'s
     ranges (when given) and, for every dataset, samples that fail
     :func:`skelmod.cache.check_sample` (non-finite values, absurd coordinates, a label that is
     not one of ``dataset``'s classes)."""
-    sample = read_file(path, options, dataset)
+    path = Path(path)
     try:
+        if path.suffix == SUFFIX and options.bodies == "reference":
+            return _convert_ntu_fused(path, options, dataset)
+        sample = read_file(path, options, dataset)
         return run(sample, options, layout.NUM_CLASSES.get(dataset or ""))
     except SampleError as e:
         raise ValueError(f"{path}: {e}") from None
