@@ -1,13 +1,27 @@
-"""End-to-end `skelmod convert` files/s vs the naive reference pipeline, in one run.
+"""`skelmod convert` files/s per core against the authors' preprocessing, in one run.
 
-Baseline: the plain line-by-line reader of §1.1 plus §2 written plainly, one process
-(``tests/naive_pipeline.py``), writing the same float32 arrays to an .npy file.
-Ours: the ``skelmod convert`` command in a fresh process (process start included), with a
-warm numba cache, for 1 and more workers; the cold first run (empty numba cache) separately.
-Peak memory of the converting process for two input sizes shows it does not grow with the
-number of files.
+Baseline: the authors' pipeline re-implemented faithfully (``benchmarks/authors_pipeline.py``:
+their line-by-line ``read_skeleton`` into dicts, the ``read_xyz`` body loop, ``gendata``'s
+float32 memmap row, ``NTUMotionProcessor.__getitem__`` with a matrix product per frame, the
+position memmap), one process, stage by stage. Where it leaves their code it is faster than
+theirs (no cv2, no torch DataLoader, each file parsed once, the unused motion stream left
+out), so the speed-ups are lower bounds.
 
-Usage: python benchmarks/bench_convert.py [--files 1500] [--workers 1,2]
+Times are CPU seconds (user + system) where they can be taken, because on a shared machine
+wall time measures the other users' load as much as the code; wall times are printed beside
+them. Pool workers are grandchildren that nobody reaps for rusage, so runs with several
+workers are timed by the wall clock only.
+
+Ours: per stage in this process on the same files (parse; body selection + normalisation,
+now one compiled call, with the public two-step path beside it; modalities and the cache
+checks), then the whole ``skelmod convert`` command in a fresh process (start-up, numba cache
+load and the HDF5 write included) with 1 worker (the per-core figure) and with every core.
+Baseline and command runs alternate (baseline half, ours, baseline half, ours) so that both
+see the same load on a shared machine. The NTU-60 projection (56,880 files) takes the
+measured files/s of the many-worker run.
+
+Usage: python benchmarks/bench_convert.py [--files 4000] [--baseline-files 400] [--workers 1,2]
+       [--motion] [--cold] [--memory]
 """
 
 from __future__ import annotations
@@ -22,46 +36,35 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-from naive_pipeline import naive_process  # noqa: E402
-
-from skelmod.synth import ACTIONS, generate  # noqa: E402
+from authors_pipeline import Baseline  # noqa: E402
 
 NTU60_FILES = 56_880
 
 
 def run_convert(raw: Path, out: Path, workers: int, env: dict) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB, largest process) of one `skelmod convert` run."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "cli.skelmod_cli",
-        "convert",
-        str(raw),
-        "-o",
-        str(out),
-        "--workers",
-        str(workers),
-        "--quiet",
-    ]
+    """Wall seconds and CPU seconds (user + system, every process of it) of one command."""
+    cmd = [sys.executable, "-m", "cli.skelmod_cli", "convert", str(raw), "-o", str(out),
+           "--workers", str(workers), "--quiet", "--overwrite"]  # fmt: skip
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    dt = time.perf_counter() - t0
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"convert failed:\n{proc.stdout}\n{proc.stderr}")
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return dt, peak
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return wall, cpu
 
 
 def peak_rss_of(raw: Path, out: Path, env: dict) -> float:
     """Peak RSS (MiB) of a single-worker conversion, measured in a fresh wrapper process."""
     code = (
         "import resource, sys; from skelmod.convert import convert; "
-        f"convert({str(raw)!r}, {str(out)!r}, workers=1); "
+        f"convert({str(raw)!r}, {str(out)!r}, workers=1, overwrite=True); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
     )
     proc = subprocess.run(
@@ -70,94 +73,142 @@ def peak_rss_of(raw: Path, out: Path, env: dict) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
+def our_stages(files: list[Path]) -> dict[str, float]:
+    """ms per file of each of our stages, in this process (kernels warmed on 3 files first)."""
+    from skelmod.bodies import select_bodies
+    from skelmod.fused import select_and_normalize
+    from skelmod.normalize import normalize_sample
+    from skelmod.ntu import read_skeleton
+    from skelmod.pipeline import ConvertOptions, _modalities
+
+    options = ConvertOptions()
+    for p in files[:3]:
+        raw = read_skeleton(p)
+        select_and_normalize(raw)
+        normalize_sample(select_bodies(raw)[0])
+    clock = dict.fromkeys(("parse", "fused", "select", "normalise", "modalities"), 0.0)
+    for p in files:
+        t0 = time.process_time()
+        raw = read_skeleton(p)
+        t1 = time.process_time()
+        x = select_and_normalize(raw)[0]
+        t2 = time.process_time()
+        _modalities(x, raw.frame_count, options, "ntu25")
+        t3 = time.process_time()
+        d = select_bodies(raw)[0]
+        t4 = time.process_time()
+        normalize_sample(d)
+        t5 = time.process_time()
+        for k, dt in zip(clock, (t1 - t0, t2 - t1, t4 - t3, t5 - t4, t3 - t2), strict=True):
+            clock[k] += dt
+    return {k: v / len(files) * 1e3 for k, v in clock.items()}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--files", type=int, default=1500)
+    ap.add_argument("--files", type=int, default=4000)
+    ap.add_argument("--baseline-files", type=int, default=400, help="files the baseline converts")
     ap.add_argument("--workers", default=f"1,{os.cpu_count()}")
-    ap.add_argument(
-        "--copies",
-        type=int,
-        default=4,
-        help="the worker-scaling runs convert this many hard-linked copies of the input under "
-        "other sample names, so that process start-up does not dominate",
-    )
-    ap.add_argument(
-        "--baseline-files",
-        type=int,
-        default=300,
-        help="files the (slow) baseline converts; its rate is per file",
-    )
+    ap.add_argument("--raw", type=Path, help="a folder of NTU files to use instead of synth")
+    ap.add_argument("--motion", action="store_true", help="the baseline computes motion too")
+    ap.add_argument("--cold", action="store_true", help="also a run with an empty numba cache")
+    ap.add_argument("--memory", action="store_true", help="also the peak RSS of 1 worker")
     args = ap.parse_args()
     workers = sorted({int(w) for w in args.workers.split(",")})
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_convert_"))
-    classes = len(ACTIONS)
-    raw = tmp / "raw"
-    keep = set(generate(raw, classes, -(-args.files // classes), seed=0)[: args.files])
-    for p in raw.glob("*.skeleton"):
-        if p not in keep:
-            p.unlink()
-    n = len(list(raw.glob("*.skeleton")))
-    mb = sum(p.stat().st_size for p in raw.glob("*.skeleton")) / 2**20
-    print(
-        f"input: {n} synthetic NTU-format files, {mb:.0f} MiB, "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    )
+    raw = args.raw
+    if raw is None:
+        from skelmod.synth import ACTIONS, generate
 
-    # baseline: plain reader + plain §2, one process, on a prefix of the files
-    files = sorted(raw.glob("*.skeleton"))[: args.baseline_files]
-    t0 = time.perf_counter()
-    out = np.lib.format.open_memmap(tmp / "naive.npy", "w+", np.float32, (len(files), 3, 50, 25, 2))
-    for i, p in enumerate(files):
-        out[i] = naive_process(p)[0]
-    out.flush()
-    base = len(files) / (time.perf_counter() - t0)
-    print(
-        f"baseline (plain reader + plain §2, 1 process): {base:8.1f} files/s ({len(files)} files)"
-    )
+        raw = tmp / "raw"
+        classes = len(ACTIONS)
+        keep = set(generate(raw, classes, -(-args.files // classes), seed=0)[: args.files])
+        for p in raw.glob("*.skeleton"):
+            if p not in keep:
+                p.unlink()
+    files = sorted(raw.glob("*.skeleton"))[: args.files]
+    n = len(files)
+    mb = sum(p.stat().st_size for p in files) / 2**20
+    print(f"input: {n} NTU-format files from {raw}, {mb:.0f} MiB, "
+          f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"load {os.getloadavg()[0]:.1f}")  # fmt: skip
+    if n < len(list(raw.glob("*.skeleton"))):  # the command converts a folder: link the first n
+        raw = tmp / "subset"
+        raw.mkdir()
+        for p in files:
+            os.link(p, raw / p.name)
+
+    nb = min(args.baseline_files, n)
+    base = Baseline(tmp, nb, motion=args.motion)
+    halves = [range(0, nb // 2), range(nb // 2, nb)]
+
+    def baseline_half(k: int) -> None:
+        for i in halves[k]:
+            base.gendata(i, files[i])
+        for i in halves[k]:
+            base.preprocess(i)
 
     env = dict(os.environ)
-    env["NUMBA_CACHE_DIR"] = str(tmp / "numba_cold")
-    dt, _ = run_convert(raw, tmp / "cold.h5", 1, env)
-    print(
-        f"ours, cold numba cache, 1 worker:              {n / dt:8.1f} files/s "
-        f"({dt:.1f} s, includes JIT compilation)"
-    )
-    dt, _ = run_convert(raw, tmp / "warm.h5", 1, env)  # numba cache now warm
-    print(
-        f"ours, warm cache, 1 worker:                    {n / dt:8.1f} files/s "
-        f"({dt:.1f} s, process start included)  speed-up vs baseline {n / dt / base:5.1f}x"
-    )
-    many = tmp / "many"
-    many.mkdir()
-    for c in range(args.copies):
-        for p in raw.glob("*.skeleton"):  # setup ids 18+ keep names unique (an NTU-120 range)
-            os.link(p, many / f"S{int(p.name[1:4]) + 20 * c:03d}{p.name[4:]}")
-    n_many = n * args.copies
-    rates = {}
-    for w in workers:
-        dt, _ = run_convert(many, tmp / f"w{w}.h5", w, env)
-        rates[w] = n_many / dt
-        print(
-            f"ours, warm cache, {w} worker(s), {n_many} files: {rates[w]:8.1f} files/s "
-            f"({dt:.1f} s)  speed-up vs baseline {rates[w] / base:5.1f}x  "
-            f"scaling {rates[w] / rates[workers[0]]:.2f}x"
-        )
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    one = tmp / "one"
+    one.mkdir()
+    os.link(files[0], one / files[0].name)
+    if args.cold:
+        env["NUMBA_CACHE_DIR"] = str(tmp / "numba_cold")
+        wall, cpu = run_convert(one, tmp / "cold.h5", 1, env)
+        print(f"ours, cold numba cache, 1 file: {wall:.1f} s wall, {cpu:.1f} s CPU (JIT)")
+    run_convert(one, tmp / "one.h5", 1, env)  # the numba cache is warm from here on
+    start_wall, start_cpu = run_convert(one, tmp / "one.h5", 1, env)
+    walls, cpus, base_wall = {}, {}, 0.0
+    for k, w in enumerate([*workers, None][: max(2, len(workers))]):
+        if k < 2:
+            t0 = time.perf_counter()
+            baseline_half(k)
+            base_wall += time.perf_counter() - t0
+        if w is not None:
+            walls[w], cpus[w] = run_convert(raw, tmp / f"w{w}.h5", w, env)
+    base.flush()
+    base_cpu = base.total() if args.motion else base.total() - base.clock["motion"]
+    base_ms = base_cpu / nb * 1e3
+    stages = our_stages(files[: min(n, 1000)])
 
-    small = tmp / "small"
-    small.mkdir()
-    for p in sorted(raw.glob("*.skeleton"))[: n // 4]:
-        os.link(p, small / p.name)
-    m_small = peak_rss_of(small, tmp / "small.h5", env)
-    m_full = peak_rss_of(raw, tmp / "full.h5", env)
-    print(f"peak RSS, 1 worker: {m_small:.0f} MiB for {n // 4} files, {m_full:.0f} MiB for {n}")
-    best = max(rates.values())
-    one = rates[workers[0]]
+    print(f"\nbaseline (authors' pipeline, {nb} files{', motion on' if args.motion else ''}): "
+          f"{base_ms:.2f} ms CPU per file ({1e3 / base_ms:.1f} files/s per core); "
+          f"wall {base_wall / nb * 1e3:.2f} ms per file")  # fmt: skip
+    for k, v in base.clock.items():
+        if k != "motion" or args.motion:
+            print(f"  {k:<10} {v / nb * 1e3:8.3f} ms/file")
+    ours_inproc = stages["parse"] + stages["fused"] + stages["modalities"]
+    print(f"ours, in this process ({min(n, 1000)} files): {ours_inproc:.3f} ms CPU per file")
+    bp = base.clock["parse"] / nb * 1e3
+    print(f"  parse      {stages['parse']:8.3f} ms/file   vs {bp / stages['parse']:5.1f}x")
+    bn = (base.clock["bodies"] + base.clock["normalise"]) / nb * 1e3
+    fused = stages["fused"]
+    print(f"  bodies + normalise, fused {fused:.3f} ms/file   vs {bn / fused:5.1f}x "
+          f"(two-step public path: select {stages['select']:.3f} + normalise "
+          f"{stages['normalise']:.3f})")  # fmt: skip
+    print(f"  modalities + checks {stages['modalities']:.3f} ms/file")
+    print(f"ours, `skelmod convert` of 1 file (start-up): {start_wall:.2f} s wall, "
+          f"{start_cpu:.2f} s CPU")  # fmt: skip
+    ms = cpus[1] / n * 1e3 if 1 in cpus else float("nan")
     print(
-        f"NTU-60 projection ({NTU60_FILES} files): baseline {NTU60_FILES / base / 3600:.2f} h, "
-        f"ours 1 worker {NTU60_FILES / one / 60:.1f} min, "
-        f"ours {max(rates, key=rates.get)} workers {NTU60_FILES / best / 60:.1f} min"
+        f"ours, `skelmod convert`, 1 worker, {n} files: {ms:.3f} ms CPU per file all in "
+        f"({1e3 / ms:.0f} files/s per core = {base_ms / ms:.1f}x the baseline per core)"
     )
+    for w in workers:
+        print(f"ours, `skelmod convert`, {w} worker(s), {n} files: wall {walls[w]:.1f} s = "
+              f"{n / walls[w]:.0f} files/s ({base_wall / nb / (walls[w] / n):.1f}x the "
+              "baseline's wall per file)")  # fmt: skip
+    w = workers[-1]
+    hours = NTU60_FILES * base_ms / 3.6e6
+    print(f"NTU-60 projection ({NTU60_FILES} files): baseline {hours:.2f} h on 1 core; ours "
+          f"{NTU60_FILES * walls[w] / n:.0f} s at this run's {w}-worker wall rate; "
+          f"{start_wall + NTU60_FILES * (ms / 1e3 - start_cpu / n) / w:.0f} s on {w} idle cores "
+          f"(start-up + the 1-worker CPU per file / {w})")  # fmt: skip
+    if args.memory:
+        m = peak_rss_of(raw, tmp / "mem.h5", env)
+        print(f"peak RSS, 1 worker, {n} files: {m:.0f} MiB")
 
 
 if __name__ == "__main__":
