@@ -139,8 +139,22 @@ def test_reader_is_picklable_before_and_after_open(tmp_path):
     r = open_cache(write_cache(tmp_path / "c.h5", arrays, meta, "ntu60"))
     r.read("joint", 0)
     r2 = pickle.loads(pickle.dumps(r))
-    assert r2._h5 is None
+    assert r2._h5 is None and r2._datasets == {}  # the copy opens its own handle
     np.testing.assert_array_equal(r2.read("joint", 2), arrays["joint"][2])
+    r.close()  # a closed reader opens the file again on the next read
+    np.testing.assert_array_equal(r.read("joint", 4), arrays["joint"][4])
+
+
+def test_index_arrays_read_in_any_order_with_repeats(tmp_path):
+    """Random batches, as the training loader asks for them: each sample lands in its place,
+    whether indices repeat, run in order or come shuffled."""
+    arrays, meta = _fake()
+    r = open_cache(write_cache(tmp_path / "c.h5", arrays, meta, "ntu60"))
+    rng = np.random.default_rng(3)
+    cases = [rng.permutation(12)[:7], rng.integers(0, 12, 9), np.arange(4, 9), np.array([11, 0])]
+    for idx in cases:
+        np.testing.assert_array_equal(r.read("joint", idx), arrays["joint"][idx])
+        np.testing.assert_array_equal(r.read("velocity", idx), arrays["velocity"][idx])
 
 
 def test_reader_errors(tmp_path):
