@@ -31,6 +31,7 @@ import argparse
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,10 +114,19 @@ def main() -> None:
     ap.add_argument("--raw", type=Path, help="a folder of NTU files to use instead of synth")
     ap.add_argument("--cold", action="store_true", help="also a run with an empty numba cache")
     ap.add_argument("--memory", action="store_true", help="also the peak RSS of 1 worker")
+    ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
-    workers = sorted({int(w) for w in args.workers.split(",")})
-
     tmp = Path(tempfile.mkdtemp(prefix="bench_convert_"))
+    try:
+        measure(args, tmp)
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, tmp: Path) -> None:
+    """The measurements of :func:`main`, with scratch files in ``tmp``."""
+    workers = sorted({int(w) for w in args.workers.split(",")})
     raw = args.raw
     if raw is None:
         from skelmod.synth import ACTIONS, generate
