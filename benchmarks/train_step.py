@@ -8,6 +8,10 @@ including its first-call costs amortised over ``--steps`` timed steps after ``--
 * ``loop``: today's path: the encoders one after another, each op on all intra-op threads;
 * ``threads``: :class:`ikemtrain.nn.streams.StreamRunner` with one stream thread per core
   and one intra-op thread each (what ``stream_threads = 0`` picks on a CPU);
+* ``compiled`` (``--compile MODE``): the runner with one stream thread and every encoder
+  through ``torch.compile`` in that mode (``compile`` setting); its first step of each stage,
+  which compiles (inductor's cache pointed at a fresh folder: a cold compilation), is timed
+  apart, as ``compile_s`` (that step's time less a compiled step's);
 * ``grouped`` (encoders only, ``--grouped``): the six encoders as one module with grouped
   convolutions and a stream dimension, the "one batched computation" alternative, to show
   why the runner uses threads on a CPU.
@@ -18,6 +22,7 @@ bfloat16, all threads), and peak memory (max RSS of the process, or
 ``torch.cuda.max_memory_allocated`` on CUDA).
 
     python benchmarks/train_step.py [--json] [--device cpu|cuda] [--batch 32] [--steps 4]
+        [--compile default|reduce-overhead|max-autotune]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,7 +66,7 @@ def _model(width: str, batch: int, device: str):
 
 
 def run_setting(width: str, mode: str, precision: str, batch: int, steps: int, warmup: int,
-                device: str) -> dict:  # fmt: skip
+                device: str, compile_mode: str = "none") -> dict:  # fmt: skip
     """Time one setting in this process (called in a fresh subprocess by :func:`main`)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -86,6 +92,8 @@ def run_setting(width: str, mode: str, precision: str, batch: int, steps: int, w
 
     result = {"width": width, "mode": mode, "precision": precision, "batch": batch}
     result["threads"] = cores
+    if mode == "compiled":
+        result["compile"] = compile_mode
     for stage in (1, 2):
         model.runner = StreamRunner(1, precision, dev.type)
         with FlopCounterMode(display=False) as counter:
@@ -94,6 +102,13 @@ def run_setting(width: str, mode: str, precision: str, batch: int, steps: int, w
         if mode == "threads":
             torch.set_num_threads(1)
             model.runner = StreamRunner(cores, precision, dev.type)
+        first = None
+        if mode == "compiled":
+            model.runner = StreamRunner(1, precision, dev.type, compile_mode)
+            t = time.perf_counter()
+            step(stage)  # compiles (stage 2 reuses what stage 1 compiled, if anything)
+            sync()
+            first = time.perf_counter() - t
         for _ in range(warmup):
             step(stage)
         sync()
@@ -109,6 +124,8 @@ def run_setting(width: str, mode: str, precision: str, batch: int, steps: int, w
             "samples_per_s": batch / best,
             "gflop_per_s": flops / best / 1e9,
         }
+        if first is not None:
+            result[f"stage{stage}"]["compile_s"] = first - best
     if dev.type == "cuda":
         result["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
@@ -202,7 +219,10 @@ def matmul_peak() -> dict:
 def _child(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--child", *extra, "--batch", str(args.batch)]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    cmd += ["--compile", args.compile]
+    with tempfile.TemporaryDirectory() as cache:  # a cold compilation in every process
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -217,6 +237,12 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--widths", default="nucla-cpu,paper")
     ap.add_argument("--grouped", action="store_true", help="also time the grouped-conv encoders")
+    ap.add_argument(
+        "--compile",
+        default="none",
+        choices=("none", "default", "reduce-overhead", "max-autotune"),
+        help="also time the runner with the encoders compiled in this torch.compile mode",
+    )
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
@@ -224,7 +250,14 @@ def main() -> None:
         if kind == "step":
             width, mode, precision = rest
             r = run_setting(
-                width, mode, precision, args.batch, args.steps, args.warmup, args.device
+                width,
+                mode,
+                precision,
+                args.batch,
+                args.steps,
+                args.warmup,
+                args.device,
+                args.compile,
             )
         elif kind == "grouped":
             r = grouped_encoders(rest[0], args.batch, args.steps)
@@ -247,6 +280,7 @@ def main() -> None:
     print(f"{'width':>10} {'mode':>8} {'prec':>5} | {'stage 1 samples/s':>18} {'GFLOP/s':>8} | "
           f"{'stage 2 samples/s':>18} {'GFLOP/s':>8} | {'peak MB':>8}")  # fmt: skip
     modes = ("loop", "threads") if args.device == "cpu" else ("loop",)
+    modes += ("compiled",) if args.compile != "none" else ()
     for width in args.widths.split(","):
         for precision in ("fp32", "bf16"):
             for mode in modes:
@@ -256,6 +290,9 @@ def main() -> None:
                 print(f"{width:>10} {mode:>8} {precision:>5} | {s1['samples_per_s']:>18.1f} "
                       f"{s1['gflop_per_s']:>8.1f} | {s2['samples_per_s']:>18.1f} "
                       f"{s2['gflop_per_s']:>8.1f} | {r['peak_mb']:>8.0f}", flush=True)  # fmt: skip
+                if mode == "compiled":
+                    print(f"{'':>10} {args.compile} compilation: stage 1 {s1['compile_s']:.1f} s, "
+                          f"stage 2 {s2['compile_s']:.1f} s (cold cache)", flush=True)  # fmt: skip
         if args.grouped:
             g = _child(args, "grouped", width)
             report.setdefault("grouped", []).append(g)
@@ -267,6 +304,11 @@ def main() -> None:
         best = max(rows.values(), key=lambda r: r["stage1"]["samples_per_s"])
         print(f"{width}: best {best['mode']} {best['precision']} is "
               f"{best['stage1']['samples_per_s'] / base:.2f}x the fp32 loop (stage 1)")  # fmt: skip
+        for precision in ("fp32", "bf16") if args.compile != "none" else ():
+            c, e = rows[("compiled", precision)]["stage1"], rows[("loop", precision)]["stage1"]
+            print(f"{width}: compiled {precision} is "
+                  f"{c['samples_per_s'] / e['samples_per_s']:.2f}x the eager loop (stage 1), "
+                  f"after {c['compile_s']:.0f} s of compilation")  # fmt: skip
     if args.json:
         print(json.dumps(report))
 
