@@ -131,9 +131,20 @@ def test_compiled_encoders_run_under_bf16_autocast():
 def test_compiled_distillation_matches_eager():
     """Distillation through the runner: the frozen teacher (eval mode, no gradient) and the
     students compiled give the eager loss and the eager students' gradients."""
-    from test_distill import _tiny_model, _views
+    from test_distill import _views
 
-    eager, compiled = _tiny_model().double(), _tiny_model().double()
+    from ikemtrain.methods.distill import STUDENT_MODALITIES, DistillModel
+    from skelmod.layout import MODALITY_NAMES
+
+    def tiny():  # no dropout: the two models would draw different masks from one generator
+        torch.manual_seed(0)
+        return DistillModel(
+            MODALITY_NAMES, STUDENT_MODALITIES, feature_dim=4, head_bn=False,
+            backbone={"hidden_channels": 2, "hidden_dim": 16, "dropout": 0.0},
+            **DistillConfig(queue_size=16).model_kwargs(),
+        ).double()  # fmt: skip
+
+    eager, compiled = tiny(), tiny()
     capture = Capture()
     compiled.runner = StreamRunner(compile="default", backend=capture)
     v1, v2 = ({m: x.double() for m, x in _views(seed=s).items()} for s in (1, 2))
