@@ -8,6 +8,13 @@ including its first-call costs amortised over ``--steps`` timed steps after ``--
 * ``loop``: today's path: the encoders one after another, each op on all intra-op threads;
 * ``threads``: :class:`ikemtrain.nn.streams.StreamRunner` with one stream thread per core
   and one intra-op thread each (what ``stream_threads = 0`` picks on a CPU);
+* ``compiled`` (``--compile MODE``): the runner with one stream thread and every encoder
+  through ``torch.compile`` in that mode (``compile`` setting); its first step of each stage,
+  which compiles (inductor's cache pointed at a fresh folder: a cold compilation), is timed
+  apart, as ``compile_s`` (that step's time less a compiled step's) and ``compile_cpu_s`` (the
+  same in CPU seconds of the process and the C++ compiler it runs); each timed compiled step
+  is followed by an eager step of the loop in the same process (``eager_samples_per_s``), so
+  the speed-up compares steps taken under the same load;
 * ``grouped`` (encoders only, ``--grouped``): the six encoders as one module with grouped
   convolutions and a stream dimension, the "one batched computation" alternative, to show
   why the runner uses threads on a CPU.
@@ -18,6 +25,7 @@ bfloat16, all threads), and peak memory (max RSS of the process, or
 ``torch.cuda.max_memory_allocated`` on CUDA).
 
     python benchmarks/train_step.py [--json] [--device cpu|cuda] [--batch 32] [--steps 4]
+        [--compile default|reduce-overhead|max-autotune]
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import os
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -60,7 +69,7 @@ def _model(width: str, batch: int, device: str):
 
 
 def run_setting(width: str, mode: str, precision: str, batch: int, steps: int, warmup: int,
-                device: str) -> dict:  # fmt: skip
+                device: str, compile_mode: str = "none") -> dict:  # fmt: skip
     """Time one setting in this process (called in a fresh subprocess by :func:`main`)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -86,6 +95,8 @@ def run_setting(width: str, mode: str, precision: str, batch: int, steps: int, w
 
     result = {"width": width, "mode": mode, "precision": precision, "batch": batch}
     result["threads"] = cores
+    if mode == "compiled":
+        result["compile"] = compile_mode
     for stage in (1, 2):
         model.runner = StreamRunner(1, precision, dev.type)
         with FlopCounterMode(display=False) as counter:
@@ -94,26 +105,52 @@ def run_setting(width: str, mode: str, precision: str, batch: int, steps: int, w
         if mode == "threads":
             torch.set_num_threads(1)
             model.runner = StreamRunner(cores, precision, dev.type)
+        first, eager_runner = None, model.runner
+        if mode == "compiled":
+            model.runner = StreamRunner(1, precision, dev.type, compile_mode)
+            t, c = time.perf_counter(), _cpu_s()
+            step(stage)  # compiles (stage 2 reuses what stage 1 compiled, if anything)
+            sync()
+            first, first_cpu = time.perf_counter() - t, _cpu_s() - c
         for _ in range(warmup):
             step(stage)
         sync()
-        times = []
+        times, eager_times, cpu_times = [], [], []
         for _ in range(steps):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), _cpu_s()
             step(stage)
             sync()
             times.append(time.perf_counter() - t)
+            cpu_times.append(_cpu_s() - c)
+            if mode == "compiled":  # the eager loop's step, interleaved: the same load
+                compiled_runner, model.runner = model.runner, eager_runner
+                t = time.perf_counter()
+                step(stage)
+                sync()
+                eager_times.append(time.perf_counter() - t)
+                model.runner = compiled_runner
         best = min(times)
         result[f"stage{stage}"] = {
             "ms_per_step": 1e3 * best,
             "samples_per_s": batch / best,
             "gflop_per_s": flops / best / 1e9,
         }
+        if first is not None:
+            result[f"stage{stage}"]["compile_s"] = first - best
+            result[f"stage{stage}"]["compile_cpu_s"] = first_cpu - min(cpu_times)
+            result[f"stage{stage}"]["eager_samples_per_s"] = batch / min(eager_times)
     if dev.type == "cuda":
         result["peak_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
     else:
         result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and its finished children (the C++ compiler's runs): the
+    cost of a compilation whatever else the machine is doing."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def grouped_encoders(width: str, batch: int, steps: int) -> dict:
@@ -202,7 +239,11 @@ def matmul_peak() -> dict:
 def _child(args: argparse.Namespace, *extra: str) -> dict:
     cmd = [sys.executable, __file__, "--child", *extra, "--batch", str(args.batch)]
     cmd += ["--steps", str(args.steps), "--warmup", str(args.warmup), "--device", args.device]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    cmd += ["--compile", args.compile]
+    with tempfile.TemporaryDirectory() as cache:  # a cold compilation in every process
+        # compiling in this process (no worker pool), so that its CPU time is counted
+        env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache, "TORCHINDUCTOR_COMPILE_THREADS": "1"}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -217,6 +258,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--widths", default="nucla-cpu,paper")
     ap.add_argument("--grouped", action="store_true", help="also time the grouped-conv encoders")
+    ap.add_argument(
+        "--compile",
+        default="none",
+        choices=("none", "default", "reduce-overhead", "max-autotune"),
+        help="also time the runner with the encoders compiled in this torch.compile mode",
+    )
+    ap.add_argument("--modes", default="loop,threads,compiled",
+                    help="settings to time (compiled only with --compile)")  # fmt: skip
     ap.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
@@ -224,7 +273,14 @@ def main() -> None:
         if kind == "step":
             width, mode, precision = rest
             r = run_setting(
-                width, mode, precision, args.batch, args.steps, args.warmup, args.device
+                width,
+                mode,
+                precision,
+                args.batch,
+                args.steps,
+                args.warmup,
+                args.device,
+                args.compile,
             )
         elif kind == "grouped":
             r = grouped_encoders(rest[0], args.batch, args.steps)
@@ -247,6 +303,8 @@ def main() -> None:
     print(f"{'width':>10} {'mode':>8} {'prec':>5} | {'stage 1 samples/s':>18} {'GFLOP/s':>8} | "
           f"{'stage 2 samples/s':>18} {'GFLOP/s':>8} | {'peak MB':>8}")  # fmt: skip
     modes = ("loop", "threads") if args.device == "cpu" else ("loop",)
+    modes += ("compiled",) if args.compile != "none" else ()
+    modes = tuple(m for m in modes if m in args.modes.split(","))
     for width in args.widths.split(","):
         for precision in ("fp32", "bf16"):
             for mode in modes:
@@ -256,6 +314,11 @@ def main() -> None:
                 print(f"{width:>10} {mode:>8} {precision:>5} | {s1['samples_per_s']:>18.1f} "
                       f"{s1['gflop_per_s']:>8.1f} | {s2['samples_per_s']:>18.1f} "
                       f"{s2['gflop_per_s']:>8.1f} | {r['peak_mb']:>8.0f}", flush=True)  # fmt: skip
+                if mode == "compiled":
+                    print(f"{'':>10} {args.compile} compilation (cold cache): stage 1 "
+                          f"{s1['compile_s']:.1f} s ({s1['compile_cpu_s']:.1f} CPU-s), stage 2 "
+                          f"{s2['compile_s']:.1f} s ({s2['compile_cpu_s']:.1f} CPU-s)",
+                          flush=True)  # fmt: skip
         if args.grouped:
             g = _child(args, "grouped", width)
             report.setdefault("grouped", []).append(g)
@@ -263,10 +326,20 @@ def main() -> None:
                   f"grouped convolutions {g['grouped_ms']:.0f} ms", flush=True)  # fmt: skip
     for width in args.widths.split(","):
         rows = {(r["mode"], r["precision"]): r for r in report["rows"] if r["width"] == width}
-        base = rows[("loop", "fp32")]["stage1"]["samples_per_s"]
-        best = max(rows.values(), key=lambda r: r["stage1"]["samples_per_s"])
-        print(f"{width}: best {best['mode']} {best['precision']} is "
-              f"{best['stage1']['samples_per_s'] / base:.2f}x the fp32 loop (stage 1)")  # fmt: skip
+        if ("loop", "fp32") in rows:
+            base = rows[("loop", "fp32")]["stage1"]["samples_per_s"]
+            best = max(rows.values(), key=lambda r: r["stage1"]["samples_per_s"])
+            ratio = best["stage1"]["samples_per_s"] / base
+            print(f"{width}: best {best['mode']} {best['precision']} is {ratio:.2f}x the fp32 "
+                  "loop (stage 1)")  # fmt: skip
+        for precision in ("fp32", "bf16"):
+            if ("compiled", precision) not in rows:
+                continue
+            for stage in ("stage1", "stage2"):
+                c = rows[("compiled", precision)][stage]
+                ratio = c["samples_per_s"] / c["eager_samples_per_s"]
+                print(f"{width}: compiled {precision} {stage} is {ratio:.2f}x the eager loop "
+                      f"(interleaved), after {c['compile_s']:.0f} s of compilation")  # fmt: skip
     if args.json:
         print(json.dumps(report))
 

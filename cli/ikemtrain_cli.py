@@ -36,6 +36,7 @@ from .options import (  # noqa: E402
     check_encoder_choice,
     check_out_mode,
     checkpoint_option,
+    compile_option,
     device_option,
     eval_out_option,
     modalities_option,
@@ -126,8 +127,9 @@ def main() -> None:
     type=click.IntRange(min=0),
     default=None,
     help="Run the modality encoders side by side on N threads (0: one per core on a CPU "
-    "run without dropout, else 1) [default: the preset's].",
+    "run without dropout or --compile, else 1) [default: the preset's].",
 )
+@compile_option
 @run_overrides
 def pretrain(
     cache,
@@ -142,6 +144,7 @@ def pretrain(
     reference_compat,
     precision,
     stream_threads,
+    compile_mode,
     device,
     overrides,
 ):
@@ -164,6 +167,7 @@ def pretrain(
         reference_compat=reference_compat,
         precision=precision,
         stream_threads=stream_threads,
+        compile=compile_mode,
         **overrides,
     )
     with _user_errors():
@@ -207,6 +211,7 @@ def pretrain(
     help="random: fresh student encoders (the paper's); teacher: start each from the "
     "teacher's encoder of its modality [default: the preset's].",
 )
+@compile_option
 @run_overrides
 def distill(
     cache,
@@ -219,6 +224,7 @@ def distill(
     loss_form,
     reference_compat,
     student_init,
+    compile_mode,
     device,
     overrides,
 ):
@@ -239,6 +245,7 @@ def distill(
         loss_form=loss_form,
         reference_compat=reference_compat,
         student_init=student_init,
+        compile=compile_mode,
         **overrides,
     )
     with _user_errors():

@@ -8,6 +8,7 @@ README's glossary; ``tests/test_cli_vocabulary.py`` walks the click tree and che
 * ``--streams``: a comma-separated list of streams;
 * ``--preset`` and ``--set SECTION.KEY=VALUE`` (repeatable): the settings of a run;
 * ``--device``, ``--seed``: where to run, the random seed;
+* ``--compile MODE``: the training commands' ``torch.compile`` of the encoders;
 * ``--workers``: the one kind of worker a command has (said in its help); the demo, which has
   two, calls the conversion's ``--convert-workers``.
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import click
 
 from ikemtrain.config import (
+    COMPILE_MODES,
     MODALITY_SETS,
     STREAMS,
     ConfigError,
@@ -222,6 +224,14 @@ def seed_option(default: int | None = None):
     )
 
 
+compile_option = preset_override(
+    "--compile",
+    "compile_mode",
+    type=click.Choice(COMPILE_MODES),
+    help="Compile each encoder with this torch.compile mode: none (eager), default, "
+    "reduce-overhead (CUDA graphs, GPU only) or max-autotune; the first step compiles (a minute "
+    "or more on a CPU) and compiled encoders run one at a time (docs/training.md)",
+)
 epochs_option = preset_override("--epochs", type=click.IntRange(min=1), help="Epochs")
 batch_size_option = preset_override("--batch-size", type=click.IntRange(min=1), help="Batch size")
 lr_option = preset_override(

@@ -39,6 +39,7 @@ __all__ = [
     "DISTILL_LOSS_FORMS",
     "MODALITY_SETS",
     "PRECISIONS",
+    "COMPILE_MODES",
     "STREAMS",
     "STUDENT_INITS",
     "STUDENT_STREAMS",
@@ -82,6 +83,9 @@ DISTILL_LOSS_FORMS = ("implemented", "paper")
 #: Precisions of the encoders in training (``precision`` setting; ``ikemtrain.nn.streams``):
 #: float32, or bfloat16 autocast of the encoders only (heads, queues and losses stay float32).
 PRECISIONS = ("fp32", "bf16")
+#: Compilation of the encoders in training (``compile`` setting; ``ikemtrain.nn.streams``):
+#: none (eager), or a ``torch.compile`` mode; ``reduce-overhead`` adds CUDA graphs (GPU only).
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 #: Learning-rate schedules of the training loop (``schedule`` in ``[pretrain]``, ``[distill]``,
 #: ``[finetune]``): the paper's step rule, or cosine decay (a departure).
 SCHEDULES = ("step", "cosine")
@@ -395,6 +399,9 @@ class PretrainConfig(_Settings):
     workers: int = setting(2, _COUNT)
     #: speed option: "bf16" runs the encoders under bfloat16 autocast (``ikemtrain.nn.streams``)
     precision: str = setting("fp32", _choice(*PRECISIONS))
+    #: speed option: each encoder compiled with this ``torch.compile`` mode ("none": eager);
+    #: compiled encoders run one stream at a time (torch.compile is not thread-safe)
+    compile: str = setting("none", _choice(*COMPILE_MODES))
     #: speed option: the six encoders of a step run side by side on this many threads, one
     #: intra-op thread each; 0 (auto): one per core on a one-process CPU run without dropout
     stream_threads: int = setting(0, _COUNT)
@@ -499,6 +506,7 @@ class DistillConfig(_Settings):
     workers: int = setting(2, _COUNT)
     #: speed options, as in [pretrain]: bfloat16 encoders, and the encoders side by side
     precision: str = setting("fp32", _choice(*PRECISIONS))
+    compile: str = setting("none", _choice(*COMPILE_MODES))
     stream_threads: int = setting(0, _COUNT)
 
     _TABLE: ClassVar[str] = "distill"

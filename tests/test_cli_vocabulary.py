@@ -131,7 +131,7 @@ def test_the_readme_glossary_names_every_shared_option() -> None:
     readme = README.read_text(encoding="utf-8")
     glossary = readme[readme.index("### Options") :]
     for spelling in ("-o/--out", "--modalities", "--streams", "--preset", "--set", "--device",
-                     "--seed", "--workers", "--convert-workers"):  # fmt: skip
+                     "--seed", "--workers", "--convert-workers", "--compile"):  # fmt: skip
         assert f"`{spelling}" in glossary, spelling
 
 

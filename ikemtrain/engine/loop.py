@@ -47,7 +47,7 @@ from ..config import ConfigError, PretrainConfig, scheduled_lr
 from ..data import BatchedViews, EpochSampler, PretrainDataset, open_cache, worker_context
 from ..errors import NonFiniteLossError
 from ..methods.pretrain import PretrainModel
-from ..nn.streams import StreamRunner, stream_threads
+from ..nn.streams import StreamRunner, check_compile, stream_threads
 from ..progress import tracked
 from ..runfolder import RunFolder, open_run_folder
 from .checkpoint import (
@@ -84,7 +84,14 @@ __all__ = [
 ]
 
 #: Settings that may differ between a run and its resumption.
-RESUMABLE_CHANGES = ("epochs", "workers", "stream_threads", "monitor_every", "monitor_samples")
+RESUMABLE_CHANGES = (
+    "epochs",
+    "workers",
+    "stream_threads",
+    "compile",
+    "monitor_every",
+    "monitor_samples",
+)
 #: What a checkpoint must hold to resume from it.
 RESUME_KEYS = ("epoch", "model", "optimizer", "rng", "config")
 
@@ -607,12 +614,17 @@ def _check_momentum(optimizer: torch.optim.Optimizer, saved: Any, path: Path) ->
 
 def configure_streams(model: torch.nn.Module, cfg: Any, dev: torch.device, info: DistInfo) -> int:
     """Give ``model`` (one with a ``runner``: :class:`PretrainModel`, ``DistillModel``) the
-    runner of ``cfg``'s ``precision`` and ``stream_threads`` (0 resolved by
+    runner of ``cfg``'s ``precision``, ``compile`` and ``stream_threads`` (0 resolved by
     :func:`ikemtrain.nn.streams.stream_threads`); returns the number of stream threads (1 for a
     model without a runner)."""
     if not hasattr(model, "runner"):
         return 1
     precision = getattr(cfg, "precision", "fp32")
+    compile_mode = getattr(cfg, "compile", "none")
+    try:
+        check_compile(compile_mode, dev.type)
+    except ValueError as e:
+        raise ConfigError(f"compile: {e}") from None
     if precision == "bf16" and dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"precision bf16 runs on cpu or cuda, not on {dev.type}")
     if precision == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
@@ -624,10 +636,11 @@ def configure_streams(model: torch.nn.Module, cfg: Any, dev: torch.device, info:
             dev,
             info.world_size,
             model.backbone.get("dropout", 0.0),
+            compiled=compile_mode != "none",
         )
     except ValueError as e:
         raise ConfigError(f"stream_threads: {e}") from None
-    model.runner = StreamRunner(threads, precision, dev.type)
+    model.runner = StreamRunner(threads, precision, dev.type, compile_mode)
     return threads
 
 

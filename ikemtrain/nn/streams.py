@@ -16,6 +16,14 @@ meet in the heads and losses, so their encoder work can run side by side:
   and matmuls; BatchNorm and reductions stay float32) and hand float32 features to the heads,
   so the similarities, the queues and the losses stay float32. Autocast is thread-local, so it
   is entered inside each task.
+* ``compile`` (a ``torch.compile`` mode, not ``"none"``): each encoder runs through
+  ``torch.compile(encoder)``, made on its first call and held here, outside the model: the
+  model's modules, parameters and state-dict keys stay those of the eager model (no
+  ``_orig_mod.`` prefix), and the compiled code reads the same parameters, so the momentum
+  update and the optimiser move what it computes with. The first step compiles (tens of
+  seconds per encoder and grad mode on a CPU, and again under bf16: autocast is part of what a
+  compiled graph assumes). torch.compile is not thread-safe (pytorch/pytorch#118260,
+  #136833), so compiled encoders run one at a time: ``threads`` must be 1.
 
 Sequential float32 (``threads=1``, ``precision="fp32"``) is exactly the plain per-stream loop.
 Dropout draws from torch's one global generator, whose order of draws would depend on the
@@ -31,9 +39,57 @@ from typing import Any
 
 import torch
 
-from ikemtrain.config import PRECISIONS
+from ikemtrain.config import COMPILE_MODES, PRECISIONS
 
-__all__ = ["PRECISIONS", "StreamRunner", "check_stream_threads", "stream_threads"]
+__all__ = [
+    "COMPILE_MODES",
+    "PRECISIONS",
+    "StreamRunner",
+    "check_compile",
+    "check_stream_threads",
+    "stream_threads",
+]
+
+#: torch.compile's backend of compiled encoders (tests swap in a capture-only backend).
+COMPILE_BACKEND: str | Callable = "inductor"
+#: Why compiled encoders run on one thread (the message of every refusal).
+_NOT_THREAD_SAFE = "torch.compile is not thread-safe (pytorch/pytorch#118260)"
+
+
+def check_compile(mode: str, device_type: str) -> None:
+    """Raise ValueError when encoders cannot be compiled with ``mode`` on ``device_type``:
+    an unknown mode, a torch whose compiler does not run here (Python version, platform), no
+    C++ compiler for the CPU code, no triton for the GPU code, CUDA graphs off a GPU."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"expected one of {', '.join(COMPILE_MODES)}, got {mode!r}")
+    if mode == "none":
+        return
+    from torch._dynamo.eval_frame import check_if_inductor_supported
+
+    try:
+        check_if_inductor_supported()
+    except Exception as e:  # torch says why in its own words (an unsupported Python, Windows)
+        raise ValueError(f"{mode}: torch.compile does not run here ({e})") from None
+    if mode == "reduce-overhead" and device_type != "cuda":
+        raise ValueError(
+            f"reduce-overhead records CUDA graphs, which run only on cuda, not on "
+            f"{device_type} (torch would skip them and compile as 'default'): use default"
+        )
+    if device_type == "cpu":
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except Exception:
+            raise ValueError(
+                f"{mode}: compiling for the cpu needs a C++ compiler (g++ or clang++ on the "
+                "PATH, or CXX set); none was found"
+            ) from None
+    elif device_type == "cuda":
+        from torch.utils._triton import has_triton
+
+        if not has_triton():
+            raise ValueError(f"{mode}: compiling for cuda needs triton, which is not installed")
 
 
 def check_stream_threads(threads: int, dropout: float) -> None:
@@ -49,12 +105,22 @@ def check_stream_threads(threads: int, dropout: float) -> None:
 
 
 def stream_threads(
-    setting: int, streams: int, device: torch.device, world_size: int, dropout: float
+    setting: int,
+    streams: int,
+    device: torch.device,
+    world_size: int,
+    dropout: float,
+    compiled: bool = False,
 ) -> int:
     """Stream threads of a run: ``setting`` when positive, else (0, auto) one per CPU core up to
-    the number of ``streams`` on a single-process CPU run without dropout, and 1 otherwise
-    (a GPU runs one stream's kernels at a time from one thread; DDP's gradient hooks expect
-    one backward per step)."""
+    the number of ``streams`` on a single-process CPU run without dropout or ``compiled``
+    encoders, and 1 otherwise (a GPU runs one stream's kernels at a time from one thread;
+    DDP's gradient hooks expect one backward per step; torch.compile is not thread-safe)."""
+    if setting > 1 and compiled:
+        raise ValueError(
+            f"stream_threads = {setting} cannot run compiled encoders: {_NOT_THREAD_SAFE}; "
+            "use 0 (auto, which picks 1 with compile) or 1, or compile = none"
+        )
     if setting > 0:
         if setting > 1 and (device.type != "cpu" or world_size > 1):
             raise ValueError(
@@ -63,13 +129,16 @@ def stream_threads(
             )
         check_stream_threads(setting, dropout)
         return setting
-    if device.type != "cpu" or world_size > 1 or dropout > 0:
+    if device.type != "cpu" or world_size > 1 or dropout > 0 or compiled:
         return 1
     return max(1, min(streams, torch.get_num_threads()))
 
 
 class StreamRunner:
-    """Runs one encoder per stream: in sequence or on ``threads`` threads, in ``precision``.
+    """Runs one encoder per stream: in sequence or on ``threads`` threads, in ``precision``,
+    eager or compiled with the ``torch.compile`` mode ``compile`` (``"none"``: eager;
+    ``backend``: torch.compile's, None for :data:`COMPILE_BACKEND`, inductor; a mode applies
+    to inductor only).
 
     Call :meth:`encode` for each set of encoders of a step (query encoders with gradient, key
     encoders under ``no_grad``), then :meth:`backward` on the step's loss instead of
@@ -77,19 +146,48 @@ class StreamRunner:
     backward work, which :meth:`reset` (or the next :meth:`backward`) drops.
     """
 
-    def __init__(self, threads: int = 1, precision: str = "fp32", device_type: str = "cpu"):
+    def __init__(
+        self,
+        threads: int = 1,
+        precision: str = "fp32",
+        device_type: str = "cpu",
+        compile: str = "none",
+        backend: str | Callable | None = None,
+    ):
         if int(threads) != threads or threads < 1:
             raise ValueError(f"threads must be a positive integer, got {threads!r}")
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        if compile not in COMPILE_MODES:
+            raise ValueError(f"compile must be one of {COMPILE_MODES}, got {compile!r}")
+        if compile != "none" and threads > 1:
+            raise ValueError(f"{threads} threads cannot run compiled encoders: {_NOT_THREAD_SAFE}")
         self.threads = int(threads)
         self.precision = precision
         self.device_type = device_type
+        self.compile = compile
+        self.backend = COMPILE_BACKEND if backend is None else backend
         self._pool: ThreadPoolExecutor | None = None
         self._pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        #: ``id(encoder) -> (encoder, its compiled wrapper)``; the encoder is held so that its
+        #: id stays its own
+        self._compiled: dict[int, tuple[torch.nn.Module, Callable]] = {}
 
-    def __getstate__(self) -> dict[str, Any]:  # a pool cannot be pickled or deep-copied
-        return {**self.__dict__, "_pool": None, "_pending": []}
+    def __getstate__(self) -> dict[str, Any]:
+        # a pool cannot be pickled or deep-copied; a copy compiles its own encoders anew
+        return {**self.__dict__, "_pool": None, "_pending": [], "_compiled": {}}
+
+    def _encoder(self, encoder: Callable[[torch.Tensor], torch.Tensor]) -> Callable:
+        """``encoder``, or its compiled wrapper (made once, on its first use)."""
+        if self.compile == "none" or not isinstance(encoder, torch.nn.Module):
+            return encoder
+        held = self._compiled.get(id(encoder))
+        if held is None or held[0] is not encoder:
+            # a mode is inductor's option; another backend takes none
+            mode = None if self.compile == "default" or self.backend != "inductor" else self.compile
+            held = (encoder, torch.compile(encoder, mode=mode, backend=self.backend))
+            self._compiled[id(encoder)] = held
+        return held[1]
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         if self.threads == 1 or len(items) < 2:
@@ -120,11 +218,12 @@ class StreamRunner:
         """
         names = list(encoders)
         grad = torch.is_grad_enabled()
+        run = {m: self._encoder(encoders[m]) for m in names}
 
         def one(m: str) -> torch.Tensor:
             # grad mode and autocast are thread-local: set both in the task's own thread
             with torch.set_grad_enabled(grad), self._autocast():
-                f = encoders[m](inputs[m])
+                f = run[m](inputs[m])
             return f.float() if f.dtype == torch.bfloat16 else f
 
         feats = dict(zip(names, self._map(one, names), strict=True))
