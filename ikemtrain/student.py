@@ -1,4 +1,5 @@
-"""The deployable three-stream student (reference-ikem.md §5, §7, §8).
+"""The deployable three-stream student (docs/method.md, "Distillation";
+"Backbone", "Linear evaluation").
 
 A student file (``ikemtrain export RUN --out student.pt``) holds tensors and plain types only,
 so ``torch.load(path, weights_only=True)`` reads it:
@@ -15,7 +16,8 @@ so ``torch.load(path, weights_only=True)`` reads it:
 
 :class:`Student` rebuilds it and runs it on joints ``(N, 3, T, V, M)``: velocity and bone are
 computed with :func:`skelmod.compute_modalities` with the recorded options and layout. With
-the paper's width and a 60-class classifier it has 3 × 836,800 = 2,510,400 parameters (§5).
+the paper's width and a 60-class classifier it has 3 × 836,800 = 2,510,400 parameters
+(docs/method.md, "Backbone").
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ class Student(nn.Module):
         return {m: f.numpy() for m, f in feats.items()}
 
     def logits(self, joints, frame_count, batch_size: int = 256) -> np.ndarray:
-        """Class scores ``(N, num_class)``: the mean of the heads' logits (the §8 fusion)."""
+        """Class scores ``(N, num_class)``: the mean of the heads' logits
+        (the linear-evaluation fusion)."""
         if self.classifier is None:
             raise RuntimeError(
                 "this student was exported without a classifier, so it cannot predict; use "
