@@ -1,6 +1,6 @@
 """End-to-end `skelmod convert` files/s vs the naive reference pipeline, in one run.
 
-Baseline: the plain line-by-line reader of §1.1 plus §2 written plainly, one process
+Baseline: the plain line-by-line reader plus the normalisation written plainly, one process
 (``tests/naive_pipeline.py``), writing the same float32 arrays to an .npy file.
 Ours: the ``skelmod convert`` command in a fresh process (process start included), with a
 warm numba cache, for 1 and more workers; the cold first run (empty numba cache) separately.
@@ -104,7 +104,7 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
     )
 
-    # baseline: plain reader + plain §2, one process, on a prefix of the files
+    # baseline: plain reader + plain normalisation, one process, on a prefix of the files
     files = sorted(raw.glob("*.skeleton"))[: args.baseline_files]
     t0 = time.perf_counter()
     out = np.lib.format.open_memmap(tmp / "naive.npy", "w+", np.float32, (len(files), 3, 50, 25, 2))
@@ -113,7 +113,8 @@ def main() -> None:
     out.flush()
     base = len(files) / (time.perf_counter() - t0)
     print(
-        f"baseline (plain reader + plain §2, 1 process): {base:8.1f} files/s ({len(files)} files)"
+        f"baseline (plain reader + plain normalisation, 1 process): {base:8.1f} files/s "
+        f"({len(files)} files)"
     )
 
     env = dict(os.environ)

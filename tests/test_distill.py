@@ -1,4 +1,4 @@
-"""Teacher–student distillation (§7): losses vs numpy twins, frozen teacher, exact resume,
+"""Teacher–student distillation: losses vs numpy twins, frozen teacher, exact resume,
 wrong teachers, student linear evaluation, export and ``Student.load``, parameter count."""
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def test_teacher_is_frozen(compat):
         out["loss"].backward()
         opt.step()
     assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
-    assert all(m.training == compat for m in model.teacher.modules())  # bug 13 only in compat
+    assert all(m.training == compat for m in model.teacher.modules())  # the teacher mode bug
     assert all(m.training for m in model.students.modules())
     for k, v in model.teacher.named_parameters():
         assert torch.equal(v, params_before[k]), k
