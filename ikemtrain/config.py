@@ -662,8 +662,9 @@ def _setting_value(text: str) -> Any:
         return text.strip()
 
 
-def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
-    """``preset`` with ``SECTION.KEY=VALUE`` assignments applied, in order (``--set``).
+def apply_settings(preset: Preset, assignments: Sequence[str], source: str = "settings") -> Preset:
+    """``preset`` with ``SECTION.KEY=VALUE`` assignments applied, in order (``--set``);
+    ``source`` opens the message of a bad value (``"--set"`` for the command line).
 
     SECTION is a preset table (``pretrain``, ``linear_eval``, ``distill``, ``finetune``), KEY
     one of its fields, VALUE a TOML value or a bare string (``pretrain.lr=0.05``,
@@ -685,7 +686,7 @@ def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
                 f"{text!r}: unknown table {table!r}; expected one of {', '.join(TABLES)}"
             )
         changes[f"{table}.{key}"] = _setting_value(value)
-    return override_settings(preset, changes, "--set")
+    return override_settings(preset, changes, source)
 
 
 def override_settings(

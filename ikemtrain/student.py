@@ -284,8 +284,7 @@ def export_student(
     belong to it.
     """
     if Path(out).exists() and not overwrite:
-        # worded for the command line, which shows it as it is (test_hostile_inputs)
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+        raise OutputExistsError(f"{out} exists; set overwrite to replace it", param="overwrite")
     path, state = load_run(run)
     if state["kind"] != "distill":
         raise CheckpointError(

@@ -428,6 +428,23 @@ def test_student_linear_eval_streams(
         )
 
 
+def test_export_refuses_an_existing_file_in_each_front_end_s_words(tmp_path: Path) -> None:
+    """The library names its keyword (``overwrite=True``), the command line its flag; the
+    existing file is checked first and left as it was."""
+    from ikemtrain import api
+
+    out = tmp_path / "student.pt"
+    out.write_bytes(b"someone's student")
+    with pytest.raises(OutputExistsError) as e:
+        api.export(tmp_path / "no-run", out)
+    assert str(e.value) == f"{out} exists; set overwrite to replace it"
+    assert e.value.param == "overwrite"
+    result = invoke("export", tmp_path, "--out", out)
+    assert result.exit_code == 2
+    assert f"{out} exists; set overwrite to replace it (--overwrite)" in result.output
+    assert out.read_bytes() == b"someone's student"
+
+
 def test_export_round_trip_gives_the_trained_features(cache, student, student_le, tmp_path):
     path = tmp_path / "student.pt"
     export_student(student, path, classifier=student_le)
