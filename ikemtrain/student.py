@@ -279,12 +279,12 @@ def export_student(
     ``classifier``: a ``ikemtrain linear-eval --checkpoint RUN`` output folder (or its
     ``heads.pt``); its heads must come from this run's students.
 
-    Raises OutputExistsError: ``out`` exists and not ``overwrite`` (checked first, before the
-    run is read); CheckpointError: ``run`` is not a student run, or ``classifier`` does not
-    belong to it.
+    Raises OutputExistsError: ``out`` exists and not ``overwrite``, or it is not a student
+    file (``overwrite`` replaces only a student file, as a run folder only a run of its kind;
+    both checked first, before the run is read); CheckpointError: ``run`` is not a student
+    run, or ``classifier`` does not belong to it.
     """
-    if Path(out).exists() and not overwrite:
-        raise OutputExistsError(f"{out} exists; set overwrite to replace it", param="overwrite")
+    _check_student_out(Path(out), overwrite)
     path, state = load_run(run)
     if state["kind"] != "distill":
         raise CheckpointError(
@@ -337,6 +337,25 @@ def export_student(
             load_weights(head, heads[m], heads_path, file_key=lambda k, m=m: f"heads {m}.{k}")
     student.save(out)
     return student
+
+
+def _check_student_out(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite`` and it is a student file."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out} exists; set overwrite to replace it", param="overwrite")
+    found = "a folder" if out.is_dir() else "not a student file"
+    if out.is_file():
+        try:
+            state = torch.load(out, map_location="cpu", weights_only=True)
+            if isinstance(state, Mapping) and state.get("kind") == KIND:
+                return
+            if isinstance(state, Mapping) and isinstance(state.get("kind"), str):
+                found = f"a {state['kind']} file, not a student file"
+        except Exception:  # any unreadable file is simply not a student file
+            pass
+    raise OutputExistsError(f"{out}: {found}; refusing to overwrite it (give another path)")
 
 
 def describe_student(

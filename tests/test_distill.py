@@ -445,6 +445,28 @@ def test_export_refuses_an_existing_file_in_each_front_end_s_words(tmp_path: Pat
     assert out.read_bytes() == b"someone's student"
 
 
+def test_export_overwrites_only_a_student_file(tmp_path: Path) -> None:
+    """As a run folder is replaced only by a run of its kind: ``--overwrite`` never replaces a
+    checkpoint, a folder or any other file, and leaves it as it was."""
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"kind": "pretrain", "model": {}}, checkpoint)
+    folder = tmp_path / "runs"
+    (folder / "pretrain").mkdir(parents=True)
+    text = tmp_path / "notes.txt"
+    text.write_text("precious")
+    cases = [(checkpoint, "a pretrain file, not a student file", "refusing to overwrite it"),
+             (folder, "a folder", "is a directory"),  # the command line's -o takes a file
+             (text, "not a student file", "refusing to overwrite it")]  # fmt: skip
+    for out, found, says in cases:
+        before = out.read_bytes() if out.is_file() else sorted(out.rglob("*"))
+        with pytest.raises(OutputExistsError, match="refusing to overwrite it") as e:
+            export_student(tmp_path / "no-run", out, overwrite=True)
+        assert f"{out}: {found};" in str(e.value)
+        result = invoke("export", tmp_path, "--out", out, "--overwrite")
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert before == (out.read_bytes() if out.is_file() else sorted(out.rglob("*")))
+
+
 def test_export_round_trip_gives_the_trained_features(cache, student, student_le, tmp_path):
     path = tmp_path / "student.pt"
     export_student(student, path, classifier=student_le)
