@@ -92,7 +92,11 @@ def _signature(option: click.Option) -> tuple:
     return tuple(option.opts), repr(option.type), option.metavar, help
 
 
-@pytest.mark.parametrize("name", ["device", "seed", "preset", "assignments"])
+@pytest.mark.parametrize(
+    "name",
+    ["device", "seed", "preset", "assignments", "epochs", "batch_size", "lr", "bn_recalibration",
+     "frames", "yaw", "no_centre", "bones", "unit_axis", "quiet"],
+)  # fmt: skip
 def test_shared_options_are_identical_across_commands(name: str) -> None:
     seen = {label: _signature(_option(c, name)) for label, c in _commands() if _option(c, name)}
     assert len(seen) >= 2 and len(set(seen.values())) == 1, seen
