@@ -2,8 +2,9 @@
 ``benchmarks/bench_convert.py`` (issue 22, point 3).
 
 It does what their repository does, operation for operation, with numpy as they use it
-(``reference-ikem.md`` §1.1, §1.2 and §2; IKEM ``tools/utils/ntu_read_skeleton.py``,
-``tools/ntu_gendata.py``, ``feeder/NTUDatasets.py``), not the slower plain-Python rewrite of
+(docs/data.md, "NTU files, names and splits"; docs/method.md, "Data and normalisation"; IKEM
+``tools/utils/ntu_read_skeleton.py``, ``tools/ntu_gendata.py``, ``feeder/NTUDatasets.py``),
+not the slower plain-Python rewrite of
 ``tests/naive_pipeline.py`` (which exists to check our maths, not to be timed):
 
 * **parse** (:func:`read_skeleton`): the file read line by line into nested dicts, every
@@ -24,8 +25,9 @@ therefore a lower bound):
 
 * ``cv2.resize(..., INTER_LINEAR)`` along time is :func:`resize_like_cv2` here, because cv2 is
   not a dependency of this project. For a ``(L, 25, 3)`` image resized to ``(50, 25, 3)``
-  cv2's bilinear filter reduces to the formula of §2.5 (the width 25 is unchanged, so the
-  horizontal weights are 1 and 0): verified against cv2 to 2e-7 in the spec. Its cost is a few
+  cv2's bilinear filter reduces to the linear resize of docs/method.md, "Data and
+  normalisation" (the width 25 is unchanged, so the horizontal weights are 1 and 0):
+  verified against cv2 to 2e-7 in the spec. Its cost is a few
   percent of the normalisation (``bench_convert.py`` prints it) and of the order of cv2's.
 * The displacement stream (``motion``: computed, resized and written by their
   ``preprocess_ntu.py`` with ``displacement=1``, never read by any config) is timed apart
@@ -60,7 +62,7 @@ now = time.process_time
 
 
 def read_skeleton(path) -> dict:
-    """§1.1 as ``ntu_read_skeleton.read_skeleton``: nested dicts, every value a ``float``."""
+    """The reader as ``ntu_read_skeleton.read_skeleton``: nested dicts, every value a ``float``."""
     with open(path) as f:
         seq = {"numFrame": int(f.readline()), "frameInfo": []}
         for _ in range(seq["numFrame"]):
@@ -79,7 +81,7 @@ def read_skeleton(path) -> dict:
 
 
 def read_xyz(seq: dict) -> np.ndarray:
-    """The body-copy loop of ``read_xyz`` (§1.1): float64 ``(3, numFrame, 25, 2)``."""
+    """The body-copy loop of ``read_xyz``: float64 ``(3, numFrame, 25, 2)``."""
     data = np.zeros((3, seq["numFrame"], NUM_JOINT, MAX_BODY))
     for n, frame in enumerate(seq["frameInfo"]):
         for m, body in enumerate(frame["bodyInfo"]):
@@ -91,7 +93,7 @@ def read_xyz(seq: dict) -> np.ndarray:
 
 def resize_like_cv2(image: np.ndarray, rows: int) -> np.ndarray:
     """``cv2.resize(image, (image.shape[1], rows), interpolation=INTER_LINEAR)`` for an
-    ``(L, W, C)`` float32 image whose width is unchanged: linear along axis 0 (§2.5)."""
+    ``(L, W, C)`` float32 image whose width is unchanged: linear along axis 0."""
     length = image.shape[0]
     u = np.clip((np.arange(rows) + 0.5) * length / rows - 0.5, 0, length - 1)
     i = np.floor(u).astype(np.intp)
@@ -126,7 +128,7 @@ def _y_matrices(thetas_deg: np.ndarray) -> np.ndarray:
 
 
 def parallel_skeleton(body: np.ndarray) -> np.ndarray:
-    """``parallel_skeleton`` (§2.6) on one body ``(3, T, 25)``: ``(T, 25, 3)`` float64."""
+    """``parallel_skeleton`` on one body ``(3, T, 25)``: ``(T, 25, 3)`` float64."""
     vec = body[:, :, 8] - body[:, :, 4]
     vec[1, :] = 0
     thetas = np.arccos(vec[0, :] / (np.sqrt(np.sum(np.square(vec), axis=0)) + 0.0001))

@@ -2,9 +2,9 @@
 
 One run prints, side by side:
 
-* numpy: the straightforward vectorised formulation of §4 over the whole batch (slicing for the
-  differences, fancy indexing for parents and partners, ``np.cross``, ``np.linalg.norm``,
-  ``np.arctan2``), float32 like the input;
+* numpy: the straightforward vectorised formulation of the modalities over the whole batch
+  (slicing for the differences, fancy indexing for parents and partners, ``np.cross``,
+  ``np.linalg.norm``, ``np.arctan2``), float32 like the input;
 * copy floor: ``np.copyto`` of the input into five preallocated outputs (the memory traffic any
   implementation must pay: read the input, write five arrays of its size);
 * ours: ``compute_modalities`` on a **first call** (one timing: fresh output memory, whose page
@@ -43,7 +43,8 @@ DERIVED = ["velocity", "acceleration", "bone", "rotation_axis", "angular_velocit
 
 
 def numpy_modalities(X: np.ndarray, frame_count: np.ndarray, t_target=50) -> dict:
-    """§4 as a user would write it with numpy over the whole batch ``(N, 3, T, 25, M)``."""
+    """The modalities (docs/method.md, "The six modalities") as a user would write them with
+    numpy over the whole batch ``(N, 3, T, 25, M)``."""
     s = (t_target / frame_count).astype(X.dtype)[:, None, None, None, None]
     vel = np.zeros_like(X)
     vel[:, :, :-1] = s * (X[:, :, 1:] - X[:, :, :-1])

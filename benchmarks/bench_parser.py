@@ -1,4 +1,4 @@
-"""Parser throughput: skelmod.ntu against the line-by-line reader of §1.1, in one run.
+"""Parser throughput: skelmod.ntu against the line-by-line reader, in one run.
 
     python benchmarks/bench_parser.py [DATA_DIR] [--rounds 15] [--skip-cold]
 
@@ -98,8 +98,8 @@ def main() -> None:
     readers = {
         "skelmod read_skeleton (files)": (read_skeleton, files, args.rounds),
         "skelmod parse_skeleton (bytes)": (parse_skeleton, blobs, args.rounds),
-        "naive_read (§1.1, all fields)": (naive_read, files, args.baseline_rounds),
-        "naive_read_xyz (§1.1 read_xyz)": (naive_read_xyz, files, args.baseline_rounds),
+        "naive_read (all fields)": (naive_read, files, args.baseline_rounds),
+        "naive_read_xyz (read_xyz)": (naive_read_xyz, files, args.baseline_rounds),
     }
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in readers}
     for r in range(max(args.rounds, args.baseline_rounds)):
@@ -111,7 +111,7 @@ def main() -> None:
 
     # CPU time is shown beside wall time because a shared machine slows both readers'
     # wall time by whatever else runs; the speed-ups use each column's own baseline.
-    base = "naive_read (§1.1, all fields)"
+    base = "naive_read (all fields)"
     head = ("reader", "MB/s wall", "speed-up", "MB/s CPU", "speed-up")
     print("\n{:34s} {:>10s} {:>9s} {:>10s} {:>9s}".format(*head))
     for name in readers:

@@ -7,8 +7,8 @@ Pre-trains with the ``nucla-cpu`` preset (the paper's method, a narrower network
 * the main run (six modalities, EKEM + IKEM): every single stream, 3s and 6s fusion, beside
   the same encoders at random initialisation (BatchNorm statistics estimated on the training
   split, the fair baseline; the same standardised probe for both), and for 3s and 6s also
-  random encoders with raw BatchNorm statistics (the literal §8 protocol), a stronger random
-  baseline once the probe standardises its features;
+  random encoders with raw BatchNorm statistics (the literal linear-evaluation
+  protocol), a stronger random baseline once the probe standardises its features;
 * the Table 1a ablation on the same budget (same epochs, batch, width): three modalities
   CrosSCLR-style (joint, velocity, bone; EKEM only), and six with EKEM only, IKEM only, both
   (the main run);
@@ -154,7 +154,7 @@ def main() -> None:
             )
         results_path.write_text(json.dumps(results, indent=2) + "\n")
     # random init: the fair encoders (BN statistics from the training split) for every stream,
-    # and the raw-BN ones (the literal §8 protocol) for the fused streams
+    # and the raw-BN ones (the literal protocol) for the fused streams
     random_rows = (("random", (*SINGLE, "3s", "6s"), True), ("random-raw-bn", ("3s", "6s"), False))
     for label, streams, recalibrate in () if args.no_random else random_rows:
         for s in streams:

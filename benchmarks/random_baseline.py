@@ -1,7 +1,7 @@
 """Why is an untrained encoder with raw BatchNorm statistics such a strong baseline under the
 standardised probe, and why do re-estimated statistics weaken it? (issue 19, point 2)
 
-For random encoders of a preset's width (the §5 initialisation: weights N(0, 0.02)) on a
+For random encoders of a preset's width (the backbone's initialisation: weights N(0, 0.02)) on a
 cache's ``SPLIT-train`` / ``SPLIT-val``, with BatchNorm statistics raw (running mean 0, var 1:
 each BN is nearly the identity) and re-estimated on ``SPLIT-train``, per modality (and 6s):
 

@@ -57,6 +57,7 @@ from .options import (  # noqa: E402
 
 #: The option of each library parameter that an error names (``e.param``).
 _FLAGS = {
+    "overwrite": "--overwrite",
     "resume": "--resume",
     "teacher": "--teacher",
     "classes": "--classes",

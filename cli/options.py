@@ -100,7 +100,9 @@ def preset_option(default: str = "paper-ntu60"):
         @functools.wraps(f)
         def command(**kwargs):
             try:
-                kwargs["preset"] = apply_settings(kwargs["preset"], kwargs.pop("assignments"))
+                kwargs["preset"] = apply_settings(
+                    kwargs["preset"], kwargs.pop("assignments"), "--set"
+                )
             except ConfigError as e:
                 raise click.BadParameter(str(e), param_hint="'--set'") from None
             return f(**kwargs)

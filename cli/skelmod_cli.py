@@ -200,7 +200,8 @@ def _cache_out(f):
 
 @contextlib.contextmanager
 def _cache_out_errors():
-    """``out`` refused by the output rule: a usage error about ``-o`` (exit 2)."""
+    """``out`` refused by the output rule (convert, import, synth): a usage error about
+    ``-o`` (exit 2)."""
     from skelmod.convert import OutputError
 
     try:
@@ -385,7 +386,13 @@ def features(cache, modalities, unit_axis, bones):
     help="Samples per class.",
 )
 @seed_option(0)
-def synth(out, classes, per_class, seed):
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Write into a non-empty folder, replacing files of the same name (without it the "
+    "folder must be new or empty).",
+)
+def synth(out, classes, per_class, seed, overwrite):
     """Write synthetic NTU-format .skeleton files (built-in data for demos and tests).
 
     Example: skelmod synth -o data/synth --classes 10 --per-class 40 --seed 0
@@ -393,8 +400,8 @@ def synth(out, classes, per_class, seed):
     from skelmod.synth import generate
 
     try:
-        with _user_errors(), Progress("generating") as progress:
-            paths = generate(out, classes, per_class, seed, progress=progress)
+        with _user_errors(), _cache_out_errors(), Progress("generating") as progress:
+            paths = generate(out, classes, per_class, seed, progress=progress, overwrite=overwrite)
     except OSError as e:  # the folder cannot be written: the user's environment, not a bug
         where = e.filename or out
         raise click.ClickException(f"{where}: cannot write ({e.strerror})") from None

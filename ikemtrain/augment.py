@@ -1,4 +1,4 @@
-"""Pre-training augmentations of the joint sequence (``reference-ikem.md`` §3).
+"""Pre-training augmentations of the joint sequence (docs/method.md, "Augmentations").
 
 Both functions act on one sample ``X`` of shape ``(C, T, V, M)`` (C=3 coordinates x, y, z;
 T frames; V=25 NTU joints; M bodies; the layout is stated in ``skelmod.layout``) and draw their
@@ -39,7 +39,7 @@ def _check_sample(x: np.ndarray, what: str) -> np.ndarray:
 
 
 def crop_indices(t: int, ratio: int, start: int) -> np.ndarray:
-    """Source frame of each output frame of the temporal crop (§3), ``(t,)`` int64.
+    """Source frame of each output frame of the temporal crop, ``(t,)`` int64.
 
     With ``P = t // ratio`` the reference builds the padded sequence
     ``[x_{P-1}, ..., x_0, x_0, ..., x_{t-1}, x_{t-1}, ..., x_{t-P}]`` (mirrored padding that
@@ -56,7 +56,7 @@ def crop_indices(t: int, ratio: int, start: int) -> np.ndarray:
 
 
 def temporal_crop(x: np.ndarray, rng: np.random.Generator, ratio: int) -> np.ndarray:
-    """Random temporal shift with mirrored borders (§3, ``feeder/tools.py:20-29``).
+    """Random temporal shift with mirrored borders (``feeder/tools.py:20-29``).
 
     ``x`` is ``(3, T, V, M)``; the output has the same shape and dtype. ``P = T // ratio``; the
     start ``s`` is drawn uniformly from ``{0, ..., 2P}`` (one ``rng.integers`` call), so the
@@ -76,7 +76,7 @@ def _draw_crop(rng: np.random.Generator, t: int, ratio: int) -> np.ndarray:
 
 
 def shear_matrix(rng: np.random.Generator, amplitude: float) -> np.ndarray:
-    """The shear matrix ``S`` of §3 (``feeder/tools.py:6-17``), ``(3, 3)`` float64.
+    """The shear matrix ``S`` (``feeder/tools.py:6-17``), ``(3, 3)`` float64.
 
     Draws ``a0, a1, a2, b0, b1, b2 ~ U(-amplitude, amplitude)`` in that order (one
     ``rng.uniform`` call of size 6) and returns ``[[1, a0, b0], [a1, 1, b1], [a2, b2, 1]]``.
@@ -86,7 +86,7 @@ def shear_matrix(rng: np.random.Generator, amplitude: float) -> np.ndarray:
 
 
 def shear(x: np.ndarray, rng: np.random.Generator, amplitude: float) -> np.ndarray:
-    """Random shear ``p' = S p`` of every point (§3); ``amplitude <= 0`` disables it (no draw).
+    """Random shear ``p' = S p`` of every point; ``amplitude <= 0`` disables it (no draw).
 
     ``x`` is ``(3, T, V, M)``; the output has the same shape and dtype. Zeros (absent bodies)
     stay zero. The shear is not rigid: bone lengths and angles change.
@@ -134,7 +134,7 @@ def augment(
     shear_amplitude: float,
     rotation: float,
 ) -> np.ndarray:
-    """One pre-training view: :func:`temporal_crop`, then :func:`shear` (§3, ``_aug``), then,
+    """One pre-training view: :func:`temporal_crop`, then :func:`shear` (``_aug``), then,
     only when ``rotation > 0`` (a departure), :func:`rotate` by up to ``rotation`` degrees.
 
     The reference's values (ratio 6, amplitude 0.5, no rotation) are the settings' defaults

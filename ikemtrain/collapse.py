@@ -7,7 +7,7 @@ InfoNCE settles at ``ln(K + 1)``. The loss alone does not show it early (it *sta
 
 * :func:`embedding_std`: the standard deviation across the batch of the L2-normalised
   embeddings, averaged over dimensions and scaled by ``sqrt(d)``. About 1 for embeddings spread
-  over the sphere, 0 for a collapse (SimSiam, Chen & He 2021, §4.1 uses the unscaled value,
+  over the sphere, 0 for a collapse (SimSiam, Chen & He 2021, Sec. 4.1 uses the unscaled value,
   ``1/sqrt(d)`` when healthy).
 * :func:`alignment` and :func:`uniformity` (Wang & Isola, ICML 2020, eqs. 4-5): the mean
   squared distance of positive pairs, and ``log E exp(-t ||x - y||^2)`` over distinct pairs

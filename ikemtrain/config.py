@@ -69,15 +69,15 @@ MODALITY_SETS: dict[int, tuple[str, ...]] = {
     6: tuple(MODALITY_NAMES),
 }
 #: Linear-evaluation streams of a student run (``ikemtrain distill``): one student encoder
-#: (``student-<modality>``) or ``3s``, the three students fused (§8 "3s-Student").
+#: (``student-<modality>``) or ``3s``, the three students fused ("3s-Student").
 STUDENT_STREAMS: dict[str, tuple[str, ...]] = {
     **{f"student-{m}": (m,) for m in MODALITY_SETS[3]},
     "3s": MODALITY_SETS[3],
 }
-#: How distillation's students start (``DistillConfig.student_init``): fresh encoders (§7), or
+#: How distillation's students start (``DistillConfig.student_init``): fresh encoders, or
 #: copies of the teacher's encoders of their modalities (a departure).
 STUDENT_INITS = ("random", "teacher")
-#: Forms of the distillation loss (``DistillConfig.loss_form``, ``losses.distill_loss``): §7 as
+#: Forms of the distillation loss (``DistillConfig.loss_form``, ``losses.distill_loss``): as
 #: the reference implements it, or the paper's eq. 7-8.
 DISTILL_LOSS_FORMS = ("implemented", "paper")
 #: Precisions of the encoders in training (``precision`` setting; ``ikemtrain.nn.streams``):
@@ -89,7 +89,7 @@ COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune")
 #: Learning-rate schedules of the training loop (``schedule`` in ``[pretrain]``, ``[distill]``,
 #: ``[finetune]``): the paper's step rule, or cosine decay (a departure).
 SCHEDULES = ("step", "cosine")
-#: Linear-evaluation streams: one modality, or a fusion of several (mean of logits, §8).
+#: Linear-evaluation streams: one modality, or a fusion of several (mean of logits).
 #: ``student-*`` streams need a student run.
 STREAMS: dict[str, tuple[str, ...]] = {
     **{m: (m,) for m in MODALITY_NAMES},
@@ -126,7 +126,8 @@ def stream_modalities(stream: str) -> tuple[str, ...]:
 
 
 def lr_at(base_lr: float, steps: Sequence[int], epoch: int) -> float:
-    """Step schedule of §6/§8: ``base_lr · 0.1^{#(epoch > step)}``, with 1-based epochs."""
+    """Step schedule of pre-training and linear evaluation:
+    ``base_lr · 0.1^{#(epoch > step)}``, with 1-based epochs."""
     return base_lr * 0.1 ** sum(epoch > s for s in steps)
 
 
@@ -338,14 +339,14 @@ class _Settings:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
-# The paper's settings are stated once, as the defaults below (sources: reference-ikem.md
-# sections; the ``paper-ntu60`` preset adds only what is not the paper's method). A preset
+# The paper's settings are stated once, as the defaults below (docs/method.md, one
+# section each; the ``paper-ntu60`` preset adds only what is not the paper's method). A preset
 # states only what differs from them. A departure from the reference is off by default.
 
 
 @dataclass(frozen=True)
 class PretrainConfig(_Settings):
-    """Pre-training settings; the defaults are the paper's (§5, §6; §3 for the augmentations)."""
+    """Pre-training settings; the defaults are the paper's (docs/method.md)."""
 
     modalities: tuple[str, ...] = setting(MODALITY_SETS[6], _modalities)
     #: benchmark; pre-training reads ``<split>-train``
@@ -380,7 +381,7 @@ class PretrainConfig(_Settings):
     reference_compat: bool = setting(False, _bool)
     #: departure (CPU presets): BatchNorm in the projection heads, as SimCLR / MoCo v3
     head_bn: bool = setting(False, _bool)
-    #: key encoders held fixed in stage 2 (§6: the "high-performance modalities"); departure
+    #: key encoders held fixed in stage 2 (the "high-performance modalities"); departure
     #: ``[]``: every key encoder stays a momentum average of its query encoder, as in stage 1
     frozen_keys: tuple[str, ...] = setting(("joint", "bone", "rotation_axis"), _modalities_or_empty)
     hidden_channels: int = setting(16, _CHANNELS)
@@ -464,16 +465,18 @@ class PretrainConfig(_Settings):
 
 @dataclass(frozen=True)
 class DistillConfig(_Settings):
-    """Teacher–student distillation settings; the defaults are the paper's (§7,
-    ``ts_crossclr_6views.yaml``: 150 epochs, SGD lr 0.1 ×0.1 after epoch 125).
+    """Teacher–student distillation settings; the defaults are the paper's
+    (docs/method.md, "Distillation"; ``ts_crossclr_6views.yaml``: 150 epochs, SGD lr 0.1 ×0.1
+    after epoch 125).
 
     The network sizes are not here: the students take the teacher's backbone, and their heads
-    are ``hidden_dim -> D -> D`` with ``D = n_teacher_modalities * feature_dim`` (bug 12), both
-    read from the teacher run. ``loss_form``: ``"implemented"`` is §7 "as implemented" (mean of
-    log-probabilities over three positives, ``S^u`` in the denominator, mean over the teacher
-    modalities); ``"paper"`` is eq. 7-8 (log of summed probabilities over the positive and the
-    mined negative, product block only, sum over the teacher modalities). ``reference_compat``
-    replicates bugs 1 (the Omega similarities use the bone bank) and 13 (teacher in train mode).
+    are ``hidden_dim -> D -> D`` with ``D = n_teacher_modalities * feature_dim`` (no head-size
+    literals), both read from the teacher run. ``loss_form``: ``"implemented"`` is the authors'
+    loss (mean of log-probabilities over three positives, ``S^u`` in the denominator, mean over
+    the teacher modalities); ``"paper"`` is eq. 7-8 (log of summed probabilities over the
+    positive and the mined negative, product block only, sum over the teacher modalities).
+    ``reference_compat`` replicates the Ω bank bug (the Omega similarities use the bone bank)
+    and the teacher mode bug (teacher in train mode).
     """
 
     #: benchmark; distillation reads ``<split>-train``
@@ -499,7 +502,7 @@ class DistillConfig(_Settings):
     shear: float = setting(0.5, _NON_NEGATIVE)
     #: departure (CPU presets): random rotation about the vertical axis, up to this many degrees
     rotation: float = setting(0.0, _DEGREES)
-    #: ``"random"``: fresh student encoders (§7); departure ``"teacher"``: each student's
+    #: ``"random"``: fresh student encoders; departure ``"teacher"``: each student's
     #: encoder starts as a copy of the teacher's encoder of its modality (its head stays fresh)
     student_init: str = setting("random", _choice(*STUDENT_INITS))
     seed: int = setting(0, _COUNT)
@@ -527,8 +530,9 @@ class DistillConfig(_Settings):
 
 @dataclass(frozen=True)
 class LinearEvalConfig(_Settings):
-    """Linear-evaluation settings; the defaults are the paper's (§8: SGD lr 3.0 ×0.1 after
-    epoch 80, 100 epochs, batch 128, no weight decay)."""
+    """Linear-evaluation settings; the defaults are the paper's
+    (docs/method.md, "Linear evaluation": SGD lr 3.0 ×0.1 after epoch 80, 100 epochs, batch 128,
+    no weight decay)."""
 
     epochs: int = setting(100, _AT_LEAST_ONE)
     lr: float = setting(3.0, _POSITIVE)
@@ -553,7 +557,7 @@ class FinetuneConfig(_Settings):
     cross-entropy on a seeded, class-balanced fraction of the training labels.
 
     The paper reports no fine-tuning; the defaults are its linear-evaluation schedule (100
-    epochs, lr 0.1 ×0.1 after epoch 80, §3.2 of the paper) with its optimiser (SGD, momentum
+    epochs, lr 0.1 ×0.1 after epoch 80, Sec. 3.2 of the paper) with its optimiser (SGD, momentum
     0.9, weight decay 1e-4, batch 128). ``label_fraction`` in (0, 1]: 1.0 is full fine-tuning,
     0.01 and 0.1 the usual semi-supervised settings.
     """
@@ -666,8 +670,9 @@ def _setting_value(text: str) -> Any:
         return text.strip()
 
 
-def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
-    """``preset`` with ``SECTION.KEY=VALUE`` assignments applied, in order (``--set``).
+def apply_settings(preset: Preset, assignments: Sequence[str], source: str = "settings") -> Preset:
+    """``preset`` with ``SECTION.KEY=VALUE`` assignments applied, in order (``--set``);
+    ``source`` opens the message of a bad value (``"--set"`` for the command line).
 
     SECTION is a preset table (``pretrain``, ``linear_eval``, ``distill``, ``finetune``), KEY
     one of its fields, VALUE a TOML value or a bare string (``pretrain.lr=0.05``,
@@ -689,7 +694,7 @@ def apply_settings(preset: Preset, assignments: Sequence[str]) -> Preset:
                 f"{text!r}: unknown table {table!r}; expected one of {', '.join(TABLES)}"
             )
         changes[f"{table}.{key}"] = _setting_value(value)
-    return override_settings(preset, changes, "--set")
+    return override_settings(preset, changes, source)
 
 
 def override_settings(

@@ -1,4 +1,4 @@
-"""Torch datasets over a skelmod cache (``decisions.md`` 7; ``reference-ikem.md`` §3).
+"""Torch datasets over a skelmod cache (docs/method.md, "Augmentations").
 
 Samples are ``(C, T, V, M)`` float32 tensors (``(3, T, 25, 2)`` for NTU; V and M are the
 cache's, ``skelmod.layout``); the default collate turns a dict of them into
@@ -16,8 +16,8 @@ Both read only the metadata in the main process; the HDF5 handle is opened lazil
 :class:`skelmod.cache.CacheReader` on the first array read, i.e. inside each worker after the
 fork, and is never pickled.
 
-Random streams (fix of bug 14, §9): sample ``i`` of epoch ``e`` draws its augmentations from
-``np.random.Generator(PCG64(SeedSequence((seed, e, i))))``. The result depends only on
+Random streams (fixing the worker-seed bug): sample ``i`` of epoch ``e`` draws its augmentations
+from ``np.random.Generator(PCG64(SeedSequence((seed, e, i))))``. The result depends only on
 ``(seed, epoch, index)``: it is the same for any number of workers or any sample order, and
 different every epoch. The epoch travels with the index: :class:`EpochSampler` yields
 ``(epoch, i)`` keys, so persistent workers need no notification of a new epoch (a plain int
@@ -95,7 +95,7 @@ def _split_indices(reader: CacheReader, split: str) -> np.ndarray:
 
 
 class PretrainDataset(Dataset):
-    """Two augmented views of each sample of ``split`` with their modalities (§3, §4).
+    """Two augmented views of each sample of ``split`` with their modalities.
 
     Args:
         cache_path: a cache file (or an open :class:`CacheReader`); must hold ``joint``.
@@ -109,8 +109,9 @@ class PretrainDataset(Dataset):
         seed: base seed of the per-sample streams.
         crop_ratio, shear, rotation and seed are required: they are settings
         (``PretrainConfig`` / ``DistillConfig``, whose defaults are the paper's 6, 0.5, 0, 0).
-        unit_axis, bones: passed to ``compute_modalities`` (``decisions.md`` 4); None (the
-            default) takes the cache's own options.
+        unit_axis, bones: passed to ``compute_modalities``
+            (docs/method.md, "The six modalities"); None (the default) takes the cache's own
+            options.
 
     Item ``i`` (or ``(epoch, i)``) is ``(view1, view2, label, frame_count)``: ``view*`` are
     ``dict[str, float32 tensor (3, T, V, M)]``, ``label`` an int (the class) and
@@ -241,7 +242,7 @@ class BatchedViews(Dataset):
 
 
 class LinearEvalDataset(Dataset):
-    """The modalities of ``split``, unaugmented (§8 inputs).
+    """The modalities of ``split``, unaugmented (linear-evaluation inputs).
 
     A modality is read from the cache when the cache holds it with the wanted options
     (``unit_axis``, ``bones``; None: the cache's own); otherwise it is computed from the

@@ -4,7 +4,7 @@
 :func:`~ikemtrain.engine.pretrain` (six modalities, ``<split>-train``) -> a 6s
 :func:`~ikemtrain.engine.linear_eval` (``<split>-train`` -> ``<split>-val``) of the pre-trained
 encoders and of random-init encoders, both with BatchNorm statistics estimated on the training
-split (the fair baseline) and raw (the literal §8 protocol, features ~1e-8), and returns the
+split (the fair baseline) and raw (the literal protocol, features ~1e-8), and returns the
 summary it writes to ``OUT/summary.json``. ``ikemtrain demo`` prints it as a table.
 """
 

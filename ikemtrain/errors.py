@@ -48,7 +48,14 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class OutputError(OSError):
-    """An output folder that cannot be created or written."""
+    """An output folder that cannot be created or written.
+
+    ``param``, when set, is the library parameter the error is about (``"overwrite"``).
+    """
+
+    def __init__(self, message: str = "", *, param: str | None = None):
+        super().__init__(message)
+        self.param = param
 
 
 class OutputExistsError(OutputError, FileExistsError):

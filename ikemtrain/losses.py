@@ -1,5 +1,5 @@
-"""Contrastive losses of pre-training (reference-ikem.md §6) and distillation (§7), as pure
-functions.
+"""Contrastive losses of pre-training and distillation, as pure functions
+(docs/method.md, "Pre-training"; "Distillation").
 
 All embeddings are expected to be L2-normalised by the caller; banks are ``(dim, K)`` with one
 past key per column. Every loss is the batch mean. Nothing here touches module state.
@@ -43,7 +43,7 @@ def _check_sims(sim_u: torch.Tensor, sim_v: torch.Tensor, b: int) -> None:
 
 
 def info_nce(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, tau: float) -> torch.Tensor:
-    """MoCo InfoNCE (§6 stage 1): ``CE([q.k, q.Q] / tau, 0)``, batch mean.
+    """MoCo InfoNCE (stage 1): ``CE([q.k, q.Q] / tau, 0)``, batch mean.
 
     ``q``, ``k`` ``(B, d)``; ``queue`` ``(d, K)``. Returns a scalar.
     """
@@ -70,13 +70,14 @@ def ekem_loss(
     topk: int,
     context: bool,
 ) -> torch.Tensor:
-    """EKEM term ``l_{u<-v}`` (§6), batch mean: modality ``u`` learns from partner ``v``.
+    """EKEM term ``l_{u<-v}``, batch mean: modality ``u`` learns from partner ``v``.
 
     ``q_u``, ``k_u`` ``(B, d)``; ``sim_u = q_u . Q_u`` and ``sim_v = q_v . Q_v`` ``(B, K)``.
     ``logits = [q_u.k_u, S_u, S_u * S_v] / tau`` (without the context block when ``context`` is
-    False, fix of bug 11); the positives are column 0 and the top-``topk`` entries of ``S_v`` in
-    each block, and the loss is minus the mean log-softmax over those ``1 + 2*topk`` (or
-    ``1 + topk``) positives. Gradients flow through ``S_u`` and ``S_v`` as in the reference.
+    False; the context=False crash fixed); the positives are column 0 and the top-``topk``
+    entries of ``S_v`` in each block, and the loss is minus the mean log-softmax over those
+    ``1 + 2*topk`` (or ``1 + topk``) positives. Gradients flow through ``S_u`` and ``S_v`` as in
+    the reference.
     """
     _check_pair(q_u, k_u, "q_u and k_u")
     _check_sims(sim_u, sim_v, q_u.shape[0])
@@ -97,7 +98,7 @@ def ekem_loss(
 def ikem_loss(
     z_u: torch.Tensor, z_c: torch.Tensor, bank_c: torch.Tensor, tau: float
 ) -> torch.Tensor:
-    """IKEM term (§6): ``CE([z~_u . z^_c, z~_u . M_c] / tau, 0)``, batch mean.
+    """IKEM term: ``CE([z~_u . z^_c, z~_u . M_c] / tau, 0)``, batch mean.
 
     ``z_u`` ``(B, D)``: the normalised IKEM-head output of modality ``u``; ``z_c`` ``(B, D)``:
     the normalised concatenation of all keys; ``bank_c`` ``(D, K)``: the column-normalised
@@ -118,7 +119,7 @@ def distill_loss(
     context: bool,
     form: str,
 ) -> torch.Tensor:
-    """Relational distillation term ``l_{v->u}`` (§7), batch mean: student ``u`` learns the
+    """Relational distillation term ``l_{v->u}``, batch mean: student ``u`` learns the
     relations of teacher modality ``v``.
 
     ``s_u`` ``(B, D)``: normalised student output; ``t`` ``(B, D)``: the normalised

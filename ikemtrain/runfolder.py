@@ -285,9 +285,11 @@ def _check_folder(out: Path, kind: str, mode: str) -> str | None:
                 "replace it, or choose another out_dir",
                 param="resume",
             )
-        extra = "; overwrite to replace it" if _same_kind(found, kind) else ""
+        same = _same_kind(found, kind)
         raise OutputExistsError(
-            f"{out} is not empty: it holds {_describe(found)}; give a new folder{extra}"
+            f"{out} is not empty: it holds {_describe(found)}; give a new folder"
+            + ("; set overwrite to replace it" if same else ""),
+            param="overwrite" if same else None,
         )
     if not _same_kind(found, kind):
         what = "resume" if mode == "resume" else "overwrite"

@@ -1,4 +1,5 @@
-"""The deployable three-stream student (reference-ikem.md §5, §7, §8).
+"""The deployable three-stream student (docs/method.md, "Distillation";
+"Backbone", "Linear evaluation").
 
 A student file (``ikemtrain export RUN --out student.pt``) holds tensors and plain types only,
 so ``torch.load(path, weights_only=True)`` reads it:
@@ -15,7 +16,8 @@ so ``torch.load(path, weights_only=True)`` reads it:
 
 :class:`Student` rebuilds it and runs it on joints ``(N, 3, T, V, M)``: velocity and bone are
 computed with :func:`skelmod.compute_modalities` with the recorded options and layout. With
-the paper's width and a 60-class classifier it has 3 × 836,800 = 2,510,400 parameters (§5).
+the paper's width and a 60-class classifier it has 3 × 836,800 = 2,510,400 parameters
+(docs/method.md, "Backbone").
 """
 
 from __future__ import annotations
@@ -207,7 +209,8 @@ class Student(nn.Module):
         return {m: f.numpy() for m, f in feats.items()}
 
     def logits(self, joints, frame_count, batch_size: int = 256) -> np.ndarray:
-        """Class scores ``(N, num_class)``: the mean of the heads' logits (the §8 fusion)."""
+        """Class scores ``(N, num_class)``: the mean of the heads' logits
+        (the linear-evaluation fusion)."""
         if self.classifier is None:
             raise RuntimeError(
                 "this student was exported without a classifier, so it cannot predict; use "
@@ -276,13 +279,12 @@ def export_student(
     ``classifier``: a ``ikemtrain linear-eval --checkpoint RUN`` output folder (or its
     ``heads.pt``); its heads must come from this run's students.
 
-    Raises OutputExistsError: ``out`` exists and not ``overwrite`` (checked first, before the
-    run is read); CheckpointError: ``run`` is not a student run, or ``classifier`` does not
-    belong to it.
+    Raises OutputExistsError: ``out`` exists and not ``overwrite``, or it is not a student
+    file (``overwrite`` replaces only a student file, as a run folder only a run of its kind;
+    both checked first, before the run is read); CheckpointError: ``run`` is not a student
+    run, or ``classifier`` does not belong to it.
     """
-    if Path(out).exists() and not overwrite:
-        # worded for the command line, which shows it as it is (test_hostile_inputs)
-        raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
+    _check_student_out(Path(out), overwrite)
     path, state = load_run(run)
     if state["kind"] != "distill":
         raise CheckpointError(
@@ -335,6 +337,25 @@ def export_student(
             load_weights(head, heads[m], heads_path, file_key=lambda k, m=m: f"heads {m}.{k}")
     student.save(out)
     return student
+
+
+def _check_student_out(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``out`` unless ``overwrite`` and it is a student file."""
+    if not out.exists() and not out.is_symlink():
+        return
+    if not overwrite:
+        raise OutputExistsError(f"{out} exists; set overwrite to replace it", param="overwrite")
+    found = "a folder" if out.is_dir() else "not a student file"
+    if out.is_file():
+        try:
+            state = torch.load(out, map_location="cpu", weights_only=True)
+            if isinstance(state, Mapping) and state.get("kind") == KIND:
+                return
+            if isinstance(state, Mapping) and isinstance(state.get("kind"), str):
+                found = f"a {state['kind']} file, not a student file"
+        except Exception:  # any unreadable file is simply not a student file
+            pass
+    raise OutputExistsError(f"{out}: {found}; refusing to overwrite it (give another path)")
 
 
 def describe_student(

@@ -1,4 +1,5 @@
-"""Numba kernels for the modalities (``reference-ikem.md`` §4). Private: they check nothing.
+"""Numba kernels for the modalities (docs/method.md, "The six modalities").
+Private: they check nothing.
 
 The public, checking API is :mod:`skelmod.modalities`. The kernel takes a C-contiguous batch
 ``X (N, 3, T, V, M)`` (float32 or float64) and preallocated outputs of the same dtype; all
@@ -15,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-#: ``F.normalize`` clamps the norm from below by this (§4): a zero vector normalises to 0.
+#: ``F.normalize`` clamps the norm from below by this: a zero vector normalises to 0.
 NORM_EPS = 1e-12
 _MAX = 1.7976931348623157e308
 
@@ -81,7 +82,7 @@ def _to_tvm(src, out):
 
 @_jit
 def _omega_tvm(s, th, R, out):
-    """``out[t, v, m] = s (th[v, t+1, m] - th[v, t, m]) R[v, t, m]``, 0 at t = T-1 (§4)."""
+    """``out[t, v, m] = s (th[v, t+1, m] - th[v, t, m]) R[v, t, m]``, 0 at t = T-1."""
     V, T, M = th.shape
     if M == 2:
         for t in range(T - 1):
@@ -241,7 +242,7 @@ def _one_sample(
     if need_angle or axis_tol > 0.0:
         _normalize_rows(S1[0], S1[1], S1[2], S1[4], S1[5], S1[6], S1[3])  # B^ and |B|
 
-    # R_i = B_i x B_q(i), not normalised (§4)
+    # R_i = B_i x B_q(i), not normalised
     for v in range(V):
         q = partners[v]
         _cross(Bx[v], By[v], Bz[v], Bx[q], By[q], Bz[q], Rx[v], Ry[v], Rz[v])
@@ -251,7 +252,7 @@ def _one_sample(
     if need_rhat:
         _normalize_rows(S1[8], S1[9], S1[10], S1[8], S1[9], S1[10], S1[11])
         if axis_tol > 0.0:
-            # nearly collinear bones have no meaningful axis (bug 9): zero it
+            # nearly collinear bones have no meaningful axis (the collinear-axis bug): zero it
             for v in range(V):
                 q = partners[v]
                 for j in range(TM):

@@ -1,11 +1,12 @@
-"""Numba kernel that reads a raw NTU ``.skeleton`` file (§1.1) from its bytes.
+"""Numba kernel that reads a raw NTU ``.skeleton`` file from its bytes
+(docs/data.md, "NTU files, names and splits").
 
 Private: it checks nothing about its argument and reports format problems as an
 error code in a status vector; :mod:`skelmod.ntu` wraps it, turns the codes into
 :class:`~skelmod.ntu.SkeletonFormatError` and parses the few numbers the kernel
 leaves to Python (status 2 of :func:`_number`).
 
-The format is line-structured (§1.1)::
+The format is line-structured::
 
     numFrame
     numBody                                   # once per frame
@@ -46,9 +47,9 @@ from .limits import MAX_BODIES
 
 #: Kinect v2 tracks at most six bodies; a frame listing more is corrupt.
 MAX_BODIES_PER_FRAME = MAX_BODIES
-#: Values on a body line (§1.1): bodyID and 9 more, kept in ``body_info``.
+#: Values on a body line: bodyID and 9 more, kept in ``body_info``.
 BODY_VALUES = 10
-#: Values on a joint line (§1.1).
+#: Values on a joint line.
 JOINT_VALUES = 12
 
 # Error codes in status[S_CODE].
@@ -646,7 +647,7 @@ def _read_values(buf, pos, line, status, ctx, f, m, j, out, base, target, fixups
 
 @njit(cache=True, nogil=True)
 def parse_kernel(buf):
-    """Parse the bytes of one ``.skeleton`` file (§1.1); releases the GIL.
+    """Parse the bytes of one ``.skeleton`` file; releases the GIL.
 
     ``buf`` is a 1-D uint8 array. Returns ``(status, bodies_per_frame (F,) int32,
     body_frame (B,) int32, body_ids (B,) int64, body_info (B, 9) float64,

@@ -1,12 +1,13 @@
 """Body selection: which recorded bodies fill the ``M`` body slots of a sample.
 
-A raw NTU file lists, per frame, every body the Kinect tracked (``reference-ikem.md`` §1.1).
-A sample holds ``max_bodies`` (M=2) body slots. Three rules fill them (``decisions.md`` point 2):
+A raw NTU file lists, per frame, every body the Kinect tracked
+(docs/data.md, "NTU files, names and splits"). A sample holds ``max_bodies`` (M=2) body
+slots. Three rules fill them (docs/method.md, "Data and normalisation"):
 
 ``"reference"`` (default)
-    Exactly ``read_xyz`` of §1.1: slot m of frame t is the m-th body *listed* in frame t;
+    Exactly the authors' reader: slot m of frame t is the m-th body *listed* in frame t;
     a third or later listed body is dropped; frames without bodies stay all-zero. There is
-    no tracking, so slots swap identity when the listing order changes (bug 28, replicated).
+    no tracking, so slots swap identity when the listing order changes (listing-order bodies, kept).
 ``"energy"``
     Bodies are tracked by ``bodyID`` across frames; the ``max_bodies`` tracks with the most
     motion energy are kept, as in the 2s-AGCN / MS-G3D preprocessing. Each kept track sits in
@@ -105,7 +106,7 @@ class SelectionStats:
 def select_bodies(
     raw: RawSkeleton, rule: str = "reference", max_bodies: int = 2, **thresholds: float
 ) -> tuple[np.ndarray, SelectionStats]:
-    """Fill ``max_bodies`` body slots from a parsed file (§1.1; ``decisions.md`` point 2).
+    """Fill ``max_bodies`` body slots from a parsed file.
 
     Args:
         raw: a :class:`skelmod.ntu.RawSkeleton` (uses ``frame_count``, ``bodies_per_frame``,
@@ -116,7 +117,7 @@ def select_bodies(
 
     Returns:
         ``D`` of shape ``(3, F, 25, max_bodies)`` float64 with F = ``raw.frame_count`` (for
-        ``"reference"`` exactly ``read_xyz`` of §1.1), and the :class:`SelectionStats`.
+        ``"reference"`` exactly the authors' reader), and the :class:`SelectionStats`.
     """
     if rule not in BODY_RULES:
         raise ValueError(f"unknown body rule {rule!r}; expected one of {BODY_RULES}")

@@ -78,7 +78,8 @@ def __getattr__(name: str):
 
 class OutputError(ConvertError):
     """``out`` names something convert must not write: a directory, an input file, a file that
-    is not a cache, or an existing cache without ``overwrite`` (a usage error)."""
+    is not a cache, or an existing cache without ``overwrite`` (a usage error); also a
+    non-empty folder for :func:`skelmod.synth.generate`."""
 
 
 @dataclass

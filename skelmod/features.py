@@ -134,7 +134,7 @@ def _copy_and_compute(src, reader, writer, kept, wanted, new, block, progress) -
             meta = {k: reader.meta[k][lo + j] for k in META_FIELDS}
             try:
                 writer.append({m: a[j] for m, a in rows.items()}, meta, check=wanted)
-            except SampleError as e:  # a cache never holds NaN or inf (decisions.md 4 and 6)
+            except SampleError as e:  # a cache never holds NaN or inf (docs/guarantees.md)
                 raise CacheError(
                     f"{reader.path}: {e.modality} of sample {lo + j} is not finite; the cache is "
                     "unchanged"

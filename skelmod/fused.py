@@ -1,12 +1,13 @@
-"""The reference body rule and the §2 normalisation of one parsed NTU file in one compiled call.
+"""The reference body rule and the normalisation of one parsed NTU file in one compiled call
+(docs/method.md, "Data and normalisation").
 
 :func:`select_and_normalize` gives exactly what :func:`skelmod.bodies.select_bodies` with
 ``rule="reference"`` followed by :func:`skelmod.normalize.normalize_sample` give, bit for bit,
-because its kernel fills the body slots the same way (§1.1: the first ``M`` bodies listed in
-each frame) and then calls the normalisation's own kernels (length, centring, resize, yaw) in
-the same order, on the same dtypes. What it saves is everything between them: the checks of
-the public functions, the float64 ``D`` and its copies, ``np.unique`` and the other small numpy
-calls, which together cost more than the arithmetic (about 0.3 ms of a file's 0.35 ms,
+because its kernel fills the body slots the same way (the first ``M`` bodies listed in each
+frame: docs/data.md, "NTU files, names and splits") and then calls the normalisation's own
+kernels (length, centring, resize, yaw) in the same order, on the same dtypes. What it saves
+is everything between them: the checks of the public functions, the float64 ``D`` and its
+copies, ``np.unique`` and the other small numpy calls, which together cost more than the arithmetic (about 0.3 ms of a file's 0.35 ms,
 issue 22). ``skelmod convert`` uses it for NTU files with the default body rule
 (:func:`skelmod.pipeline.convert_file`); the two-step path stays the public one and the twin
 the tests compare this with.
@@ -35,7 +36,7 @@ _YAW_CODE = {"none": 0, "sequence": 1, "frame": 2}
 def select_and_normalize(
     raw: RawSkeleton, t_target: int = T_TARGET, centre: bool = True, yaw: str = "sequence"
 ) -> tuple[np.ndarray, int, int, int, int] | None:
-    """Reference body selection and §2 normalisation of a parsed NTU file, fused.
+    """Reference body selection and normalisation of a parsed NTU file, fused.
 
     Args:
         raw: a :class:`skelmod.ntu.RawSkeleton` as the parser returns it (consistent arrays).
@@ -100,7 +101,7 @@ def _fused_kernel(
     frame_count, body_frame, body_ids, joints, t_target, centre, yaw, eps, length_joint,
     center, left, right,
 ):  # fmt: skip
-    # Reference slots (select_bodies' "reference" rule), stored as gendata's float32 (§1.2).
+    # Reference slots (select_bodies' "reference" rule), stored as gendata's float32.
     D = np.zeros((C, frame_count, V, M), dtype=np.float32)
     B = body_frame.shape[0]
     kept_ids = np.empty(B, dtype=body_ids.dtype)
@@ -117,7 +118,7 @@ def _fused_kernel(
             n_kept += 1
     seen = _distinct(body_ids)
     kept = _distinct(kept_ids[:n_kept])
-    # §2.3: frames where body 0's joint 1 is not all-zero.
+    # the valid frames: body 0's joint 1 is not all-zero (docs/method.md, "Data and normalisation").
     L = 0
     for t in range(frame_count):
         s = abs(D[0, t, length_joint, 0]) + abs(D[1, t, length_joint, 0])

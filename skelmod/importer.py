@@ -23,7 +23,7 @@ key                 shape, dtype                  content
 ==================  ============================  ==============================================
 
 Each sequence then goes through exactly what ``skelmod convert`` does after reading a file
-(:func:`skelmod.pipeline.run`: §2 normalisation and §4 modalities in the layout), and
+(:func:`skelmod.pipeline.run`: normalisation and modalities in the layout), and
 the cache is written the same way (atomically, ``dataset = "custom"``, the masks stored in
 ``/splits``). A malformed array is an :class:`ArrayImportError` naming the key, the expected and
 the found shape or value; a sequence that cannot be normalised (no valid frame, non-finite values)

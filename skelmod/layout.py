@@ -1,6 +1,6 @@
 """Joint layouts, the modality registry and the benchmark splits, stated once.
 
-Array conventions (``decisions.md``, Conventions):
+Array conventions (docs/method.md, "Notation"):
 
 * a batch is ``(N, C, T, V, M)``: C=3 coordinates (x, y, z in metres, Kinect camera space,
   y up), T frames (50 by default), V joints of the cache's layout (25 for ``ntu25``, 20 for
@@ -12,7 +12,7 @@ Joint layouts (:data:`LAYOUTS`, :func:`get_layout`): everything that depends on 
 numbering lives in one :class:`JointLayout` per skeleton:
 
 * ``ntu25``: the NTU RGB+D / Kinect v2 skeleton, the reference's tables exactly
-  (``reference-ikem.md`` §2, §4, §5);
+  (docs/method.md, "Data and normalisation", "The six modalities", "Backbone");
 * ``kinect-v1-20``: the Kinect v1 SDK skeleton (N-UCLA, MSR Action3D, UTD-MHAD, UTKinect, ...),
   derived from the ``ntu25`` tables by the rules below.
 
@@ -23,23 +23,23 @@ spine-shoulder (NTU 21), no hand tips and no thumbs (NTU 22-25), and its Shoulde
 is where NTU has both its neck (3) and its spine-shoulder (21): **ShoulderCenter plays NTU's
 joint 21**. Rules, each the NTU rule applied to the v1 skeleton:
 
-1. *Centre* (§2.4 centring, §5 graph centre, §4 torso-normal slot): NTU joint 21 -> v1 3.
-2. *Shoulder pair* (§2.6 yaw): NTU (5, 9) -> v1 (5, 9). *Valid-length joint* (§2.3): NTU 1 ->
+1. *Centre* (centring, graph centre, torso-normal slot): NTU joint 21 -> v1 3.
+2. *Shoulder pair* (yaw): NTU (5, 9) -> v1 (5, 9). *Valid-length joint*: NTU 1 ->
    v1 1.
-3. *6-view bone parents* (§4): in NTU, p(i) is i's neighbour on the path to the centre (the
+3. *6-view bone parents*: in NTU, p(i) is i's neighbour on the path to the centre (the
    tree rooted at 21: 1->2, 2->21, 13->1, 17->1, ...), the centre is its own parent, and hand
    tip and thumb attach to the hand. In v1 the same tree is rooted at 3: 2->3, 4->3 (NTU's
    4->3->21 with neck and spine-shoulder merged), 5->3, 9->3, every other joint as in NTU,
    3->3; there are no hand tips or thumbs.
-4. *Torso normal* (§4): ``n^ = normalize((B_2 - B_9) x (B_5 - B_9))`` (spine mid, right and left
+4. *Torso normal*: ``n^ = normalize((B_2 - B_9) x (B_5 - B_9))`` (spine mid, right and left
    shoulder; all three hang off the centre, so this is ``(X_2 - X_9) x (X_5 - X_9)``), written
    into the centre's bone slot: v1 joints 2, 9, 5, slot 3.
-5. *Rotation-axis partners* (§4): in NTU q(i) = p(i) except the thumbs, whose partner is the
+5. *Rotation-axis partners*: in NTU q(i) = p(i) except the thumbs, whose partner is the
    hand tip (23->22, 25->24). v1 has no thumbs, so q = p; ``R_3 = n^ x n^ = 0``.
-6. *3-view bones* (§4): NTU's 3-view list is the common parents with the chains 22->23->8 and
+6. *3-view bones*: NTU's 3-view list is the common parents with the chains 22->23->8 and
    24->25->12 (no torso normal). Without hand tips and thumbs it is the 6-view list: v1 3v
    parents = 6v parents, with ``B_3 = 0`` and no torso normal.
-7. *ST-GCN edges* (§5): NTU's graph is the tree of the 3-view parents (each child-parent pair
+7. *ST-GCN edges*: NTU's graph is the tree of the 3-view parents (each child-parent pair
    once, no self-loop). v1: the 19 edges of rule 3's tree.
 
 =============  ====================================  =====================================
@@ -64,8 +64,8 @@ they depend on the *bone options* (:class:`ModalityOptions`: ``bones``, ``unit_a
 :func:`check_modalities` and :class:`ModalityOptions` are the only validators of modality
 names and options; convert, features, the data sets and training all use them.
 
-Benchmarks (§1.2): the NTU id lists and :func:`train_mask`; N-UCLA's cross-view split
-(views 1 and 2 train, view 3 val).
+Benchmarks (docs/data.md, "NTU files, names and splits"): the NTU id lists and :func:`train_mask`;
+N-UCLA's cross-view split (views 1 and 2 train, view 3 val).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ from .errors import SkelmodError
 C = 3  #: coordinates per joint (x, y, z)
 V = 25  #: joints of the NTU-25 skeleton (Kinect v2), the default layout
 M = 2  #: bodies kept per NTU sample
-T_TARGET = 50  #: frames per sample after temporal resizing (§2.5)
-MAX_FRAMES = 300  #: longest NTU sequence (§1.2); longer files still convert (fix of bug 26)
+T_TARGET = 50  #: frames per sample after temporal resizing
+MAX_FRAMES = 300  #: longest NTU sequence; longer files still convert
 
 
 class LayoutError(SkelmodError):
@@ -106,15 +106,15 @@ class JointLayout:
     Attributes:
         name: registry name.
         joint_names: ``(V,)`` names, index = id - 1.
-        edges: undirected ST-GCN edges (§5), 0-based; the graph code adds self-loops.
-        center: centring joint (§2.4), graph centre (§5) and torso-normal slot (§4).
-        shoulders: ``(left, right)`` shoulders for the yaw alignment (§2.6).
-        length_joint: the joint whose non-zero frames give the valid length L (§2.3).
-        bone_parents_6v: ``(V,)`` int64 bone parents p(i) of the 6-view model (§4).
+        edges: undirected ST-GCN edges, 0-based; the graph code adds self-loops.
+        center: centring joint, graph centre and torso-normal slot.
+        shoulders: ``(left, right)`` shoulders for the yaw alignment.
+        length_joint: the joint whose non-zero frames give the valid length L.
+        bone_parents_6v: ``(V,)`` int64 bone parents p(i) of the 6-view model.
         torso_joints: ``(a, b, c)``: the torso normal ``normalize((B_a - B_b) x (B_c - B_b))``
-            is written into bone slot ``center`` (§4).
-        axis_partners: ``(V,)`` int64 rotation-axis partners q(i) (§4).
-        bone_parents_3v: ``(V,)`` int64 parents of the 3-view convention (§4).
+            is written into bone slot ``center``.
+        axis_partners: ``(V,)`` int64 rotation-axis partners q(i).
+        bone_parents_3v: ``(V,)`` int64 parents of the 3-view convention.
     """
 
     name: str
@@ -134,7 +134,7 @@ class JointLayout:
         return len(self.joint_names)
 
     def topology(self, bones: str) -> tuple[np.ndarray, np.ndarray, bool]:
-        """``(parents, axis partners, torso normal?)`` of a bone convention (§4)."""
+        """``(parents, axis partners, torso normal?)`` of a bone convention."""
         if bones == "6v":
             return self.bone_parents_6v, self.axis_partners, True
         if bones == "3v":
@@ -159,11 +159,11 @@ JOINT_NAMES = (
 )  # fmt: skip
 
 # 0-based indices of the NTU joints preprocessing and the modalities single out.
-SPINE_BASE = 0  #: joint 1, used for the valid length L (§2.3)
-SPINE_MID = 1  #: joint 2, torso normal (§4)
-LEFT_SHOULDER = 4  #: joint 5, yaw alignment (§2.6) and torso normal (§4)
-RIGHT_SHOULDER = 8  #: joint 9, yaw alignment (§2.6) and torso normal (§4)
-SPINE_SHOULDER = 20  #: joint 21, centring (§2.4), graph centre (§5), torso-normal slot (§4)
+SPINE_BASE = 0  #: joint 1, used for the valid length L
+SPINE_MID = 1  #: joint 2, torso normal
+LEFT_SHOULDER = 4  #: joint 5, yaw alignment and torso normal
+RIGHT_SHOULDER = 8  #: joint 9, yaw alignment and torso normal
+SPINE_SHOULDER = 20  #: joint 21, centring, graph centre, torso-normal slot
 
 _COMMON_PARENTS_1B = {
     1: 2, 2: 21, 3: 21, 4: 3, 5: 21, 6: 5, 7: 6, 8: 7, 9: 21, 10: 9,
@@ -171,11 +171,11 @@ _COMMON_PARENTS_1B = {
     21: 21,
 }  # fmt: skip
 
-#: Bone parents p(i) of the 6-view model (§4): hand tip and thumb both attach to the hand.
+#: Bone parents p(i) of the 6-view model: hand tip and thumb both attach to the hand.
 BONE_PARENTS_6V = _zero_based(V, {**_COMMON_PARENTS_1B, 22: 8, 23: 8, 24: 12, 25: 12})
-#: Bone parents of the 3-view model, CrosSCLR and the ST-GCN graph (§4): 22->23->8, 24->25->12.
+#: Bone parents of the 3-view model, CrosSCLR and the ST-GCN graph: 22->23->8, 24->25->12.
 BONE_PARENTS_3V = _zero_based(V, {**_COMMON_PARENTS_1B, 22: 23, 23: 8, 24: 25, 25: 12})
-#: Rotation-axis partners q(i), the "25 hinge joints" (§4).
+#: Rotation-axis partners q(i), the "25 hinge joints".
 AXIS_PARTNERS = _zero_based(V, {**_COMMON_PARENTS_1B, 22: 8, 23: 22, 24: 12, 25: 24})
 
 
@@ -184,7 +184,7 @@ def _tree_edges(parents: np.ndarray) -> tuple[tuple[int, int], ...]:
     return tuple((int(c), int(p)) for c, p in enumerate(parents) if c != p)
 
 
-#: Undirected edges of the ST-GCN graph (§5), 0-based; self-loops are added by the graph code.
+#: Undirected edges of the ST-GCN graph, 0-based; self-loops are added by the graph code.
 GRAPH_EDGES = _tree_edges(BONE_PARENTS_3V)
 GRAPH_CENTER = SPINE_SHOULDER
 
@@ -252,7 +252,7 @@ def get_layout(layout: str | JointLayout | None = None) -> JointLayout:
 
 @dataclass(frozen=True)
 class Modality:
-    """One modality: its name (§4), its kernel output slot (``None``: the joints themselves)
+    """One modality: its name, its kernel output slot (``None``: the joints themselves)
     and whether the bone options (:class:`ModalityOptions`) change it."""
 
     name: str
@@ -263,7 +263,7 @@ class Modality:
 #: The kernel's outputs (``skelmod._kernels.modalities_batch``) in slot order; ``theta`` is
 #: internal (one channel), the others are modalities.
 KERNEL_OUTPUTS = ("velocity", "acceleration", "bone", "rotation_axis", "theta", "angular_velocity")
-#: The six modalities in canonical order (§4; the paper's J, Vel, Acc, B, R, Ω): the bone
+#: The six modalities in canonical order (the paper's J, Vel, Acc, B, R, Ω): the bone
 #: options change bone, rotation_axis and angular_velocity (all built on the bones).
 MODALITY_REGISTRY: dict[str, Modality] = {
     name: Modality(
@@ -274,7 +274,7 @@ MODALITY_REGISTRY: dict[str, Modality] = {
     for name in ("joint", "velocity", "acceleration", "bone", "rotation_axis", "angular_velocity")
 }
 MODALITY_NAMES = tuple(MODALITY_REGISTRY)
-#: Bone conventions accepted by ``bones=`` (§4).
+#: Bone conventions accepted by ``bones=``.
 BONE_CONVENTIONS = ("6v", "3v")
 
 
@@ -302,7 +302,8 @@ def check_modalities(names: str | Iterable[str], *, allow_all: bool = True) -> t
 
 @dataclass(frozen=True)
 class ModalityOptions:
-    """The options that change the bone-derived modalities (``decisions.md`` 4), checked once.
+    """The options that change the bone-derived modalities, checked once
+    (docs/method.md, "The six modalities").
 
     ``bones``: ``"6v"`` (the reference: 6-view parents, torso normal in the centre's slot) or
     ``"3v"``; ``unit_axis``: the rotation-axis modality as paper eq. 4's unit axis.
@@ -353,7 +354,7 @@ class ModalityOptions:
         )
 
 
-# --- benchmarks (§1.2) ----------------------------------------------------------------------
+# --- benchmarks ----------------------------------------------------------------------------
 
 #: NTU-60 cross-subject training subjects.
 XSUB60_TRAIN_SUBJECTS = frozenset(
@@ -387,7 +388,7 @@ DATASET_LAYOUTS = {"ntu60": "ntu25", "ntu120": "ntu25", "nucla": "kinect-v1-20"}
 def train_mask(
     dataset: str, benchmark: str, setup: np.ndarray, camera: np.ndarray, subject: np.ndarray
 ) -> np.ndarray:
-    """Boolean ``(N,)`` mask of training samples for one benchmark (§1.2); the rest is val.
+    """Boolean ``(N,)`` mask of training samples for one benchmark; the rest is val.
 
     ``setup``, ``camera`` and ``subject`` are the 1-based ids parsed from the sample names
     (for N-UCLA, ``camera`` holds the view).

@@ -1,4 +1,4 @@
-"""The six skeleton modalities of IKEM (``reference-ikem.md`` §4, paper eqs. 3-6).
+"""The six skeleton modalities of IKEM (docs/method.md, "The six modalities"; paper eqs. 3-6).
 
 Arrays follow :mod:`skelmod.layout`: a sample is ``(C, T, V, M)`` = ``(3, T, V, M)`` (x, y, z;
 frames; joints of the layout, 0-based in code, 1-based ids in these docs; bodies), a batch is
@@ -8,10 +8,11 @@ NTU's. Every function takes either and returns arrays of the input's dtype (floa
 float64; the arithmetic is float64).
 
 Time scale: γ = ``frame_count / t_target`` with ``frame_count`` the header frame count of the raw
-file (decisions.md, Conventions); differences are scaled by s = 1/γ = ``t_target / frame_count``.
+file (docs/method.md, "Data and normalisation"); differences are scaled by
+s = 1/γ = ``t_target / frame_count``.
 ``t_target`` is the T the reference divides by (50); it need not equal the array's T.
 
-Defaults reproduce the authors' code (§4, decisions.md point 4):
+Defaults reproduce the authors' code:
 
 * velocity ``Vel_t = s (X_{t+1} - X_t)``, zero at the last frame; acceleration
   ``Acc_t = s (Vel_{t+1} - Vel_t)``, zero at the last two frames (forward differences: eq. 3
@@ -33,8 +34,9 @@ Options: ``unit_axis=True`` normalises the rotation-axis modality (paper eq. 4);
 24->25->12) with ``B_21 = 0`` and no torso normal, and the axis partner of bone i is then the
 bone of its parent joint, q(i) = p_3v(i); since ``B_21 = 0`` the bones hanging off joint 21
 (ids 2, 3, 5, 9) and joint 21 itself have a zero axis and theta = 0. ``axis_tol > 0`` sets
-``R^ = 0`` where ``|R| <= axis_tol |B_i| |B_q|`` (nearly collinear bones, bug 9 of §9); the default
-0 keeps the reference's arbitrary unit axes there. Also as in the reference (bugs 9, 10):
+``R^ = 0`` where ``|R| <= axis_tol |B_i| |B_q|`` (nearly collinear bones); the default
+0 keeps the reference's arbitrary unit axes there (the collinear-axis bug). Also as in the
+reference:
 theta is unsigned, and a body that vanishes at frame t+1 gives ``Omega_t = -s theta_t R^_t``
 (nothing is masked).
 """
@@ -53,7 +55,7 @@ import numpy as np
 from skelmod import _kernels, layout
 from skelmod import layout as _layout  # ``layout`` is also a parameter name below
 
-#: Modality names, in the order of the reference's encoders (§4).
+#: Modality names, in the order of the reference's encoders.
 MODALITIES = layout.MODALITY_NAMES
 #: Bone conventions accepted by ``bones=``.
 BONE_CONVENTIONS = layout.BONE_CONVENTIONS
@@ -235,7 +237,7 @@ def compute_modalities(
     layout: str | _layout.JointLayout | None = None,
     out: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """The requested modalities of ``joints`` in one pass (§4).
+    """The requested modalities of ``joints`` in one pass.
 
     ``joints``: ``(3, T, V, M)`` or ``(N, 3, T, V, M)``, float32 or float64, V the joints of
     ``layout`` (a :mod:`skelmod.layout` registry name or layout; None: ``ntu25``).
@@ -280,17 +282,17 @@ def compute_modalities(
 
 
 def velocity(joints, frame_count, t_target=layout.T_TARGET, *, layout=None) -> np.ndarray:
-    """Velocity ``Vel_t = s (X_{t+1} - X_t)``, last frame 0 (§4, eq. 3 forward); shape of joints."""
+    """Velocity ``Vel_t = s (X_{t+1} - X_t)``, last frame 0 (eq. 3 forward); shape of joints."""
     return _run(joints, {"velocity"}, frame_count, t_target, lay=layout)["velocity"]
 
 
 def acceleration(joints, frame_count, t_target=layout.T_TARGET, *, layout=None) -> np.ndarray:
-    """Acceleration ``Acc_t = s (Vel_{t+1} - Vel_t)``, last two frames 0 (§4, eq. 3 forward)."""
+    """Acceleration ``Acc_t = s (Vel_{t+1} - Vel_t)``, last two frames 0 (eq. 3 forward)."""
     return _run(joints, {"acceleration"}, frame_count, t_target, lay=layout)["acceleration"]
 
 
 def bones(joints, bones: str = "6v", *, layout=None) -> np.ndarray:
-    """Bones ``B_i = X_i - X_{p(i)}`` at the child joint, ``B_21`` = torso normal under "6v" (§4).
+    """Bones ``B_i = X_i - X_{p(i)}`` at the child joint, ``B_21`` = torso normal under "6v".
 
     Shape of ``joints``. ``bones``: "6v" (default, the reference) or "3v" (``B_21 = 0``).
     """
@@ -300,7 +302,7 @@ def bones(joints, bones: str = "6v", *, layout=None) -> np.ndarray:
 def rotation_axes(
     joints, unit_axis: bool = False, bones: str = "6v", *, axis_tol: float = 0.0, layout=None
 ) -> np.ndarray:
-    """Rotation axes ``R_i = B_i x B_{q(i)}`` (§4), unnormalised unless ``unit_axis`` (eq. 4).
+    """Rotation axes ``R_i = B_i x B_{q(i)}``, unnormalised unless ``unit_axis`` (eq. 4).
 
     Shape of ``joints``; ``axis_tol`` only matters with ``unit_axis`` (module docstring).
     """
@@ -310,7 +312,7 @@ def rotation_axes(
 
 
 def joint_angles(joints, bones: str = "6v", *, layout=None) -> np.ndarray:
-    """Angles ``theta_i = atan2(|B^_i x B^_q|, B^_i . B^_q)`` in [0, pi] (§4, eq. 5).
+    """Angles ``theta_i = atan2(|B^_i x B^_q|, B^_i . B^_q)`` in [0, pi] (eq. 5).
 
     One channel: ``(1, T, 25, M)`` or ``(N, 1, T, 25, M)``; 0 for zero or parallel bones.
     """
@@ -321,7 +323,7 @@ def angular_velocity(
     joints, frame_count, t_target=layout.T_TARGET, bones: str = "6v", *, axis_tol: float = 0.0,
     layout=None,
 ) -> np.ndarray:  # fmt: skip
-    """Angular velocity ``Omega_t = s (theta_{t+1} - theta_t) R^_t``, last frame 0 (§4, eq. 6).
+    """Angular velocity ``Omega_t = s (theta_{t+1} - theta_t) R^_t``, last frame 0 (eq. 6).
 
     Shape of ``joints``; the axis is taken at frame t, not t+1.
     """

@@ -1,4 +1,4 @@
-"""NTU sample names and the missing-skeleton lists (``reference-ikem.md`` §1.2).
+"""NTU sample names and the missing-skeleton lists (docs/data.md, "NTU files, names and splits").
 
 A sample is named ``SsssCcccPpppRrrrAaaa`` (3 digits each): setup, camera,
 performer (subject), replication and action, all 1-based. The label is
@@ -27,7 +27,7 @@ SAMPLE_PATTERN = "SsssCcccPpppRrrrAaaa"
 _NAME_RE = re.compile(r"S(\d{3})C(\d{3})P(\d{3})R(\d{3})A(\d{3})")
 _SUFFIX = ".skeleton"
 
-#: Inclusive 1-based id ranges of each data set (§1.2): NTU-120 adds setups 18-32, subjects
+#: Inclusive 1-based id ranges of each data set: NTU-120 adds setups 18-32, subjects
 #: 41-106 and actions 61-120 to NTU-60's.
 ID_RANGES: dict[str, dict[str, tuple[int, int]]] = {
     "ntu60": {
@@ -44,7 +44,7 @@ _LETTER = {"setup": "S", "camera": "C", "subject": "P", "replication": "R", "act
 
 @dataclass(frozen=True, order=True)
 class SampleId:
-    """The five 1-based ids in an NTU sample name (§1.2)."""
+    """The five 1-based ids in an NTU sample name."""
 
     setup: int
     camera: int
@@ -54,7 +54,7 @@ class SampleId:
 
     @property
     def label(self) -> int:
-        """0-based class label, ``action - 1`` (§1.2)."""
+        """0-based class label, ``action - 1``."""
         return self.action - 1
 
     @property
@@ -88,7 +88,7 @@ def parse_sample_name(name: str | os.PathLike) -> SampleId:
 
 
 def read_missing_list(path: str | os.PathLike) -> frozenset[str]:
-    """Names (without ``.skeleton``) in a missing-skeleton list (§1.2).
+    """Names (without ``.skeleton``) in a missing-skeleton list.
 
     Lines before the first sample name are a prose header and are skipped (the
     dataset's files have 3 such lines); blank lines, surrounding whitespace, CRLF
@@ -124,7 +124,7 @@ def check_sample_ids(sid: SampleId, dataset: str) -> None:
     """Raise ``ValueError`` naming the first id of ``sid`` outside ``dataset``'s ranges."""
     problem = _out_of_range(sid, dataset)
     if problem is not None:
-        raise ValueError(f"{sid.name}: {problem} (§1.2)")
+        raise ValueError(f"{sid.name}: {problem}")
 
 
 def detect_dataset(ids: Iterable[SampleId]) -> str:

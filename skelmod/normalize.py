@@ -1,21 +1,21 @@
-"""Per-sample normalisation of selected bodies: ``reference-ikem.md`` §2, steps 3–6.
+"""Per-sample normalisation of selected bodies (docs/method.md, "Data and normalisation").
 
 Input ``D`` is ``(C=3, F, V, M)`` (``skelmod.layout`` conventions: joint index = id - 1,
 absent bodies all-zero; V is the ``layout``'s, 25 for the default ``ntu25``), for example from
 :func:`skelmod.bodies.select_bodies` or a zero-padded
 300-frame gendata row. :func:`normalize_sample` runs, in the reference order:
 
-1. valid length ``L`` on the raw ``D`` (§2.3, :func:`valid_length`);
-2. centring of each body on its own joint 21 in every frame (§2.4, :func:`centre_bodies`);
+1. valid length ``L`` on the raw ``D`` (:func:`valid_length`);
+2. centring of each body on its own joint 21 in every frame (:func:`centre_bodies`);
 3. linear resize of ``D[:, :L]`` to ``t_target`` frames, every body with body 0's ``L``
-   (§2.5, :func:`resize_linear`);
-4. yaw alignment of each body (§2.6, :func:`align_yaw`);
+   (:func:`resize_linear`);
+4. yaw alignment of each body (:func:`align_yaw`);
 5. cast to float32.
 
 Precision: the float32 roundings of the reference are kept where they happen, so the result
 matches it to float32 rounding (about 1e-7 on the 46 real NTU files, checked by
 ``tests/test_normalize.py`` against the float32 twin ``tests/naive_pipeline.py``): the input is
-rounded to float32 first (gendata stores float32, §1.2), L and the centring use that float32
+rounded to float32 first (the authors store float32 rows), L and the centring use that float32
 array, the resize is computed in float64 and rounded to float32 (cv2 returns float32), the yaw
 angles are computed in float32 and the rotation in float64 before the final float32 rounding.
 Only the reference's degree round trip of the angle (psi * 180/pi, then * pi/180, in float32)
@@ -44,12 +44,12 @@ from skelmod.layout import T_TARGET, JointLayout, get_layout
 from .errors import SkelmodError
 from .options import YAW_MODES
 
-#: Added to the shoulder-vector norm before the arccos of §2.6 (bug 19, kept for fidelity).
+#: Added to the shoulder-vector norm before the yaw arccos (the yaw norm bias, kept).
 YAW_NORM_EPS = 1e-4
 
 
 class EmptySequenceError(SkelmodError):
-    """A sample has no valid frame (L = 0, §2.3), so it cannot be resized (bug 20)."""
+    """A sample has no valid frame (L = 0), so it cannot be resized."""
 
 
 def _check_sample(D, what: str = "D", layout: str | JointLayout | None = None) -> np.ndarray:
@@ -65,10 +65,10 @@ def _check_sample(D, what: str = "D", layout: str | JointLayout | None = None) -
 
 
 def valid_length(D, layout: str | JointLayout | None = None) -> int:
-    """Valid length ``L`` of a sample ``(3, T, 25, M)`` (§2.3).
+    """Valid length ``L`` of a sample ``(3, T, 25, M)``.
 
     ``L = #{t : sum_c |D[c, t, joint 1, body 0]| != 0}``: a *count* of the frames where body 0's
-    spine base is not all-zero, not the last valid index (bug 20, replicated). Computed on the
+    spine base is not all-zero, not the last valid index (the valid-length count). Computed on the
     raw, uncentred data.
     """
     lay = get_layout(layout)
@@ -77,11 +77,11 @@ def valid_length(D, layout: str | JointLayout | None = None) -> int:
 
 
 def centre_bodies(D, layout: str | JointLayout | None = None) -> np.ndarray:
-    """Express each body relative to its own joint 21 (spine-shoulder) in every frame (§2.4).
+    """Express each body relative to its own joint 21 (spine-shoulder) in every frame.
 
     ``X[:, t, v, m] = D[:, t, v, m] - D[:, t, joint 21, m]``; joint 21 becomes exactly 0, and
     absent (all-zero) frames stay 0. Global translation and the relative position of the two
-    bodies are removed (bug 21, replicated). ``(3, T, 25, M)`` -> same shape and dtype (the
+    bodies are removed (per-frame centring, kept). ``(3, T, 25, M)`` -> same shape and dtype (the
     reference centres in float32).
     """
     lay = get_layout(layout)
@@ -90,7 +90,7 @@ def centre_bodies(D, layout: str | JointLayout | None = None) -> np.ndarray:
 
 
 def resize_linear(D, L: int, t_target: int = T_TARGET, layout=None) -> np.ndarray:
-    """Linear temporal resize of ``D[:, :L]`` to ``t_target`` frames (§2.5, cv2-free).
+    """Linear temporal resize of ``D[:, :L]`` to ``t_target`` frames (cv2-free).
 
     For output frame t' in ``0..t_target-1``::
 
@@ -99,7 +99,7 @@ def resize_linear(D, L: int, t_target: int = T_TARGET, layout=None) -> np.ndarra
 
     This is what ``cv2.resize(..., INTER_LINEAR)`` does along time (verified ≤ 2e-7 in the
     spec): joints and bodies are not mixed, there is no anti-aliasing, and ``L = 1`` gives a
-    constant sequence. All bodies use the same ``L`` (body 0's, §2.3).
+    constant sequence. All bodies use the same ``L`` (body 0's).
 
     Args:
         D: ``(3, T, 25, M)`` float array with ``T >= L``.
@@ -120,13 +120,13 @@ def resize_linear(D, L: int, t_target: int = T_TARGET, layout=None) -> np.ndarra
 
 
 def yaw_angles(X, yaw: str = "sequence", layout: str | JointLayout | None = None) -> np.ndarray:
-    """Rotation angle theta ``(T, M)`` of every frame and body for :func:`align_yaw` (§2.6).
+    """Rotation angle theta ``(T, M)`` of every frame and body for :func:`align_yaw`.
 
     ``v_t = X[:, t, joint 9] - X[:, t, joint 5]`` with ``v_t[y] = 0``;
     ``psi_t = arccos(v_t[x] / (|v_t| + 1e-4))``; ``theta_t = -psi_t`` where the sign test
     ``s >= 0`` holds, else ``+psi_t``. ``yaw="sequence"`` (reference): ``s = sum_t v_t[z]``,
     one sign per body and sequence, so frames whose ``v_z`` has the other sign end up at angle
-    2 psi (bug 18, replicated). ``yaw="frame"``: ``s = v_t[z]`` per frame, which maps every
+    2 psi (the yaw sign bug, kept). ``yaw="frame"``: ``s = v_t[z]`` per frame, which maps every
     frame's shoulder line onto +x.
 
     Computed in the dtype of ``X`` (float32 for the reference, whose angles are float32). The
@@ -142,7 +142,7 @@ def yaw_angles(X, yaw: str = "sequence", layout: str | JointLayout | None = None
 
 
 def align_yaw(X, yaw: str = "sequence", layout: str | JointLayout | None = None) -> np.ndarray:
-    """Rotate every frame of every body about the vertical (y) axis (§2.6; bug 25: all M bodies).
+    """Rotate every frame of every body about the vertical (y) axis (all M bodies).
 
     ``p' = R(theta_t) p`` with ``R(theta) = [[cos, 0, -sin], [0, 1, 0], [sin, 0, cos]]`` and
     theta from :func:`yaw_angles`. ``yaw="none"`` returns a float64 copy. Absent bodies
@@ -166,19 +166,20 @@ def normalize_sample(
     yaw: str = "sequence",
     layout: str | JointLayout | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Normalise one sample as ``NTUMotionProcessor`` does (§2 steps 3–6; ``decisions.md`` 3).
+    """Normalise one sample as the authors' ``NTUMotionProcessor`` does
+    (docs/method.md, "Data and normalisation").
 
     Args:
         D: selected bodies ``(3, F, 25, M)``, any float dtype; frames after the valid ones may
             be zero padding (they do not change the result).
         t_target: frames of the output (50).
-        centre: centre every body on its own joint 21 per frame (§2.4); False skips it.
+        centre: centre every body on its own joint 21 per frame; False skips it.
         yaw: ``"sequence"`` (reference, one sign per sequence), ``"frame"`` (per-frame sign,
-            fix of bug 18) or ``"none"``.
+            fixes the yaw sign bug) or ``"none"``.
         layout: the joint layout of ``D`` (default ``ntu25``).
 
     Returns:
-        ``(X, L)``: ``X`` float32 ``(3, t_target, 25, M)`` and the valid length ``L`` (§2.3).
+        ``(X, L)``: ``X`` float32 ``(3, t_target, 25, M)`` and the valid length ``L``.
 
     Raises:
         EmptySequenceError: ``L == 0`` (no frame where body 0's joint 1 is non-zero).
@@ -189,7 +190,7 @@ def normalize_sample(
         raise ValueError(f"unknown yaw mode {yaw!r}; expected one of {YAW_MODES}")
     if not np.isfinite(D).all():
         raise ValueError("D contains NaN or inf")
-    X = D.astype(np.float32)  # gendata's float32 storage (§1.2)
+    X = D.astype(np.float32)  # the authors' float32 storage
     L = valid_length(X, lay)
     if L == 0:
         joint = lay.joint_names[lay.length_joint].replace("_", " ")
@@ -200,7 +201,7 @@ def normalize_sample(
     X = X[:, :L]  # the resize reads nothing else
     if centre:
         X = centre_bodies(X, lay)
-    X = resize_linear(X, L, t_target, lay).astype(np.float32)  # cv2 returns float32 (§2.5)
+    X = resize_linear(X, L, t_target, lay).astype(np.float32)  # cv2 returns float32
     if yaw != "none":
         X = align_yaw(X, yaw, lay).astype(np.float32)
     return X, L

@@ -1,6 +1,6 @@
-"""Reader for raw NTU RGB+D ``.skeleton`` files (``reference-ikem.md`` §1.1).
+"""Reader for raw NTU RGB+D ``.skeleton`` files (docs/data.md, "NTU files, names and splits").
 
-Every field of the file is kept (``decisions.md`` 1): the 12 values of each joint,
+Every field of the file is kept: the 12 values of each joint,
 the 10 values of each body record, and ``bodyID`` as an exact int64 (17 digits,
 above 2**53; the reference parses it with ``float``, which merges distinct bodies).
 Body records are stored flat, in file order; ``body_frame`` says which frame each
@@ -27,12 +27,12 @@ from .limits import MAX_RAW_FRAMES
 
 __all__ = ["RawSkeleton", "SkeletonFormatError", "parse_skeleton", "read_skeleton"]
 
-#: Names of the 9 body values after bodyID (§1.1), the columns of ``RawSkeleton.body_info``.
+#: Names of the 9 body values after bodyID, the columns of ``RawSkeleton.body_info``.
 BODY_INFO_FIELDS = (
     "clipedEdges", "handLeftConfidence", "handLeftState", "handRightConfidence",
     "handRightState", "isResticted", "leanX", "leanY", "trackingState",
 )  # fmt: skip
-#: Names of the 12 joint values (§1.1), the last axis of ``RawSkeleton.joints``.
+#: Names of the 12 joint values, the last axis of ``RawSkeleton.joints``.
 JOINT_FIELDS = (
     "x", "y", "z", "depthX", "depthY", "colorX", "colorY",
     "orientationW", "orientationX", "orientationY", "orientationZ", "trackingState",
@@ -47,7 +47,7 @@ MAX_FILE_BYTES = 256 << 20
 
 
 class SkeletonFormatError(SkelmodError):
-    """A ``.skeleton`` file that does not follow §1.1.
+    """A ``.skeleton`` file that does not follow the format.
 
     ``line`` is 1-based (0 when the problem is not tied to a line);
     ``str(e) == f"{path}:{line}: expected {expected}, found {found}"``.
@@ -66,7 +66,7 @@ class SkeletonFormatError(SkelmodError):
 
 @dataclass(frozen=True)
 class RawSkeleton:
-    """Every field of one ``.skeleton`` file (§1.1), bodies flat in file order.
+    """Every field of one ``.skeleton`` file, bodies flat in file order.
 
     F = ``frame_count`` (the header ``numFrame``), B = number of body records.
 
@@ -204,7 +204,7 @@ def _check_header(data: bytes, name: str, max_frames: int) -> None:
 def parse_skeleton(
     data: bytes, name: str = "<bytes>", *, max_frames: int | None = MAX_FRAMES
 ) -> RawSkeleton:
-    """Parse the bytes of one ``.skeleton`` file (§1.1) into a :class:`RawSkeleton`.
+    """Parse the bytes of one ``.skeleton`` file into a :class:`RawSkeleton`.
 
     ``name`` is used in error messages and, reduced to its stem, as ``RawSkeleton.name``.
     Lines may end in LF, CRLF or CR; values may carry signs, a leading ``.`` and
@@ -250,7 +250,7 @@ def read_skeleton(
     max_frames: int | None = MAX_FRAMES,
     max_bytes: int | None = MAX_FILE_BYTES,
 ) -> RawSkeleton:
-    """Read and parse one ``.skeleton`` file (§1.1); see :func:`parse_skeleton`.
+    """Read and parse one ``.skeleton`` file; see :func:`parse_skeleton`.
 
     ``RawSkeleton.name`` is the file stem. The header and the size are checked against the
     limits before the file is read whole (``None``: no limit). Raises

@@ -18,9 +18,9 @@ from .errors import SkelmodError
 if TYPE_CHECKING:
     from .report import ConvertReport
 
-#: Body-selection rules (``decisions.md`` 2; :func:`skelmod.bodies.select_bodies`).
+#: Body-selection rules (:func:`skelmod.bodies.select_bodies`).
 BODY_RULES = ("reference", "energy", "denoise")
-#: Yaw alignment modes (§2.6; :func:`skelmod.normalize.normalize_sample`).
+#: Yaw alignment modes (:func:`skelmod.normalize.normalize_sample`).
 YAW_MODES = ("sequence", "frame", "none")
 
 SUFFIX = ".skeleton"
@@ -56,8 +56,8 @@ def _check_choice(param: str, value: str, choices: tuple[str, ...]) -> None:
 class ConvertOptions:
     """Everything that determines the cache's content; recorded in the file as JSON.
 
-    Defaults reproduce the reference pipeline (§1-§2, §4); each other value is a named
-    departure listed in ``decisions.md`` 2-4.
+    Defaults reproduce the reference pipeline (docs/method.md, "Data and normalisation",
+    "The six modalities"); each other value is a named departure ("Departures").
     """
 
     frames: int = layout.T_TARGET

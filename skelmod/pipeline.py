@@ -1,11 +1,12 @@
 """One sample through the pipeline that ``skelmod convert`` and ``skelmod import`` share:
 read -> select bodies -> normalise -> modalities, checked like every sample a cache takes.
 
-* **read**: a raw file by its suffix (:data:`SOURCES`: NTU ``.skeleton``, §1.1, with
+* **read**: a raw file by its suffix (:data:`SOURCES`: NTU ``.skeleton`` with
   :func:`skelmod.ntu.read_skeleton`; N-UCLA ``.json`` with :func:`skelmod.nucla.read_nucla`),
   or, for ``skelmod import``, one sequence of an arrays file;
-* **select bodies** (``decisions.md`` 2; NTU only: N-UCLA and imported sequences keep theirs);
-* **normalise** (§2, in the sample's joint layout) and compute the **modalities** (§4):
+* **select bodies** (NTU only: N-UCLA and imported sequences keep theirs);
+* **normalise** (in the sample's joint layout) and compute the **modalities**
+  (docs/method.md, "Data and normalisation"; "The six modalities"):
   :func:`process_sample`.
 
 :func:`run` takes a read and selected :class:`Sample` the rest of the way; :func:`convert_file`
@@ -58,7 +59,7 @@ class Sample:
 def read_ntu(path: Path, options: ConvertOptions, dataset: str | None = None) -> Sample:
     """NTU file -> its selected bodies ``(3, F, 25, 2)`` (``options.bodies``) and metadata.
 
-    The ids of the name must lie in ``dataset``'s ranges (when given, §1.2)."""
+    The ids of the name must lie in ``dataset``'s ranges (when given)."""
     sid = _checked_ntu_name(path, dataset)
     raw = read_skeleton(path)
     return _select_ntu(raw, sid, options)
@@ -141,7 +142,7 @@ def process_sample(
     d: np.ndarray, frame_count: int, options: ConvertOptions, layout_name: str
 ) -> tuple[dict[str, np.ndarray], int]:
     """Selected bodies ``(3, F, V, M)`` -> ``({modality: (3, T, V, M) float32}, L)``: the
-    normalisation of §2 and the modalities of §4 in the joint layout ``layout_name``.
+    normalisation and the modalities in the joint layout ``layout_name``.
 
     Raises :class:`~skelmod.cache.SampleError` (a ``ValueError``) when the result is not finite
     in float32 or a joint coordinate exceeds :data:`skelmod.cache.MAX_COORDINATE_M`, whatever
@@ -156,8 +157,8 @@ def process_sample(
 
 
 def _modalities(x, frame_count: int, options: ConvertOptions, layout_name: str):
-    """The §4 modalities of a normalised sample ``x`` (fresh, owned here), checked by
-    :func:`check_sample`."""
+    """The modalities (docs/method.md, "The six modalities") of a normalised sample ``x``
+    (fresh, owned here), checked by :func:`check_sample`."""
     if options.modalities == ("joint",) and x.dtype == np.float32 and x.flags.c_contiguous:
         # The default cache: compute_modalities would only copy x and check it again.
         check_sample({"joint": x})

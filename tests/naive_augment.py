@@ -1,4 +1,5 @@
-"""Plain twins of ``ikemtrain.augment``, written from the text of ``reference-ikem.md`` §3.
+"""Plain twins of ``ikemtrain.augment``, written from the text of
+docs/method.md, "Augmentations".
 
 They build the padded sequence literally and loop over every point, and consume the generator
 in the same order as the fast versions (one integer for the crop start, six uniforms for the

@@ -1,4 +1,5 @@
-"""Slow numpy twins of ikemtrain.losses, written straight from reference-ikem.md §6 and §7.
+"""Slow numpy twins of ikemtrain.losses, written straight from
+docs/method.md, "Pre-training" and "Distillation".
 
 One sample at a time, float64, no torch. Each function states the equation it implements.
 """
@@ -75,14 +76,15 @@ def pretrain_stage2(q, k, z, banks, tau, topk=1, context=True, use_ekem=True, us
 
 
 def mined_negatives(sim_v, topk=1):
-    """j_v: per row, the indices of the topk most similar bank entries of S^v (§7)."""
+    """j_v: per row, the indices of the topk most similar bank entries of S^v."""
     sim_v = np.asarray(sim_v, dtype=np.float64)
     return [list(np.argsort(-row, kind="stable")[:topk]) for row in sim_v]
 
 
 def distill_implemented(s_u, t, sim_u, sim_v, tau, topk=1, context=True):
-    """§7 as implemented: logits [s_u.t, S^u, S^u*S^v]/tau, mask [1, onehot(j_v), onehot(j_v)],
-    l = -(1/|mask|) sum_{i in mask} log softmax(logits)_i, batch mean."""
+    """Distillation as implemented: logits [s_u.t, S^u, S^u*S^v]/tau,
+    mask [1, onehot(j_v), onehot(j_v)], l = -(1/|mask|) sum_{i in mask} log softmax(logits)_i,
+    batch mean."""
     s_u, t, sim_u, sim_v = (np.asarray(a, dtype=np.float64) for a in (s_u, t, sim_u, sim_v))
     n_neg = sim_u.shape[1]
     losses = []
@@ -114,8 +116,8 @@ def distill_paper(s_u, t, sim_u, sim_v, tau, topk=1):
 def distill_total(
     s, q, banks, bank_t, tau, topk=1, context=True, form="implemented", sim_banks=None
 ):
-    """Whole §7 loss from embeddings: t = normalize(concat q_v), S^u = s_u . Q_T,
-    S^v = q_v . Q_{sim_banks[v]} (Q_v unless remapped, e.g. Omega -> bone for bug 1);
+    """Whole distillation loss from embeddings: t = normalize(concat q_v), S^u = s_u . Q_T,
+    S^v = q_v . Q_{sim_banks[v]} (Q_v unless remapped, e.g. Omega -> bone for the Ω bank bug);
     L_u = mean_v l_{v->u} ("implemented") or sum_v ("paper"); L = sum_u L_u.
     Returns ({u: L_u}, L)."""
     sim_banks = {v: (sim_banks or {}).get(v, v) for v in q}

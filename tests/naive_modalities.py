@@ -1,11 +1,13 @@
-"""Slow, plainly written twins of the modality kernels, straight from ``reference-ikem.md`` §4.
+"""Slow, plainly written twins of the modality kernels, straight from
+docs/method.md, "The six modalities".
 
 One sample ``X (3, T, V, M)`` float64 at a time, loops over bodies, frames and joints; the table
-of §4 and its notes, read literally. ``s = t_target / frame_count``.
+of that section and its notes, read literally. ``s = t_target / frame_count``.
 
 The bone parents, axis partners and torso-normal joints are written out here by hand, never
 imported from ``skelmod.layout`` (a wrong parent there must fail the twin comparisons):
-``ntu25`` from §4, ``kinect-v1-20`` from the rules in the ``skelmod.layout`` docstring.
+``ntu25`` from docs/data.md, "Joint layouts and datasets", ``kinect-v1-20`` from the rules in
+the ``skelmod.layout`` docstring.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def norm(v: np.ndarray) -> float:
     return float(np.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2]))
 
 
-# §4, 1-based: "Bone parents p(i), 6-view model", "Rotation-axis partners q(i)", and the
+# 1-based: the 6v bone parents, the rotation-axis partners and the
 # 3-view list (22->23, 23->8, 24->25, 25->12); the torso normal (B_2 - B_9) x (B_5 - B_9) at 21.
 _NTU_6V = [2, 21, 21, 3, 21, 5, 6, 7, 21, 9, 10, 11, 1, 13, 14, 15, 1, 17, 18, 19, 21, 8, 8, 12, 12]
 _NTU_AXIS = [

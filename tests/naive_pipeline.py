@@ -1,11 +1,12 @@
-"""Slow, plainly written twin of the reference preprocessing: §1.1 + §1.2 + §2.
+"""Slow, plainly written twin of the reference preprocessing
+(docs/data.md, "NTU files, names and splits"; docs/method.md, "Data and normalisation").
 
 It follows the structure and the dtypes of the authors' code step by step, with Python loops:
 
-* ``read_xyz`` (§1.1, ``naive_reader.naive_read_xyz``) parses the file line by line into
+* ``read_xyz`` (``naive_reader.naive_read_xyz``) parses the file line by line into
   float64 ``(3, numFrame, 25, 2)``;
-* gendata (§1.2) stores it in a float32 ``(3, 300, 25, 2)`` row (``open_memmap`` float32);
-* ``NTUMotionProcessor.__getitem__`` (§2) then works on that float32 row: length from body 0's
+* gendata stores it in a float32 ``(3, 300, 25, 2)`` row (``open_memmap`` float32);
+* ``NTUMotionProcessor.__getitem__`` then works on that float32 row: length from body 0's
   joint 1, centring in float32, ``real_resize`` (cv2, output cast to float32), then
   ``parallel_skeleton`` per body (float32 angles in degrees, a float64 rotation matrix, the
   rotated frame written back into the float32 array).
@@ -27,7 +28,7 @@ MAX_FRAME = 300
 
 
 def gendata_row(path) -> tuple[np.ndarray, int]:
-    """§1.2: the float32 ``(3, 300, 25, 2)`` gendata row of one file and its header frame count."""
+    """The float32 ``(3, 300, 25, 2)`` gendata row of one file and its header frame count."""
     xyz = naive_read_xyz(path, MAX_BODY, NUM_JOINT)
     row = np.zeros((3, MAX_FRAME, NUM_JOINT, MAX_BODY), dtype=np.float32)
     frame_count = xyz.shape[1]
@@ -36,7 +37,7 @@ def gendata_row(path) -> tuple[np.ndarray, int]:
 
 
 def get_length(data: np.ndarray, length_joint: int = 0) -> int:
-    """§2.3: count the frames where body 0's joint 1 (``length_joint``) is not all-zero."""
+    """Valid length: count the frames where body 0's joint 1 (``length_joint``) is not all-zero."""
     length = 0
     for t in range(data.shape[1]):
         total = 0.0
@@ -48,7 +49,7 @@ def get_length(data: np.ndarray, length_joint: int = 0) -> int:
 
 
 def centre(data: np.ndarray, center: int = 20) -> np.ndarray:
-    """§2.4 in float32: every joint minus joint 21 (index ``center``) of the same body/frame."""
+    """Centring in float32: every joint minus joint 21 (index ``center``) of the same body/frame."""
     out = np.zeros_like(data)
     C, T, V, M = data.shape
     for m in range(M):
@@ -60,7 +61,7 @@ def centre(data: np.ndarray, center: int = 20) -> np.ndarray:
 
 
 def real_resize(data: np.ndarray, length: int, crop_size: int) -> np.ndarray:
-    """§2.5: cv2 INTER_LINEAR along time on ``data[:, :length]``, output float32.
+    """Resize: cv2 INTER_LINEAR along time on ``data[:, :length]``, output float32.
 
     Coordinates and weights in float64 (this matches cv2 5.0 to 1 float32 ulp on the real
     files; rounding ``u`` to float32 first would not), the blend of the float32 inputs in
@@ -96,7 +97,7 @@ def y_transmat(theta_deg) -> np.ndarray:
 
 
 def parallel_skeleton(body: np.ndarray, left: int = 4, right: int = 8) -> np.ndarray:
-    """§2.6 for one body ``(3, T, V)`` float32 (shoulders 5, 9 at ``left``, ``right``)."""
+    """Yaw alignment for one body ``(3, T, V)`` float32 (shoulders 5, 9 at ``left``, ``right``)."""
     C, T, V = body.shape
     vec = body[:, :, right] - body[:, :, left]
     vec[1, :] = 0
@@ -122,7 +123,7 @@ def parallel_skeleton(body: np.ndarray, left: int = 4, right: int = 8) -> np.nda
 def naive_normalize(
     data: np.ndarray, t_target: int = 50, center: int = 20, shoulders=(4, 8), length_joint=0
 ) -> tuple[np.ndarray, int]:
-    """§2 steps 3–6 on one float32 gendata row ``(3, T, 25, M)``: ``(X float32, L)``.
+    """Normalisation on one float32 gendata row ``(3, T, 25, M)``: ``(X float32, L)``.
 
     The joints default to NTU's (21, 5 and 9, 1); other skeletons pass theirs.
     Raises ValueError when ``L == 0`` (the reference would crash inside cv2).
@@ -142,7 +143,7 @@ def naive_process(path, t_target: int = 50) -> tuple[np.ndarray, int, int]:
     """Reference preprocessing of one raw file.
 
     Returns ``(X, L, frame_count)``: ``X`` float32 ``(3, t_target, 25, 2)``, the valid length
-    ``L`` (§2.3) and the header frame count (§1.2). Raises ValueError when ``L == 0``.
+    ``L`` and the header frame count. Raises ValueError when ``L == 0``.
     """
     data, frame_count = gendata_row(path)
     X, length = naive_normalize(data, t_target)

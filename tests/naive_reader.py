@@ -1,4 +1,5 @@
-"""Slow twin of :mod:`skelmod.ntu`: the reference reader of §1.1, line by line.
+"""Slow twin of :mod:`skelmod.ntu`: the reference reader, line by line
+(docs/data.md, "NTU files, names and splits").
 
 ``read_skeleton`` / ``read_xyz`` follow ``tools/utils/ntu_read_skeleton.py:5-53``
 (``readline``, ``split``, ``float``), with one deliberate change: ``bodyID`` is
@@ -24,7 +25,8 @@ JOINT_INFO_KEY = [
 
 
 def read_skeleton(path) -> dict:
-    """The nested dict of §1.1: numFrame, frameInfo[numBody, bodyInfo[..., jointInfo]]."""
+    """The nested dict of the reference reader:
+    numFrame, frameInfo[numBody, bodyInfo[..., jointInfo]]."""
     with open(path) as f:
         seq = {"numFrame": int(f.readline()), "frameInfo": []}
         for _ in range(seq["numFrame"]):
@@ -45,7 +47,7 @@ def read_skeleton(path) -> dict:
 
 
 def naive_read_xyz(path, max_body: int = 2, num_joint: int = 25) -> np.ndarray:
-    """``read_xyz`` of §1.1: (3, numFrame, 25, 2) float64, bodies in listing order."""
+    """``read_xyz``: (3, numFrame, 25, 2) float64, bodies in listing order."""
     seq = read_skeleton(path)
     data = np.zeros((3, seq["numFrame"], num_joint, max_body))
     for n, frame in enumerate(seq["frameInfo"]):

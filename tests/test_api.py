@@ -46,6 +46,9 @@ def test_keyword_and_mapping_overrides_are_the_same_as_set() -> None:
     by_mapping = api.configure("tiny", {"pretrain.lr": 0.05, "pretrain.steps": (3, 6)})
     by_strings = api.configure("tiny", ["pretrain.lr=0.05", "pretrain.steps=[3, 6]"])
     assert by_set == by_keyword == by_mapping == by_strings
+    with pytest.raises(ConfigError, match=r"^settings pretrain\.lr") as e:  # not '--set'
+        api.configure("tiny", ["pretrain.lr=fast"])
+    assert "--" not in str(e.value)
     assert by_keyword.pretrain.steps == (3, 6) and by_keyword.name == "tiny"
     # a Preset is taken as it is; settings apply before the keywords
     both = api.configure(by_set, ["pretrain.epochs=4"], "pretrain", epochs=5)

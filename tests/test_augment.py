@@ -1,4 +1,5 @@
-"""ikemtrain.augment against its plain twins (tests/naive_augment.py) and the §3 contract."""
+"""ikemtrain.augment against its plain twins (tests/naive_augment.py) and the contract of
+docs/method.md, "Augmentations"."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from ikemtrain import augment
 
-#: §3: every pre-training config uses crop ratio 6 and shear amplitude 0.5 (no rotation)
+#: Every pre-training config uses crop ratio 6 and shear amplitude 0.5 (no rotation)
 CROP, SHEAR = 6, 0.5
 
 

@@ -81,7 +81,7 @@ def test_round_trip_and_splits(tmp_path):
 
 def test_cache_report_counts_what_the_file_holds(tmp_path):
     arrays, meta = _fake()
-    meta["frame_count"][:] = [30] * 6 + [300] * 5 + [450]  # one sequence longer than §1.2's 300
+    meta["frame_count"][:] = [30] * 6 + [300] * 5 + [450]  # one sequence longer than NTU's 300
     report = cache_report(open_cache(write_cache(tmp_path / "c.h5", arrays, meta, "ntu60", {})))
     assert report["schema_version"] == SCHEMA_VERSION and report["samples"] == 12
     assert (report["dataset"], report["layout"], report["joints"]) == ("ntu60", "ntu25", 25)

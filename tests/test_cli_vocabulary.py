@@ -92,7 +92,11 @@ def _signature(option: click.Option) -> tuple:
     return tuple(option.opts), repr(option.type), option.metavar, help
 
 
-@pytest.mark.parametrize("name", ["device", "seed", "preset", "assignments"])
+@pytest.mark.parametrize(
+    "name",
+    ["device", "seed", "preset", "assignments", "epochs", "batch_size", "lr", "bn_recalibration",
+     "frames", "yaw", "no_centre", "bones", "unit_axis", "quiet"],
+)  # fmt: skip
 def test_shared_options_are_identical_across_commands(name: str) -> None:
     seen = {label: _signature(_option(c, name)) for label, c in _commands() if _option(c, name)}
     assert len(seen) >= 2 and len(set(seen.values())) == 1, seen
@@ -125,6 +129,60 @@ def test_no_spec_section_or_bug_number_in_any_help() -> None:
         for text in texts:
             assert "§" not in text, (label, text)
             assert not re.search(r"\bbugs? \d", text), (label, text)
+
+
+ROOT = README.parent
+#: A citation of a shipped document by section name: ``docs/method.md, "Backbone"``.
+_CITATION = re.compile(r'(docs/[a-z]+\.md), "([^"]+)"')
+
+
+def _sources(*folders: str):
+    for folder in folders:
+        yield from sorted((ROOT / folder).rglob("*.py"))
+    yield from sorted((ROOT / "ikemtrain" / "presets").glob("*.toml"))
+
+
+def test_the_code_cites_shipped_documents_not_spec_numbers() -> None:
+    """No source file sends its reader to the unshipped spec (``§N``, ``bug N``, its file
+    names), and every ``docs/X.md, "Section"`` citation names a heading of that document."""
+    spec = re.compile(r"§|\bbugs? \d|reference-ikem|decisions\.md")
+    for path in _sources("skelmod", "ikemtrain", "cli"):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not spec.search(line), f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+    cited = set()
+    for path in _sources("skelmod", "ikemtrain", "cli", "tests", "benchmarks"):
+        # a citation may wrap after its comma: join the lines of comments and docstrings
+        text = re.sub(r"\s*\n\s*(?:#:?\s*)?", " ", path.read_text(encoding="utf-8"))
+        cited |= {(m.group(1), m.group(2), path.name) for m in _CITATION.finditer(text)}
+    assert len({(doc, name) for doc, name, _ in cited}) >= 8, cited
+    for doc, name, source in cited:
+        headings = re.findall(r"^#+ (.+)$", (ROOT / doc).read_text(encoding="utf-8"), re.M)
+        assert name in headings, f"{source} cites {doc}, {name!r}: not a heading of {doc}"
+
+
+def test_the_docs_do_not_send_readers_to_the_unshipped_spec() -> None:
+    docs = [README, *sorted((ROOT / "docs").glob("*.md"))]
+    for path in docs:
+        text = path.read_text(encoding="utf-8")
+        assert "§" not in text and "reference-ikem" not in text, path.name
+    results = (ROOT / "benchmarks" / "RESULTS.md").read_text(encoding="utf-8")
+    headings = [line for line in results.splitlines() if line.startswith("#")]
+    assert not [h for h in headings if "§" in h]
+
+
+def test_the_reference_code_bugs_code_names_are_listed_in_method_md() -> None:
+    """Code names a reference-code bug by its name in docs/method.md's "Reference-code bugs"."""
+    method = (ROOT / "docs" / "method.md").read_text(encoding="utf-8")
+    table = method[method.index("## Reference-code bugs") :].split("\n## ")[0]
+    names = set(re.findall(r"^\| ([^|]+?) \|", table, re.M)) - {"name", "---"}
+    code = " ".join(
+        re.sub(r"\s+", " ", p.read_text(encoding="utf-8")) for p in _sources("skelmod", "ikemtrain")
+    )
+    for cited in ("the key initialisation bug", "the Ω bank bug", "the teacher mode bug",
+                  "the yaw sign bug", "the collinear-axis bug", "the worker-seed bug",
+                  "the valid-length count", "the truncated hop distance"):  # fmt: skip
+        assert cited in names, cited
+        assert cited in code or cited.replace("Ω", "Omega") in code, cited
 
 
 def test_the_readme_glossary_names_every_shared_option() -> None:

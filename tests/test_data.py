@@ -82,7 +82,7 @@ def cache(tmp_path_factory) -> Path:
 
 
 MODS = ("joint", "velocity", "bone", "angular_velocity")
-#: §3: the reference's augmentations (crop ratio 6, shear amplitude 0.5, no rotation)
+#: The reference's augmentations (crop ratio 6, shear amplitude 0.5, no rotation)
 REFERENCE_AUG = {"crop_ratio": 6, "shear": 0.5, "rotation": 0.0}
 
 
@@ -139,7 +139,7 @@ def test_streams_are_per_sample_per_epoch(cache: Path) -> None:
     ds.set_epoch(2)
     next_epoch = ds[0][0]["joint"]
     torch.testing.assert_close(a, again, rtol=0, atol=0)
-    assert not torch.equal(a, next_epoch)  # bug 14: augmentations must not repeat each epoch
+    assert not torch.equal(a, next_epoch)  # no worker-seed bug: no repeat each epoch
     assert not torch.equal(a, other_sample)
     ds2 = pretrain_views(cache, "xsub-train", ("joint",), seed=1)
     ds2.set_epoch(1)
@@ -187,7 +187,8 @@ def test_batches_are_the_same_for_any_worker_count(cache: Path) -> None:
 )
 def test_a_batch_is_its_samples_collated_bit_for_bit(cache: Path, aug) -> None:
     """The batch-wise loader draws each sample's augmentations from the sample's own stream
-    and computes the same values as the per-sample path (§3 order, bug 14 streams)."""
+    and computes the same values as the per-sample path (the reference's order, per-sample
+    streams)."""
     ds = pretrain_views(cache, "xsub-train", MODALITY_NAMES, seed=4, **aug)
     keys = [(2, 5), (3, 0), (2, 7), (2, 5)]  # mixed epochs, a repeated key, any order
     one_by_one = default_collate([ds[k] for k in keys])

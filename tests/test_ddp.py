@@ -4,7 +4,7 @@ Each rank feeds its own batch through the production pieces (``init_distributed`
 torchrun environment, ``build_model``, ``wrap_model``, SGD); afterwards the ranks must hold the
 same state (BatchNorm statistics aside): parameters (averaged gradients), momentum encoders
 and, above all, the queues,
-which must contain the keys of both ranks (§6: keys are gathered before the enqueue). The
+which must contain the keys of both ranks (keys are gathered before the enqueue). The
 full loop under DDP (sampler, metrics, checkpoint) is the slow test in ``test_engine.py``.
 """
 
@@ -50,7 +50,7 @@ def _worker(rank: int, out_dir: str) -> None:
         net = wrap_model(model, device, info)
         opt = torch.optim.SGD(model.parameters(), lr=CFG.lr, momentum=0.9)
         model.train()
-        for step, stage in enumerate((1, 2)):  # one step of each stage (§6)
+        for step, stage in enumerate((1, 2)):  # one step of each stage
             loss = net(_views(rank, 2 * step), _views(rank, 2 * step + 1), stage)["loss"]
             opt.zero_grad(set_to_none=True)
             loss.backward()

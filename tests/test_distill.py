@@ -1,4 +1,4 @@
-"""Teacher–student distillation (§7): losses vs numpy twins, frozen teacher, exact resume,
+"""Teacher–student distillation: losses vs numpy twins, frozen teacher, exact resume,
 wrong teachers, student linear evaluation, export and ``Student.load``, parameter count."""
 
 from __future__ import annotations
@@ -187,7 +187,7 @@ def test_teacher_is_frozen(compat):
         out["loss"].backward()
         opt.step()
     assert all(not p.requires_grad and p.grad is None for p in model.teacher.parameters())
-    assert all(m.training == compat for m in model.teacher.modules())  # bug 13 only in compat
+    assert all(m.training == compat for m in model.teacher.modules())  # the teacher mode bug
     assert all(m.training for m in model.students.modules())
     for k, v in model.teacher.named_parameters():
         assert torch.equal(v, params_before[k]), k
@@ -426,6 +426,45 @@ def test_student_linear_eval_streams(
         linear_eval(
             cfg, cache, tmp_path / "x", "xsub", "student-joint", checkpoint=teacher, device="cpu"
         )
+
+
+def test_export_refuses_an_existing_file_in_each_front_end_s_words(tmp_path: Path) -> None:
+    """The library names its keyword (``overwrite=True``), the command line its flag; the
+    existing file is checked first and left as it was."""
+    from ikemtrain import api
+
+    out = tmp_path / "student.pt"
+    out.write_bytes(b"someone's student")
+    with pytest.raises(OutputExistsError) as e:
+        api.export(tmp_path / "no-run", out)
+    assert str(e.value) == f"{out} exists; set overwrite to replace it"
+    assert e.value.param == "overwrite"
+    result = invoke("export", tmp_path, "--out", out)
+    assert result.exit_code == 2
+    assert f"{out} exists; set overwrite to replace it (--overwrite)" in result.output
+    assert out.read_bytes() == b"someone's student"
+
+
+def test_export_overwrites_only_a_student_file(tmp_path: Path) -> None:
+    """As a run folder is replaced only by a run of its kind: ``--overwrite`` never replaces a
+    checkpoint, a folder or any other file, and leaves it as it was."""
+    checkpoint = tmp_path / "checkpoint.pt"
+    torch.save({"kind": "pretrain", "model": {}}, checkpoint)
+    folder = tmp_path / "runs"
+    (folder / "pretrain").mkdir(parents=True)
+    text = tmp_path / "notes.txt"
+    text.write_text("precious")
+    cases = [(checkpoint, "a pretrain file, not a student file", "refusing to overwrite it"),
+             (folder, "a folder", "is a directory"),  # the command line's -o takes a file
+             (text, "not a student file", "refusing to overwrite it")]  # fmt: skip
+    for out, found, says in cases:
+        before = out.read_bytes() if out.is_file() else sorted(out.rglob("*"))
+        with pytest.raises(OutputExistsError, match="refusing to overwrite it") as e:
+            export_student(tmp_path / "no-run", out, overwrite=True)
+        assert f"{out}: {found};" in str(e.value)
+        result = invoke("export", tmp_path, "--out", out, "--overwrite")
+        assert result.exit_code == 2 and says in result.output, result.output
+        assert before == (out.read_bytes() if out.is_file() else sorted(out.rglob("*")))
 
 
 def test_export_round_trip_gives_the_trained_features(cache, student, student_le, tmp_path):

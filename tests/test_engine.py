@@ -333,8 +333,8 @@ def test_the_paper_run_is_the_defaults_and_presets_state_only_departures() -> No
 
 def test_models_and_augmentations_take_settings_without_defaults_of_their_own() -> None:
     """The paper's values are stated only as the settings' defaults: a model, dataset,
-    augmentation or loss keeps a default only for what is no setting (the ST-GCN constants of
-    §5, the joint layout and T of the cache) or for None (the cache's modality options)."""
+    augmentation or loss keeps a default only for what is no setting (the ST-GCN constants,
+    the joint layout and T of the cache) or for None (the cache's modality options)."""
     not_settings = {"in_channels", "edge_importance", "t_kernel", "layout", "t_target"}
     takers = [
         STGCN,

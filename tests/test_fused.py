@@ -1,4 +1,4 @@
-"""skelmod.fused: reference body selection + §2 normalisation in one compiled call must give,
+"""skelmod.fused: reference body selection + normalisation in one compiled call must give,
 bit for bit, what its slow twin gives (select_bodies, then normalize_sample), and the same
 statistics; the reference pipeline of tests/naive_pipeline.py checks both on real files."""
 

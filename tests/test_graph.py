@@ -1,5 +1,6 @@
 """The skeleton graphs and their degenerate 'spatial' partition, checked against
-reference-ikem.md §5 (ntu25) and the layout rules (kinect-v1-20), both written here by hand."""
+docs/method.md, "Backbone" (ntu25) and the layout rules (kinect-v1-20), both written here by
+hand."""
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from ikemtrain.nn.graph import (
 )
 
 V = 25
-# §5 "self-loops plus 24 edges (1-based)", written out here rather than read from skelmod
+# docs/data.md, "Joint layouts and datasets": the 24 ST-GCN edges (1-based), written out here
+# rather than read from skelmod
 GRAPH_EDGES = [
     (a - 1, b - 1)
     for a, b in [
@@ -22,7 +24,7 @@ GRAPH_EDGES = [
         (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12),
     ]
 ]  # fmt: skip
-# §5, 1-based source -> target
+# docs/method.md, "Backbone": A_2, 1-based source -> target
 A2_EDGES_1B = [(2, 1), (21, 2), (21, 3), (3, 4), (21, 5), (5, 6), (21, 9), (9, 10)]
 
 

@@ -89,7 +89,7 @@ def test_pretrain_then_linear_eval(cache: Path, preset: Path, tmp_path: Path) ->
     results = json.loads((out / "results.json").read_text())
     assert results["stream"] == "3s" and len(results["history"]) == 3
     assert f"top-1 {results['top1_final']:.2f}" in result.output
-    assert results["standardized"] is False  # the preset's default: the §8 probe
+    assert results["standardized"] is False  # the preset's default: the paper's probe
 
     result = invoke(
         "linear-eval", cache, "--split", "xsub", "--checkpoint", run, "--streams", "joint",

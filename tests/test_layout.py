@@ -1,6 +1,7 @@
 """Joint layouts and the modality registry, checked against tables written here by hand.
 
-ntu25: copied from ``reference-ikem.md`` §2, §4 and §5 (1-based NTU ids). kinect-v1-20: the
+ntu25: copied from docs/data.md, "Joint layouts and datasets" and docs/method.md (1-based NTU
+ids). kinect-v1-20: the
 same rules applied to the Kinect v1 skeleton, as ``skelmod/layout.py`` states them
 (ShoulderCenter, id 3, plays NTU's joint 21; no hand tips or thumbs). Nothing here is read from
 the tables under test.
@@ -13,26 +14,26 @@ import pytest
 
 from skelmod import layout
 
-# --- ntu25, reference-ikem.md ---------------------------------------------------------------
-# §4 "Bone parents p(i), 6-view model"
+# --- ntu25 ----------------------------------------------------------------------------------
+# 6v bone parents
 NTU_PARENTS_6V = {
     1: 2, 2: 21, 3: 21, 4: 3, 5: 21, 6: 5, 7: 6, 8: 7, 9: 21, 10: 9, 11: 10, 12: 11, 13: 1,
     14: 13, 15: 14, 16: 15, 17: 1, 18: 17, 19: 18, 20: 19, 21: 21, 22: 8, 23: 8, 24: 12, 25: 12,
 }  # fmt: skip
-# §4 "Rotation-axis partners q(i)"
+# rotation-axis partners
 NTU_AXIS = {
     1: 2, 2: 21, 3: 21, 4: 3, 5: 21, 6: 5, 7: 6, 8: 7, 9: 21, 10: 9, 11: 10, 12: 11, 13: 1,
     14: 13, 15: 14, 16: 15, 17: 1, 18: 17, 19: 18, 20: 19, 21: 21, 22: 8, 23: 22, 24: 12, 25: 24,
 }  # fmt: skip
-# §4 "The 3-view model and CrosSCLR use 22->23, 23->8, 24->25, 25->12"
+# 3v bone parents: 22->23, 23->8, 24->25, 25->12
 NTU_PARENTS_3V = {**NTU_PARENTS_6V, 22: 23, 23: 8, 24: 25, 25: 12}
-# §5 "Graph: 25 nodes; self-loops plus 24 edges (1-based)"
+# ST-GCN edges: self-loops plus 24 edges (1-based)
 NTU_EDGES = [
     (1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
     (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
     (20, 19), (22, 23), (23, 8), (24, 25), (25, 12),
 ]  # fmt: skip
-# §2.3 joint 1, §2.4 joint 21, §2.6 joints 9 - 5, §4 n = (X_2 - X_9) x (X_5 - X_9) at 21
+# valid length: joint 1; centre: 21; yaw: joints 9 - 5; torso normal (X_2 - X_9) x (X_5 - X_9) at 21
 NTU_JOINTS = {"center": 21, "shoulders": (5, 9), "length_joint": 1, "torso": (2, 9, 5)}
 
 # --- kinect-v1-20, the rules of skelmod/layout.py -------------------------------------------
@@ -140,7 +141,7 @@ def test_nucla_split_is_views_one_and_two() -> None:
 
 
 def test_ntu_split_lists_match_the_reference() -> None:
-    """§1.2's train lists, written out here."""
+    """The train lists of docs/data.md, "NTU files, names and splits", written out here."""
     xsub60 = {1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38}
     xsub120 = xsub60 | {
         45, 46, 47, 49, 50, 52, 53, 54, 55, 56, 57, 58, 59, 70, 74, 78, 80, 81, 82, 83, 84, 85,

@@ -67,7 +67,8 @@ def test_encoders_come_from_the_query_encoders(run: Path) -> None:
 
 
 def _naive_linear_eval(cache: Path, cfg: LinearEvalConfig, stream_mods, state) -> list[float]:
-    """The §8 loop run literally: encoders (eval mode) in every step on raw inputs."""
+    """The linear-evaluation loop run literally: encoders (eval mode) in every step on raw
+    inputs."""
     seed_everything(cfg.seed)
     encoders = build_encoders(stream_mods, BACKBONE, state)
     train = LinearEvalDataset(cache, "xsub-train", stream_mods)
@@ -224,7 +225,7 @@ def test_random_init_features_are_degenerate_without_bn_recalibration(cache: Pat
     recalibrate_batchnorm(encoders, data, 8, torch.device("cpu"))
     assert not encoders.training and all(not m.training for m in encoders.modules())
     after = extract_features(encoders, data, 8, torch.device("cpu"))["joint"]
-    # §5 init + default BN statistics: features vanish; recalibrated: order one, and they
+    # weights_init + default BN statistics: features vanish; recalibrated: order one, and they
     # vary across samples (a linear head can use them).
     assert before.abs().max() < 1e-4
     assert after.std(0).mean() > 1e-2

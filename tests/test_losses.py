@@ -1,4 +1,4 @@
-"""ikemtrain.losses against the slow numpy twins in tests/naive_losses.py (§6)."""
+"""ikemtrain.losses against the slow numpy twins in tests/naive_losses.py."""
 
 import naive_losses as naive
 import numpy as np

@@ -55,7 +55,7 @@ def check_against_twin(
 
 
 def real_samples(paths, t: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """Raw frames 0..t-1 of each file, each body centred on its joint 21 (§2.4), float64."""
+    """Raw frames 0..t-1 of each file, each body centred on its joint 21, float64."""
     from naive_reader import naive_read_xyz
 
     xs, fcs = [], []

@@ -1,4 +1,5 @@
-"""Sample names and missing-skeleton lists (skelmod.names, §1.2)."""
+"""Sample names and missing-skeleton lists (skelmod.names;
+docs/data.md, "NTU files, names and splits")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""skelmod.normalize against hand-computed cases, plain twins and the reference pipeline (§2)."""
+"""skelmod.normalize against hand-computed cases, plain twins and the reference pipeline
+(docs/method.md, "Data and normalisation")."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def _body_like(rng, T, M=2, present=None):
 
 
 def _twin_resize(D, L, t_target):
-    """cv2-free plain twin of §2.5, one output value at a time."""
+    """cv2-free plain twin of the resize, one output value at a time."""
     C, _, V, M = D.shape
     out = np.zeros((C, t_target, V, M))
     for tp in range(t_target):
@@ -57,7 +58,7 @@ def _twin_resize(D, L, t_target):
     return out
 
 
-# --- valid length (§2.3) ---------------------------------------------------------------------
+# --- valid length ----------------------------------------------------------------------------
 
 
 def test_valid_length_counts_nonzero_frames_of_body0_joint1():
@@ -67,12 +68,12 @@ def test_valid_length_counts_nonzero_frames_of_body0_joint1():
     D[:, 9:] = 0.0  # zero padding
     D[:, 5, SPINE_BASE, 0] = 0.0  # joint 1 missing while other joints are there
     D[:, 10, :, 1] = 1.0  # body 1 alone does not count
-    # frames 0..8 minus frames 3 and 5: a count, not the last valid index (bug 20)
+    # frames 0..8 minus frames 3 and 5: a count, not the last valid index (the valid-length count)
     assert valid_length(D) == 7
     assert valid_length(np.zeros((3, 300, 25, 2))) == 0
 
 
-# --- centring (§2.4) -------------------------------------------------------------------------
+# --- centring --------------------------------------------------------------------------------
 
 
 def test_centring_zeroes_joint21_and_keeps_absent_frames_zero():
@@ -99,7 +100,7 @@ def test_centring_removes_any_per_frame_per_body_translation(seed, shift):
     np.testing.assert_allclose(centre_bodies(D + offsets), centre_bodies(D), atol=1e-12)
 
 
-# --- resize (§2.5) ---------------------------------------------------------------------------
+# --- resize ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("L", [1, 2, 7, 25, 49, 50, 51, 103, 300])
@@ -163,7 +164,7 @@ def test_resize_rejects_bad_input():
         resize_linear(D, 5, 0)
 
 
-# --- yaw (§2.6) ------------------------------------------------------------------------------
+# --- yaw -------------------------------------------------------------------------------------
 
 
 def _with_shoulders(v, T=None, M=1):
@@ -184,7 +185,7 @@ def _shoulder_angle(X):
 
 def _random_shoulders(rng, T, z_sign):
     """Shoulder vectors of length 0.2-0.45 m at yaw angles 0.3..2.8 rad from +x (away from the
-    1e-4 bias of §2.6, which tilts near-aligned vectors by up to ~0.03 rad)."""
+    1e-4 bias of the yaw alignment, which tilts near-aligned vectors by up to ~0.03 rad)."""
     phi = rng.uniform(0.3, 2.8, size=T) * z_sign
     r = rng.uniform(0.2, 0.45, size=T)
     return np.stack((r * np.cos(phi), rng.normal(0, 0.05, T), r * np.sin(phi)), axis=1)
@@ -201,8 +202,8 @@ def test_sequence_yaw_maps_same_sign_frames_to_plus_x(z_sign):
 
 
 def test_sequence_yaw_sends_opposite_sign_frames_to_twice_psi():
-    # The verified example of §2.6: v = (1, 0, -0.5) in a sequence whose sum of v_z is >= 0
-    # becomes (0.67, 0, -0.90), at angle 2 psi from +x.
+    # The example of docs/method.md, "Data and normalisation": v = (1, 0, -0.5) in a sequence
+    # whose sum of v_z is >= 0 becomes (0.67, 0, -0.90), at angle 2 psi from +x.
     X = _with_shoulders([[1.0, 0.0, -0.5], [1.0, 0.0, 1.0]])
     Y = align_yaw(X, "sequence")
     v = Y[:, 0, RIGHT_SHOULDER, 0] - Y[:, 0, LEFT_SHOULDER, 0]
@@ -210,7 +211,7 @@ def test_sequence_yaw_sends_opposite_sign_frames_to_twice_psi():
     psi = math.atan2(0.5, 1.0)
     np.testing.assert_allclose(_shoulder_angle(Y)[0], -2 * psi, atol=2e-4)
     np.testing.assert_allclose(_shoulder_angle(Y)[1], 0.0, atol=2e-4)
-    # With the per-frame sign (fix of bug 18) both frames face +x.
+    # With the per-frame sign (fixing the yaw sign bug) both frames face +x.
     np.testing.assert_allclose(_shoulder_angle(align_yaw(X, "frame")), 0.0, atol=2e-4)
 
 
@@ -219,7 +220,7 @@ def test_frame_yaw_maps_every_frame_to_plus_x():
     signs = np.where(rng.random(40) < 0.5, -1.0, 1.0)
     X = _with_shoulders(_random_shoulders(rng, 40, signs))
     np.testing.assert_allclose(_shoulder_angle(align_yaw(X, "frame")), 0.0, atol=2e-3)
-    assert np.abs(_shoulder_angle(align_yaw(X, "sequence"))).max() > 0.5  # bug 18 shows
+    assert np.abs(_shoulder_angle(align_yaw(X, "sequence"))).max() > 0.5  # the yaw sign bug shows
 
 
 def test_yaw_treats_every_body_and_keeps_absent_bodies_zero():
@@ -231,7 +232,7 @@ def test_yaw_treats_every_body_and_keeps_absent_bodies_zero():
         assert np.all(Y[..., 2] == 0)
         theta = yaw_angles(X, yaw)
         assert theta.shape == (30, 3)
-        for m in range(2):  # bug 25: not just range(2) by accident; bodies are independent
+        for m in range(2):  # not just range(2) by accident: bodies are independent
             np.testing.assert_allclose(Y[..., m : m + 1], align_yaw(X[..., m : m + 1], yaw))
     np.testing.assert_array_equal(align_yaw(X, "none"), X)
     with pytest.raises(ValueError, match="yaw"):

@@ -1,4 +1,4 @@
-"""The fast ``.skeleton`` parser (skelmod.ntu) against the line-by-line reader of §1.1.
+"""The fast ``.skeleton`` parser (skelmod.ntu) against the line-by-line reader.
 
 All but the two tests that parse many files also run with ``NUMBA_DISABLE_JIT=1``
 (tests/test_nojit.py), so keep new tests to a few files.

@@ -61,7 +61,8 @@ def test_every_shared_file_converts(nucla_dir: Path, nucla_cache) -> None:
 
 
 def test_samples_match_a_plain_reading_of_the_json(nucla_dir: Path, nucla_cache) -> None:
-    """The cache's joints are the JSON joints put through the plain §2 twin with v1's joints."""
+    """The cache's joints are the JSON joints put through the plain normalisation twin with v1's
+    joints."""
     out, _ = nucla_cache
     r = CacheReader(out)
     names = list(r.meta["name"])

@@ -1,4 +1,4 @@
-"""PretrainModel (§6): parameter counts, stages, momentum, queues, and the stage-2 loss
+"""PretrainModel: parameter counts, stages, momentum, queues, and the stage-2 loss
 recomputed from the model's own tensors with the numpy twins."""
 
 import naive_losses as naive
@@ -92,7 +92,7 @@ def test_keys_copied_after_init_unless_reference_compat():
     q_w = branch.encoder_q.st_gcn_networks[0].gcn.conv.weight
     k_w = branch.encoder_k.st_gcn_networks[0].gcn.conv.weight
     assert not torch.equal(q_w, k_w)
-    assert abs(k_w.std().item() - 0.02) < 0.01  # independently drawn from the same §5 init
+    assert abs(k_w.std().item() - 0.02) < 0.01  # independently drawn from the same weights_init
 
 
 def grads_by_part(model):
@@ -382,7 +382,7 @@ def test_device_agnostic_no_tensor_is_created_on_the_cpu():
 
 def test_head_bn_keeps_queries_apart_where_the_plain_head_collapses():
     """The cause of the CPU-scale collapse, on skeleton-like input: pooled post-ReLU
-    features share a large component, and the §6 head sends every sample to nearly one
+    features share a large component, and the paper's head sends every sample to nearly one
     direction before any training; the MoCo v3 head (``head_bn``) does not."""
     from ikemtrain.collapse import COLLAPSE_STD, embedding_std
 

@@ -114,6 +114,10 @@ def test_overwrite_replaces_only_a_run_of_the_same_kind(tmp_path: Path) -> None:
         (folder.path / "heads.pt").write_bytes(b"old")
         (folder.path / "sub").mkdir()
     before = snapshot(out)
+    with pytest.raises(OutputExistsError) as e:  # the library names its parameter, not a flag
+        open_run_folder(out, "linear-eval")
+    assert str(e.value).endswith("give a new folder; set overwrite to replace it")
+    assert e.value.param == "overwrite" and "--" not in str(e.value)
     for kind in ("knn-eval", "pretrain", "report", "demo"):
         with pytest.raises(OutputExistsError, match=f"holds a linear-eval run, not a {kind}"):
             open_run_folder(out, kind, "overwrite")
@@ -296,7 +300,8 @@ def test_evaluations_refuse_their_own_kind_without_overwrite(world) -> None:
     before = snapshot(target)
     result = invoke(*command("linear-eval", world, target))
     assert result.exit_code == 2
-    assert "give a new folder; overwrite to replace it" in one_error(result.output)
+    message = one_error(result.output)
+    assert "give a new folder; set overwrite to replace it (--overwrite)" in message
     assert snapshot(target) == before
 
 

@@ -164,3 +164,30 @@ def test_console_script_runs():
         [sys.executable, "-m", "cli.skelmod_cli", "--help"], cwd=REPO, capture_output=True
     )
     assert r.returncode == 0 and b"convert" in r.stdout
+
+
+def test_synth_never_writes_into_someone_s_folder(tmp_path: Path) -> None:
+    """A non-empty folder (here: one recording under an NTU name synth would also write) is
+    refused and left byte for byte as it was; ``overwrite`` writes into it, keeping the rest."""
+    from skelmod.convert import OutputError
+    from skelmod.synth import generate
+
+    folder = tmp_path / "nturgb+d_skeletons"
+    folder.mkdir()
+    names = [p.name for p in generate(tmp_path / "fresh", 1, 2, seed=0)]
+    (folder / names[0]).write_text("a real recording\n")
+    (folder / "notes.txt").write_text("mine\n")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(OutputError, match="is not empty; give a new folder, or set overwrite") as e:
+        generate(folder, 1, 2, seed=0)
+    assert e.value.param == "overwrite"
+    r = CliRunner().invoke(main, ["synth", "-o", str(folder), "--classes", "1", "--per-class", "2"])
+    assert r.exit_code == 2 and "set overwrite to write into it" in r.output
+    assert "(--overwrite)" in r.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    r = CliRunner().invoke(
+        main, ["synth", "-o", str(folder), "--classes", "1", "--per-class", "2", "--overwrite"]
+    )
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*names, "notes.txt"])
+    assert (folder / names[0]).read_bytes() == (tmp_path / "fresh" / names[0]).read_bytes()

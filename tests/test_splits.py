@@ -1,9 +1,10 @@
-"""Benchmark split sizes (§1.2) from a directory of empty placeholder files.
+"""Benchmark split sizes (docs/data.md, "NTU files, names and splits") from a directory of
+empty placeholder files.
 
 The placeholder directory holds one empty ``<name>.skeleton`` per sample of the complete
 NTU name space (``tests/ntu_namespace.py``). It goes through the project's own code path,
 ``convert.list_inputs`` with the official missing list, ``names.parse_sample_name``,
-``names.detect_dataset`` and ``layout.train_mask``, and must give the sizes of the §1.2
+``names.detect_dataset`` and ``layout.train_mask``, and must give the sizes of that
 table exactly, before and after removing the missing-skeleton samples.
 """
 
@@ -24,13 +25,13 @@ from skelmod.names import detect_dataset, parse_sample_name, read_missing_list
 #: Published sample counts of the two datasets.
 DATASET_SIZES = {"ntu60": 56_880, "ntu120": 114_480}
 
-#: Official missing-skeleton lists in the shared data folder, and their lengths (§1.2).
+#: Official missing-skeleton lists in the shared data folder, and their lengths.
 MISSING_LISTS = {
     "ntu60": ("NTU_RGBD_samples_with_missing_skeletons.txt", 302),
     "ntu120": ("NTU_RGBD120_samples_with_missing_skeletons.txt", 535),
 }
 
-#: The §1.2 table: (raw train, train samples in the missing list), (raw val, val missing).
+#: The split table: (raw train, train samples in the missing list), (raw val, val missing).
 SPLIT_TABLE = {
     ("ntu60", "xsub"): ((40_320, 229), (16_560, 73)),
     ("ntu60", "xview"): ((37_920, 274), (18_960, 28)),

@@ -1,4 +1,5 @@
-"""ST-GCN backbone and heads: parameter counts and behaviour of reference-ikem.md §5."""
+"""ST-GCN backbone and heads: parameter counts and behaviour of
+docs/method.md, "Backbone"."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from ikemtrain.nn.stgcn import STGCN, ConvTemporalGraphical
 
 pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
-#: §5: the width and dropout of every config (hidden_channels 16, hidden_dim 256, dropout 0.5)
+#: The width and dropout of every config (hidden_channels 16, hidden_dim 256, dropout 0.5)
 PAPER = {"hidden_channels": 16, "hidden_dim": 256, "dropout": 0.5}
 
 

@@ -1,4 +1,4 @@
-"""The synthetic NTU generator: exact §1.1 text, determinism, names, bodies, and difficulty."""
+"""The synthetic NTU generator: exact NTU text, determinism, names, bodies, and difficulty."""
 
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ NEXT_TO_BIASED = np.array([p in (4, 8, 12, 16) for _, p in MAJOR_BONES])  # a sh
 
 
 def plain_parse(text: str) -> list[list[tuple[int, list[float], list[list[float]]]]]:
-    """Strict §1.1 reader in plain Python: frames -> [(bodyID, 9 values, 25 x 12 values)]."""
+    """Strict ``.skeleton`` reader in plain Python:
+    frames -> [(bodyID, 9 values, 25 x 12 values)]."""
     lines = text.split("\n")
     assert lines[-1] == "", "file must end with one newline"
     lines = lines[:-1]
@@ -362,7 +363,7 @@ def test_frontal_bias_turns_shoulder_and_hip_lines_towards_the_camera():
 
 
 def test_frontal_bias_leaves_a_view_residue_after_normalisation():
-    """After the §2 yaw alignment (shoulder line onto x) a frontal view keeps its knees along
+    """After the yaw alignment (shoulder line onto x) a frontal view keeps its knees along
     x; turned views come out with the legs turned, more for a side view than for 45 degrees:
     a residue of the view, (1 - k) times its angle."""
     from skelmod.normalize import align_yaw

@@ -1,4 +1,4 @@
-"""Teacher–student distillation runs (``reference-ikem.md`` §7, ``pretrain_student_6views.py``).
+"""Teacher–student distillation runs (docs/method.md, "Distillation").
 
 :func:`distill` loads a six-modality pre-training run as the teacher (:func:`load_teacher`
 refuses anything else with a one-line reason), builds a
@@ -48,7 +48,7 @@ __all__ = ["distill", "load_teacher"]
 
 
 def load_teacher(run: str | os.PathLike) -> tuple[Path, PretrainConfig, dict[str, Any]]:
-    """The teacher of §7: a six-modality pre-training run -> ``(checkpoint, config, state)``.
+    """The teacher: a six-modality pre-training run -> ``(checkpoint, config, state)``.
 
     Raises CheckpointError (one line) for a linear-evaluation run, a student run, or a run
     pre-trained on other than the six modalities (:func:`distill` also refuses a teacher of

@@ -1,4 +1,5 @@
-"""The encoders every evaluation protocol starts from (``reference-ikem.md`` §5, §8).
+"""The encoders every evaluation protocol starts from
+(docs/method.md, "Linear evaluation").
 
 Linear evaluation, kNN and fine-tuning all take one ST-GCN per modality of a stream from one
 *source*:
@@ -9,7 +10,7 @@ Linear evaluation, kNN and fine-tuning all take one ST-GCN per modality of a str
   ``student-<m>`` and ``3s``, the paper's 3s-Student);
 * a fine-tuning run (``ikemtrain finetune``): its encoders, ``encoders.{m}.`` (and its
   linear heads, which only fine-tuning reuses);
-* or, with ``random_init``, fresh ``weights_init`` encoders (§5) of a given width.
+* or, with ``random_init``, fresh ``weights_init`` encoders of a given width.
 
 :func:`encoder_source` resolves that choice once; :meth:`EncoderSource.modalities_for`
 refuses a stream the source cannot give; :meth:`EncoderSource.check_cache` ties the source

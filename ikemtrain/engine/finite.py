@@ -1,4 +1,4 @@
-"""What to say when a training loss turns NaN or infinite (``decisions.md``; issue 8 point 7).
+"""What to say when a training loss turns NaN or infinite (issue 8 point 7).
 
 A non-finite loss has two usual causes: bad data (a NaN, an inf or an absurd coordinate in one
 sample, which a learning rate cannot fix) and a divergent optimisation. The message names the

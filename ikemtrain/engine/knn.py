@@ -8,7 +8,7 @@ training split), in eval mode, give pooled features of ``<split>-train`` (the me
 memory's.
 
 Classifier: the **weighted kNN of Wu et al. 2018** ("Unsupervised feature learning via
-non-parametric instance discrimination", CVPR, §3.4), as InstDisc, MoCo and DINO report it:
+non-parametric instance discrimination", CVPR, Sec. 3.4), as InstDisc, MoCo and DINO report it:
 cosine similarity ``s_i`` between the query and each memory sample, the ``k`` most similar
 memory samples vote for their class with weight ``exp(s_i / T)``, ``T = 0.07``; the class
 scores give top-1 and top-5.

@@ -1,4 +1,4 @@
-"""Linear evaluation of frozen encoders (``reference-ikem.md`` §8; ``decisions.md`` 10).
+"""Linear evaluation of frozen encoders (docs/method.md, "Linear evaluation").
 
 Protocol:
 
@@ -6,7 +6,7 @@ Protocol:
   prefix ``branches.{m}.encoder_q.``), a student checkpoint of ``ikemtrain distill``
   (``students.{m}.encoder.``; streams ``student-<m>`` and ``3s``, the paper's 3s-Student),
   a fine-tuning run (``encoders.{m}.``) or, with ``random_init``, freshly initialised with
-  ``weights_init`` (§5) (:mod:`ikemtrain.engine.encoders`); always in **eval mode** (BN
+  ``weights_init`` (:mod:`ikemtrain.engine.encoders`); always in **eval mode** (BN
   running statistics, no dropout) and frozen;
 * a ``Linear(hidden_dim, num_class)`` per modality; a fused stream (``3s``: joint, velocity,
   bone; ``6s``: all six) averages the logits and the heads are trained **jointly** on the
@@ -28,7 +28,7 @@ probes of MAE and MoCo v3 use. The classifier then sees the same scale whatever 
 fits both; it is applied to pre-trained and random-init encoders alike.
 
 Both the final and the best top-1 / top-5 are reported (the reference reports only the best,
-i.e. model selection on the test set, bug 15).
+i.e. model selection on the test set: best-epoch reporting).
 
 Speed: the encoders are frozen, in eval mode, and see unaugmented inputs, so each one is a
 fixed deterministic function of its input. Their 256-d (``hidden_dim``) pooled features are
@@ -115,7 +115,7 @@ def frozen_features(
 
     The encoders are built after seeding with ``seed`` (random init is reproducible). With
     ``recalibrate_bn``, random-init encoders first estimate their BatchNorm statistics on
-    ``train_set`` (:func:`recalibrate_batchnorm`); checkpoints keep their own (§8). ``show``:
+    ``train_set`` (:func:`recalibrate_batchnorm`); checkpoints keep their own. ``show``:
     a progress bar per pass on stderr. Raises NonFiniteLossError naming the samples whose
     features are not finite.
     """
@@ -167,7 +167,7 @@ def train_heads(
     echo: Callable[[str], None] | None = print,
 ) -> tuple[nn.ModuleDict, list[dict[str, Any]]]:
     """Train one ``Linear(hidden_dim, num_class)`` per modality of ``train_x`` jointly on
-    the averaged logits (§8) and return the heads and the per-epoch history.
+    the averaged logits and return the heads and the per-epoch history.
 
     SGD with the step schedule of ``cfg``; ``drop_last`` batches in the seeded order of
     :func:`~ikemtrain.data.epoch_generator`; evaluated on ``val_x`` every ``eval_interval``
@@ -226,7 +226,7 @@ def train_heads(
 
 def summarize(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """``top1_final``, ``top5_final`` (the last evaluated epoch) and ``top1_best``,
-    ``top5_best`` (the best over evaluated epochs: the reference's number, bug 15)."""
+    ``top5_best`` (the best over evaluated epochs: the reference's number)."""
     evaluated = [h for h in history if "top1" in h]
     return {
         "top1_final": evaluated[-1]["top1"],
@@ -305,10 +305,10 @@ def linear_eval(
         random_init: evaluate untrained encoders built from ``backbone`` (STGCN kwargs) for
             the pre-training modality set ``modalities``.
         recalibrate_bn: with ``random_init``, first estimate the BatchNorm running statistics
-            on ``<split>-train`` (see :func:`recalibrate_batchnorm`). Without it the §5
+            on ``<split>-train`` (see :func:`recalibrate_batchnorm`). Without it the
             initialisation leaves pooled features of about 1e-8 and the heads can only learn
             the class frequencies: a degenerate baseline. Ignored for checkpoints, whose
-            encoders keep their pre-training statistics (§8).
+            encoders keep their pre-training statistics.
         overwrite: replace a previous linear-eval run in ``out_dir``; without it the folder
             must be new (:mod:`ikemtrain.runfolder`, which also writes ``run.json``).
 

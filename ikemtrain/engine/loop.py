@@ -1,5 +1,5 @@
-"""The training loop of pre-training (``reference-ikem.md`` §6,
-``processor/pretrain_crossclr_6views.py``), shared with distillation (§7) via
+"""The training loop of pre-training (docs/method.md, "Pre-training";
+``processor/pretrain_crossclr_6views.py``), shared with distillation via
 :class:`TrainingJob` and :func:`run_training`.
 
 * Epochs are 1-based; stage 1 (single-modality InfoNCE) runs while ``epoch <= cross_epoch``,
@@ -106,7 +106,7 @@ def seed_everything(seed: int) -> None:
 
 
 def build_model(cfg: PretrainConfig, layout: str = "ntu25") -> PretrainModel:
-    """The pre-training model of ``cfg`` (§6) for a joint ``layout``'s graph, on the CPU."""
+    """The pre-training model of ``cfg`` for a joint ``layout``'s graph, on the CPU."""
     kwargs = cfg.model_kwargs()
     kwargs["backbone"] = {**kwargs["backbone"], "layout": layout}
     return PretrainModel(cfg.modalities, **kwargs)
@@ -183,7 +183,7 @@ def training_views(
 ) -> PretrainDataset:
     """The two augmented views of ``<cfg.split>-train`` that a contrastive run trains on
     (pre-training, distillation): ``modalities`` computed with ``unit_axis`` / ``bones``, and
-    ``cfg``'s augmentations (``crop_ratio``, ``shear``, ``rotation``, §3) and ``seed``."""
+    ``cfg``'s augmentations (``crop_ratio``, ``shear``, ``rotation``) and ``seed``."""
     return PretrainDataset(
         reader,
         f"{cfg.split}-train",

@@ -1,4 +1,4 @@
-"""One modality's share of the pre-training model (reference-ikem.md §6)."""
+"""One modality's share of the pre-training model (docs/method.md, "Pre-training")."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ class ModalityBranch(nn.Module):
     * ``head_q`` / ``head_k``: ``g_u``, ``hidden_dim -> hidden_dim -> feature_dim``;
     * ``queue``: :class:`MemoryBank` ``(feature_dim, queue_size)``;
     * ``ikem_head``: ``g~_u``: ``hidden_dim -> ikem_dim -> ikem_dim`` (``ikem_dim`` is
-      ``n_modalities * feature_dim``, fix of bug 12).
+      ``n_modalities * feature_dim``, no head-size literals).
 
     ``head_bn`` puts a BatchNorm in every head (:class:`ProjectionHead`; a named departure).
 

@@ -1,16 +1,16 @@
-"""Teacher–student relational distillation into three students (reference-ikem.md §7).
+"""Teacher–student relational distillation into three students (docs/method.md, "Distillation").
 
 * **Teacher**: one :class:`Stream` per teacher modality v (the six of a pre-training run): the
   query encoder ``f_v`` and its head ``g_v`` (``hidden_dim -> hidden_dim -> feature_dim``),
   loaded from the run's ``branches.<v>.encoder_q`` / ``head_q``, frozen, and always run under
-  ``no_grad``. In eval mode by default (a consistent teacher, fix of bug 13); with
+  ``no_grad``. In eval mode by default (a consistent teacher, fixing the teacher mode bug); with
   ``reference_compat`` in train mode like the reference (dropout on, batch-statistics BN whose
   running statistics drift).
 * **Students**: one :class:`Stream` per student modality u (joint, velocity, bone), a fresh
   ST-GCN with the teacher's backbone (or, with ``student_init="teacher"``, a copy of the
   teacher's encoder of modality u) and a fresh head ``hidden_dim -> D -> D``, where
-  ``D = n_teacher_modalities * feature_dim`` (768 at the paper's width; bug 12: never a literal).
-* **Banks** (:class:`~ikemtrain.nn.queue.MemoryBank`, restarted from random as in §7):
+  ``D = n_teacher_modalities * feature_dim`` (768 at the paper's width; never a literal).
+* **Banks** (:class:`~ikemtrain.nn.queue.MemoryBank`, restarted from random as the reference does):
   ``Q_v`` ``(feature_dim, K)`` per teacher modality, filled with ``q_v``, and ``Q_T``
   ``(D, K)`` filled with ``t``; the similarities use the banks as they were before this
   batch's enqueue.
@@ -18,10 +18,10 @@
 Per iteration, view 1 goes to the teacher and view 2 to the students (``Feeder_dual``):
 ``q_v = normalize(g_v(f_v(view1_v)))``, ``t = normalize([q_v]_v)``,
 ``s_u = normalize(student_u(view2_u))``, ``S^u = s_u . Q_T``, ``S^v = q_v . Q_v`` (for
-Omega the bone bank under ``reference_compat``, bug 1 replicated), and
+Omega the bone bank under ``reference_compat``: the Ω bank bug), and
 ``L = sum_u L_u`` with ``L_u = mean_v l_{v->u}`` (``"implemented"``) or ``sum_v l_{v->u}``
 (``"paper"``); ``l`` is :func:`ikemtrain.losses.distill_loss`. There are no key encoders and no
-momentum update (§7).
+momentum update.
 """
 
 from __future__ import annotations
@@ -43,9 +43,10 @@ from ikemtrain.nn.streams import StreamRunner
 
 __all__ = ["STUDENT_INITS", "STUDENT_MODALITIES", "DistillModel", "Stream", "teacher_state_dict"]
 
-#: The students of §7: joint, velocity and bone (the 3s set of :mod:`ikemtrain.config`).
+#: The students: joint, velocity and bone (the 3s set of :mod:`ikemtrain.config`).
 STUDENT_MODALITIES = MODALITY_SETS[3]
-#: Bug 1 (§7, ``crossclr_6views.py:804``): the reference computes S^Omega with the bone bank.
+#: The Omega bank bug (``crossclr_6views.py:804``): the reference computes S^Omega with the bone
+#: bank.
 _COMPAT_SIMILARITY_BANK = {"angular_velocity": "bone"}
 
 
@@ -103,7 +104,7 @@ def teacher_file_key(key: str) -> str:
 
 
 class DistillModel(nn.Module):
-    """Frozen teacher, trainable students, teacher banks, and the §7 loss.
+    """Frozen teacher, trainable students, teacher banks, and the distillation loss.
 
     Every argument is required: the paper's values (in brackets) are the defaults of
     :class:`~ikemtrain.config.DistillConfig` and, for the teacher's sizes and ``head_bn``, of
@@ -117,13 +118,13 @@ class DistillModel(nn.Module):
         feature_dim: the teacher's embedding size (128).
         queue_size: K (32768). tau: temperature (0.07). topk: mined negatives j_v (1).
         context: the ``S^u * S^v`` block in the ``"implemented"`` form (True).
-        loss_form: ``"implemented"`` (§7 as the code does it) or ``"paper"`` (eq. 7-8).
-        reference_compat: replicate bug 1 (Omega similarities from the bone bank) and bug 13
-            (teacher in train mode).
+        loss_form: ``"implemented"`` (as the authors' code does it) or ``"paper"`` (eq. 7-8).
+        reference_compat: replicate the Ω bank bug (Omega similarities from the bone bank) and
+            the teacher mode bug (teacher in train mode).
         head_bn: BatchNorm in the heads (:class:`~ikemtrain.nn.heads.ProjectionHead`, the
             CPU presets' departure): the teacher's must be its pre-training's, and the
             students take the same.
-        student_init: ``"random"`` (§7: fresh students) or ``"teacher"`` (a departure:
+        student_init: ``"random"`` (fresh students) or ``"teacher"`` (a departure:
             :meth:`load_teacher` also copies each student modality's teacher encoder into its
             student's encoder; the students' heads stay fresh, being of another size).
     """
@@ -173,7 +174,7 @@ class DistillModel(nn.Module):
         self.loss_form = loss_form
         self.reference_compat = reference_compat
         self.student_init = student_init
-        self.student_dim = len(teacher_modalities) * feature_dim  # bug 12: no literal 768
+        self.student_dim = len(teacher_modalities) * feature_dim  # no literal 768
         self.teacher = nn.ModuleDict(
             {v: Stream(self.backbone, None, feature_dim, head_bn) for v in teacher_modalities}
         )

@@ -1,8 +1,8 @@
 """Encoders with a linear classifier, trained end to end (fine-tuning; not in the paper).
 
 One ST-GCN per modality of the stream and one ``Linear(hidden_dim, num_class)`` after each;
-a fused stream averages the heads' logits, as linear evaluation does (§8,
-:func:`ikemtrain.nn.heads.fused_logits`). The state dict holds ``encoders.{m}.`` (what the
+a fused stream averages the heads' logits, as linear evaluation does
+(:func:`ikemtrain.nn.heads.fused_logits`). The state dict holds ``encoders.{m}.`` (what the
 evaluation protocols read from a fine-tuning run) and ``heads.{m}.``.
 """
 

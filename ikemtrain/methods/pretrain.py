@@ -1,11 +1,11 @@
-"""The six-modality pre-training model: MoCo, then EKEM + IKEM (reference-ikem.md §6).
+"""The six-modality pre-training model: MoCo, then EKEM + IKEM (docs/method.md, "Pre-training").
 
 One :class:`ModalityBranch` per modality in ``branches`` (a ``ModuleDict`` keyed by modality
 name) and one loop over them. ``forward`` does everything an iteration needs except the
 optimiser step: queries, momentum update, keys (no grad), the losses, and the enqueue.
 
 * Stage 1: ``L = sum_u InfoNCE(q_u, k_u, Q_u)``; every key encoder is momentum-updated.
-* Stage 2: only key encoders outside ``frozen_keys`` are momentum-updated (§6: joint, bone
+* Stage 2: only key encoders outside ``frozen_keys`` are momentum-updated (joint, bone
   and rotation-axis keys stay at their end-of-stage-1 weights);
   ``L = sum_u (L^EKEM_u + L^IKEM_u)`` with ``L^EKEM_u = mean_{v != u} l_{u<-v}`` and
   ``L^IKEM_u = CE([z~_u . z^_c, z~_u . M_c] / tau, 0)``, where ``z^_c`` is the normalised
@@ -39,7 +39,7 @@ from ikemtrain.nn.streams import StreamRunner
 
 __all__ = ["DEFAULT_FROZEN_KEYS", "PretrainModel", "count_parameters", "describe"]
 
-#: Key encoders held fixed in stage 2 (§6: the "high-performance modalities"); the default of
+#: Key encoders held fixed in stage 2 (the "high-performance modalities"); the default of
 #: ``PretrainConfig.frozen_keys``, where the paper's settings live.
 DEFAULT_FROZEN_KEYS = PretrainConfig().frozen_keys
 
@@ -70,9 +70,9 @@ class PretrainModel(nn.Module):
         frozen_keys: key encoders not momentum-updated in stage 2 (joint, bone,
             rotation_axis); names absent from ``modalities`` are ignored.
         reference_compat: False (the default setting) copies the keys from the queries after
-            ``weights_init`` (MoCo-correct, fix of bug 2); True initialises keys
+            ``weights_init`` (MoCo-correct, fixes the key initialisation bug); True initialises keys
             independently, as the reference does.
-        head_bn: BatchNorm in the MoCo and IKEM heads (a departure from §6, for the CPU
+        head_bn: BatchNorm in the MoCo and IKEM heads (a departure, for the CPU
             presets; see :class:`~ikemtrain.nn.heads.ProjectionHead`).
     """
 
@@ -150,7 +150,7 @@ class PretrainModel(nn.Module):
         if reference_compat:
             for branch in self.branches.values():
                 branch.copy_keys_from_queries()
-            weights_init(self)  # re-initialises the keys independently (bug 2, replicated)
+            weights_init(self)  # re-initialises the keys independently (the key initialisation bug)
         else:
             weights_init(self)
             for branch in self.branches.values():

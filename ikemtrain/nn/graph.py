@@ -1,4 +1,4 @@
-"""The skeleton graph with ST-GCN's ``spatial`` partition (reference-ikem.md §5).
+"""The skeleton graph with ST-GCN's ``spatial`` partition (docs/method.md, "Backbone").
 
 Joints are 0-based here (1-based NTU ids in the prose); the edges and the centre come from a
 :class:`skelmod.layout.JointLayout` (default ``ntu25``; :func:`layout_partition` for any
@@ -7,7 +7,7 @@ registered layout). The adjacency tensor ``A`` has shape ``(3, V, V)`` and is in
 
 The reference builds the partition from hop distances truncated at ``max_hop = 1``, so every
 joint more than one hop from the centre (joint 21) is at distance infinity and the partition
-degenerates exactly as in the original ST-GCN code (§5, bug 30, replicated on purpose):
+degenerates exactly as in the original ST-GCN code (the truncated hop distance, kept on purpose):
 
 * ``A_0 = diag(1/d)``;
 * ``A_2`` holds the 8 directed edges whose source is strictly closer to the centre than the
@@ -43,7 +43,7 @@ def adjacency(num_node: int = V, edges=GRAPH_EDGES) -> np.ndarray:
 
 
 def hop_distance(num_node: int = V, edges=GRAPH_EDGES, max_hop: int = 1) -> np.ndarray:
-    """Hop distances ``(V, V)`` as ST-GCN computes them: ``inf`` beyond ``max_hop`` (§5)."""
+    """Hop distances ``(V, V)`` as ST-GCN computes them: ``inf`` beyond ``max_hop``."""
     a = adjacency(num_node, edges)
     dist = np.full((num_node, num_node), np.inf)
     reach = [np.linalg.matrix_power(a, d) > 0 for d in range(max_hop + 1)]
@@ -53,7 +53,7 @@ def hop_distance(num_node: int = V, edges=GRAPH_EDGES, max_hop: int = 1) -> np.n
 
 
 def normalize_digraph(a: np.ndarray) -> np.ndarray:
-    """Divide column ``i`` of ``a`` by its column sum ``d_i`` (zero columns stay zero), §5."""
+    """Divide column ``i`` of ``a`` by its column sum ``d_i`` (zero columns stay zero)."""
     d = a.sum(axis=0)
     inv = np.zeros_like(d)
     inv[d > 0] = 1.0 / d[d > 0]
@@ -63,7 +63,7 @@ def normalize_digraph(a: np.ndarray) -> np.ndarray:
 def spatial_partition(
     num_node: int = V, edges=GRAPH_EDGES, center: int = GRAPH_CENTER, max_hop: int = 1
 ) -> np.ndarray:
-    """The ``spatial`` partition ``A`` of shape ``(1 + 2*max_hop, V, V)``, float64 (§5).
+    """The ``spatial`` partition ``A`` of shape ``(1 + 2*max_hop, V, V)``, float64.
 
     ``A[k, j, i]`` is the weight from source ``j`` to target ``i``. With the defaults this is
     the reference's degenerate 3-subset partition described in the module docstring.
@@ -89,6 +89,6 @@ def spatial_partition(
 
 
 def layout_partition(layout: str | JointLayout | None = None) -> np.ndarray:
-    """:func:`spatial_partition` of a registered joint layout's edges and centre (§5)."""
+    """:func:`spatial_partition` of a registered joint layout's edges and centre."""
     lay = get_layout(layout)
     return spatial_partition(lay.V, lay.edges, lay.center)

@@ -1,9 +1,10 @@
-"""Projection heads (reference-ikem.md §6): ``Linear -> ReLU -> Linear``.
+"""Projection heads (docs/method.md, "Pre-training"): ``Linear -> ReLU -> Linear``.
 
 The MoCo head ``g_u`` is ``ProjectionHead(256, 256, 128)`` (98,688 parameters) and the IKEM
 head ``g~_u`` is ``ProjectionHead(256, n_modalities * feature_dim, n_modalities * feature_dim)``
 (787,968 for six modalities, 246,528 for three). The linear classifier is a plain ``nn.Linear``
-per modality; a fused stream averages their logits (:func:`fused_logits`, §8).
+per modality; a fused stream averages their logits (:func:`fused_logits`;
+docs/method.md, "Linear evaluation").
 
 ``batch_norm=True`` is a named departure (``head_bn``, off in ``paper-ntu60``): the MoCo v3
 projection head (Chen, Xie & He 2021), a BatchNorm after the hidden Linear and one without
@@ -25,8 +26,8 @@ __all__ = ["ProjectionHead", "fused_logits"]
 
 
 def fused_logits(heads: nn.ModuleDict, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """The mean over modalities of ``heads[m](features[m])``: ``(N, num_class)`` (§8 fusion;
-    one modality gives its head's logits)."""
+    """The mean over modalities of ``heads[m](features[m])``: ``(N, num_class)`` (the fusion
+    of linear evaluation; one modality gives its head's logits)."""
     return torch.stack([heads[m](features[m]) for m in heads]).mean(0)
 
 

@@ -1,4 +1,4 @@
-"""Weight initialisation of the reference processors (reference-ikem.md §5)."""
+"""Weight initialisation of the reference processors (docs/method.md, "Backbone")."""
 
 from __future__ import annotations
 

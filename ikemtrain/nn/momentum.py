@@ -1,4 +1,5 @@
-"""Momentum (EMA) encoders: plain functions over two modules of the same architecture (§6)."""
+"""Momentum (EMA) encoders: plain functions over two modules of the same architecture
+(docs/method.md, "Pre-training")."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ def _pairs(query_module: nn.Module, key_module: nn.Module):
 
 @torch.no_grad()
 def momentum_update(query_module: nn.Module, key_module: nn.Module, m: float) -> None:
-    """``theta_k <- m * theta_k + (1 - m) * theta_q`` over parameters (not buffers), §6."""
+    """``theta_k <- m * theta_k + (1 - m) * theta_q`` over parameters (not buffers)."""
     for p_q, p_k in _pairs(query_module, key_module):
         p_k.mul_(m).add_(p_q.detach(), alpha=1.0 - m)
 

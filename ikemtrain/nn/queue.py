@@ -1,7 +1,7 @@
-"""Memory bank of past keys: a ring buffer of ``K`` unit columns (reference-ikem.md §6).
+"""Memory bank of past keys: a ring buffer of ``K`` unit columns (docs/method.md, "Pre-training").
 
 The reference writes ``Q[:, ptr:ptr+B] = k^T`` with a device-index offset and asserts
-``K % B == 0`` (bugs 5); here the write wraps around the end, so any batch size works, and
+``K % B == 0`` (the device bugs); here the write wraps around the end, so any batch size works, and
 under ``torch.distributed`` the keys of every rank are gathered first so all ranks hold the
 same bank.
 """

@@ -1,10 +1,10 @@
-"""ST-GCN backbone exactly as the reference uses it (reference-ikem.md §5).
+"""ST-GCN backbone exactly as the reference uses it (docs/method.md, "Backbone").
 
 Input ``x`` is ``(N, C, T, V, M)`` (C coordinates or modality channels, T frames, V joints of
 the ``layout``, 25 for the default ``ntu25``, M bodies); the output is the pooled feature ``f``
 of shape ``(N, hidden_dim)``, the global average over (T', V) followed by the mean over the M
-bodies (an all-zero absent body still contributes its bias-driven features, bug 29,
-replicated). There is no ``fc`` inside:
+bodies (an all-zero absent body still contributes its bias-driven features: the
+absent-body mean, kept). There is no ``fc`` inside:
 heads live in :mod:`ikemtrain.nn.heads`.
 
 Submodule names follow the reference (``data_bn``, ``st_gcn_networks``, ``edge_importance``,
@@ -22,7 +22,7 @@ __all__ = ["STGCN", "STGCNBlock", "ConvTemporalGraphical"]
 
 
 class ConvTemporalGraphical(nn.Module):
-    """Graph convolution: 1x1 conv to ``K*out`` channels, then ``sum_k h_k @ A_k`` (§5).
+    """Graph convolution: 1x1 conv to ``K*out`` channels, then ``sum_k h_k @ A_k``.
 
     ``x`` ``(n, in, t, v)`` and ``A`` ``(K, v, w)`` give ``(n, out, t, w)``.
     """
@@ -40,7 +40,7 @@ class ConvTemporalGraphical(nn.Module):
 
 
 class STGCNBlock(nn.Module):
-    """One ``st_gcn`` block: ``ReLU(TCN(GCN(x, A)) + residual(x))`` (§5).
+    """One ``st_gcn`` block: ``ReLU(TCN(GCN(x, A)) + residual(x))``.
 
     TCN = BN -> ReLU -> Conv(t_kernel x 1, stride (stride, 1)) -> BN -> Dropout.
     ``residual`` is ``"none"``, ``"identity"`` or ``"conv"`` (1x1 conv with the stride, then BN).
@@ -91,7 +91,7 @@ class STGCNBlock(nn.Module):
 
 
 class STGCN(nn.Module):
-    """The ST-GCN encoder of §5 without its ``fc``: ``(N, C, T, V, M) -> (N, hidden_dim)``.
+    """The ST-GCN encoder without its ``fc``: ``(N, C, T, V, M) -> (N, hidden_dim)``.
 
     Widths: ``hidden_channels`` (blocks 1-4), ``2*hidden_channels`` (5-7), ``4*hidden_channels``
     (8-9), ``hidden_dim`` (10); temporal strides 2 at blocks 5 and 8 (T 50 -> 25 -> 13).
@@ -99,7 +99,7 @@ class STGCN(nn.Module):
     ``hidden_dim=256``, the ``PretrainConfig`` defaults; ``dropout`` adds no parameters) it has
     821,380 parameters; the width and dropout are required, since the settings
     (:mod:`ikemtrain.config`) are their one home.
-    ``A`` (the §5 spatial partition of ``layout``'s graph, ``(3, V, V)``; ``ntu25`` by default)
+    ``A`` (the spatial partition of ``layout``'s graph, ``(3, V, V)``; ``ntu25`` by default)
     is a buffer; with ``edge_importance`` each block multiplies it by its own learnable
     ``(3, V, V)`` mask initialised to ones.
     """
@@ -134,7 +134,7 @@ class STGCN(nn.Module):
         self.num_node = v
         self.data_bn = nn.BatchNorm1d(in_channels * v)
         h = hidden_channels
-        # (in, out, stride, dropout, residual), the table of §5
+        # (in, out, stride, dropout, residual) of each block
         plan = [(in_channels, h, 1, 0.0, False)]
         plan += [(h, h, 1, dropout, True)] * 3
         plan += [(h, 2 * h, 2, dropout, True)] + [(2 * h, 2 * h, 1, dropout, True)] * 2
@@ -151,7 +151,7 @@ class STGCN(nn.Module):
             self.edge_importance = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Pooled feature ``f`` ``(N, hidden_dim)`` of ``x`` ``(N, C, T, V, M)`` (§5 steps 1-4)."""
+        """Pooled feature ``f`` ``(N, hidden_dim)`` of ``x`` ``(N, C, T, V, M)``."""
         if x.dim() != 5:
             raise ValueError(f"expected input (N, C, T, V, M), got shape {tuple(x.shape)}")
         n, c, t, v, m = x.shape

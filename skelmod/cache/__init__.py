@@ -5,7 +5,7 @@ One job per module: :mod:`~skelmod.cache.schema` (format, metadata fields, error
 :mod:`~skelmod.cache.resume` (verified resume and repair), :mod:`~skelmod.cache.reader`. The
 names below are the public API; import them from here.
 
-Layout of one cache file (``decisions.md`` 6)::
+Layout of one cache file (docs/data.md, "Cache schema v1")::
 
     /                      attrs: format="skelmod-cache", schema_version=1,
                            dataset ("ntu60"|"ntu120"|"nucla"|"custom"), t_frames,
@@ -21,8 +21,8 @@ Layout of one cache file (``decisions.md`` 6)::
                            (N-UCLA: camera = view 1-3, replication = repetition eEE,
                            setup 0; imported: camera = view, 0 where not given)
     /meta/label            int16 (N,) class label 0 .. num_class-1 (NTU: action - 1)
-    /meta/frame_count      int32 (N,) header frame count of the raw file (sets γ, §4)
-    /meta/valid_length     int32 (N,) L used for resizing (§2.3)
+    /meta/frame_count      int32 (N,) header frame count of the raw file (sets γ)
+    /meta/valid_length     int32 (N,) the valid length L used for resizing
     /meta/bodies_seen      int16 (N,) bodies seen in the raw file
     /meta/bodies_kept      int16 (N,) bodies kept in the sample
     /splits/<benchmark>    bool (N,) training mask, only in "custom" caches (skelmod import)

@@ -15,15 +15,16 @@ whose body proportions and style are fixed per subject id, seen by one of three 
    per setup; the whole scene is rotated about y (Kinect camera space: x right, y up, z depth).
 3. **Sensor**: the tracker's frontal bias (a body turned away from the camera gets its
    shoulder and hip lines turned back towards it, so its limbs keep a residue of the view
-   after the §2 normalisation; :func:`~skelmod.synth.sensor.frontal_bias`), gaussian jitter
+   after normalisation; :func:`~skelmod.synth.sensor.frontal_bias`), gaussian jitter
    (more on hands and feet), runs of ``trackingState`` 1 ("inferred") joints, short tracking
    glitches of a hand or foot, now and then a new body id for the same person, empty leading
    frames, and in about 10 % of one-person samples a short object-like noise body.
    Interaction classes always have two persons.
 
-The text layout is exactly ``reference-ikem.md`` §1.1; numbers are written with 7 significant
-digits (``%.7G``), as Kinect's own files are. Names ``SsssCcccPpppRrrrAaaa`` follow §1.2, so
-the cross-subject and cross-view splits of :mod:`skelmod.layout` apply.
+The text layout is exactly that of docs/data.md, "NTU files, names and splits"; numbers are
+written with 7 significant digits (``%.7G``), as Kinect's own files are. Names
+``SsssCcccPpppRrrrAaaa`` follow the same section, so the cross-subject and cross-view splits of
+:mod:`skelmod.layout` apply.
 
 Everything is deterministic in ``seed``: sample ``i`` of class ``k`` draws from
 ``SeedSequence([seed, k, i])``; subjects and setups draw from their own sequences. Asking for
@@ -33,7 +34,7 @@ Modules, in the order a sample is made: :mod:`~skelmod.synth.actions` (the actio
 and the idle pose), :mod:`~skelmod.synth.kinematics` (subject proportions, forward
 kinematics), :mod:`~skelmod.synth.sensor` (projection, noise, glitches, noise bodies),
 :mod:`~skelmod.synth.sample` (scene and camera; one :class:`SyntheticSample`),
-:mod:`~skelmod.synth.writer` (§1.1 text) and :mod:`~skelmod.synth.dataset` (names, seeds,
+:mod:`~skelmod.synth.writer` (the text) and :mod:`~skelmod.synth.dataset` (names, seeds,
 files). Names, body slots and joint indices are the library's (:mod:`skelmod.names`,
 :mod:`skelmod.bodies`, :mod:`skelmod.layout`).
 """

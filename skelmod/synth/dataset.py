@@ -42,6 +42,7 @@ def generate(
     setups: Iterable[int] = tuple(range(1, 18)),
     crlf: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
     """Write ``classes * per_class`` files ``SsssCcccPpppRrrrAaaa.skeleton`` into ``out_dir``.
 
@@ -51,6 +52,10 @@ def generate(
     cameras are spread over the xsub/xview train and val sets (default subjects 1..40 and
     setups 1..17 are NTU-60's). ``progress(done, total)`` is called after each file.
     Returns the paths written, class by class.
+
+    ``out_dir`` must be absent or empty, so generated files never replace or mix with anyone's
+    recordings (their names are NTU's); ``overwrite`` writes into a non-empty folder anyway,
+    replacing files of the same name and leaving the others.
     """
     if not 1 <= classes <= len(ACTIONS):
         raise SkelmodError(
@@ -75,6 +80,14 @@ def generate(
             param="per_class",
         )
     out = Path(out_dir)
+    if out.is_dir() and not overwrite and any(out.iterdir()):
+        from skelmod.convert import OutputError  # convert's output rule, a usage error
+
+        raise OutputError(
+            f"{out} is not empty; give a new folder, or set overwrite to write into it "
+            "(files of the same name are replaced)",
+            param="overwrite",
+        )
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     total = classes * per_class

@@ -37,7 +37,7 @@ class BodyTrack:
     """One tracked body: present in frames ``first_frame .. first_frame + len(joints) - 1``.
 
     ``joints`` is ``(n, 25, 12)`` (x y z depthX depthY colorX colorY orientW..Z trackingState)
-    and ``info`` ``(n, 9)`` (the 9 values after bodyID on the §1.1 body line). ``is_noise``
+    and ``info`` ``(n, 9)`` (the 9 values after bodyID on the body line). ``is_noise``
     marks an object mistaken for a body (ground truth for judging body-selection rules).
     """
 
@@ -54,7 +54,7 @@ class BodyTrack:
 
 @dataclass(frozen=True)
 class SyntheticSample:
-    """A generated sample; ``tracks`` are listed in this order within every frame (§1.1)."""
+    """A generated sample; ``tracks`` are listed in this order within every frame."""
 
     setup: int
     camera: int
@@ -66,12 +66,12 @@ class SyntheticSample:
 
     @property
     def sample_id(self) -> SampleId:
-        """The five ids of the name (§1.2)."""
+        """The five ids of the name."""
         return SampleId(self.setup, self.camera, self.subject, self.replication, self.action)
 
     @property
     def name(self) -> str:
-        """``SsssCcccPpppRrrrAaaa`` (§1.2)."""
+        """``SsssCcccPpppRrrrAaaa``."""
         return self.sample_id.name
 
     @property
@@ -120,7 +120,7 @@ class SyntheticSample:
         return self.to_raw().bodies_per_frame.astype(np.int64)
 
     def xyz(self, max_bodies: int = layout.M) -> np.ndarray:
-        """``(3, frame_count, 25, max_bodies)`` float64 as ``read_xyz`` fills it (§1.1):
+        """``(3, frame_count, 25, max_bodies)`` float64 as the authors' reader fills it:
         body slot = listing position within the frame, later bodies dropped, absent = 0
         (:func:`skelmod.bodies.select_bodies` with the ``"reference"`` rule)."""
         return select_bodies(self.to_raw(), "reference", max_bodies)[0]

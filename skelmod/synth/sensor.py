@@ -1,6 +1,6 @@
 """The synthetic Kinect v2 sensor: projections, the tracker's frontal bias, tracking noise,
 inferred joints, glitches and noise bodies, producing the 12 joint values and 9 body values of
-``reference-ikem.md`` §1.1.
+docs/data.md, "NTU files, names and splits".
 
 Joint values (the last axis of ``joints``, :data:`skelmod.ntu.JOINT_FIELDS`): x y z, depthX
 depthY colorX colorY, orientationW..Z, trackingState (2 tracked, 1 inferred). Body values
@@ -81,7 +81,7 @@ def frontal_bias(xyz: np.ndarray, k: float) -> np.ndarray:
     it does, while the visible limbs stay where the depth image puts them. Here each
     left/right pair turns about its midpoint in the x-z plane from yaw ``phi`` (its angle to
     the camera's x axis) to ``k * phi``, keeping its length and height difference. ``k = 1``
-    is no bias. The §2 normalisation aligns the shoulder line, so a turned body comes out
+    is no bias. Normalisation aligns the shoulder line, so a turned body comes out
     with its limbs rotated by ``(1 - k) phi``: a residue of the view that a frontal camera does
     not show and a side view shows most, like the view shortcut of real data sets.
     """

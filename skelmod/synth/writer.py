@@ -1,4 +1,4 @@
-"""Writing NTU ``.skeleton`` text (``reference-ikem.md`` §1.1): the inverse of
+"""Writing NTU ``.skeleton`` text (docs/data.md, "NTU files, names and splits"): the inverse of
 :func:`skelmod.ntu.parse_skeleton`, up to the 7 significant digits written."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ _INFO_FMT = " ".join(["%.7G"] * 9)
 def write_skeleton(
     path: str | Path, sample: SyntheticSample | RawSkeleton, *, crlf: bool = False
 ) -> None:
-    """Write ``sample`` as an NTU ``.skeleton`` text file (§1.1), LF line ends unless ``crlf``.
+    """Write ``sample`` as an NTU ``.skeleton`` text file, LF line ends unless ``crlf``.
 
     ``sample`` is a :class:`~skelmod.synth.SyntheticSample` or a parsed
     :class:`~skelmod.ntu.RawSkeleton` (bodies in file order). Numbers have 7 significant
