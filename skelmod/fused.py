@@ -7,7 +7,8 @@ because its kernel fills the body slots the same way (the first ``M`` bodies lis
 frame: docs/data.md, "NTU files, names and splits") and then calls the normalisation's own
 kernels (length, centring, resize, yaw) in the same order, on the same dtypes. What it saves
 is everything between them: the checks of the public functions, the float64 ``D`` and its
-copies, ``np.unique`` and the other small numpy calls, which together cost more than the arithmetic (about 0.3 ms of a file's 0.35 ms,
+copies, ``np.unique`` and the other small numpy calls, which together cost more than the
+arithmetic (about 0.3 ms of a file's 0.35 ms,
 issue 22). ``skelmod convert`` uses it for NTU files with the default body rule
 (:func:`skelmod.pipeline.convert_file`); the two-step path stays the public one and the twin
 the tests compare this with.
