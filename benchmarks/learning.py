@@ -147,23 +147,29 @@ def table(results: dict) -> str:
 
 def curve(data: dict) -> list[str]:
     """6s linear top-1 against minutes of pre-training: one row per six-modality run length
-    (``--steps``), means over the seeds."""
-    points: dict[str, list] = {}
-    for runs in data["seeds"].values():
+    (``--steps``), means over the seeds that every length was run with (so that each row
+    averages the same seeds)."""
+    points: dict[str, dict] = {}
+    for seed, runs in data["seeds"].items():
         for run, r in runs.items():
             if run.startswith("6-modalities"):
-                points.setdefault(run, []).append(r)
+                points.setdefault(run, {})[seed] = r
     if len(points) < 2:
         return []
-    out = ["\nAccuracy against pre-training time (6s; means over the seeds run):\n",
-           "| run | seeds | steps | minutes of pre-training | pre-trained, linear | stronger "
-           "random | gain | kNN gain |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    for run, rs in sorted(points.items(), key=lambda kv: kv[1][0]["pretrain"]["steps"]):
+    common = sorted(set.intersection(*(set(v) for v in points.values())), key=int)
+    if not common:
+        return []
+    out = [f"\nAccuracy against pre-training time (6s; seeds {', '.join(common)}):\n",
+           "| run | steps | minutes of pre-training | pre-trained, linear | stronger random "
+           "| gain | kNN gain |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = sorted(points.items(), key=lambda kv: kv[1][common[0]]["pretrain"]["steps"])
+    for run, by_seed in rows:
+        rs = [by_seed[s] for s in common]
         lin = [r["streams"]["6s"]["linear"] for r in rs]
         knn = [r["streams"]["6s"]["knn"] for r in rs]
         minutes = statistics.mean(r["pretrain"]["seconds"] for r in rs) / 60
         out.append(
-            f"| {run} | {len(rs)} | {statistics.mean(r['pretrain']['steps'] for r in rs):.0f}"
+            f"| {run} | {statistics.mean(r['pretrain']['steps'] for r in rs):.0f}"
             f" | {minutes:.1f} | {statistics.mean(b['pretrained'] for b in lin):.2f}"
             f" | {statistics.mean(b['strongest'] for b in lin):.2f}"
             f" | {statistics.mean(b['gain'] for b in lin):+.2f}"
