@@ -23,7 +23,6 @@ import click  # noqa: E402
 from ikemtrain import api  # noqa: E402
 from ikemtrain.config import (  # noqa: E402
     DISTILL_LOSS_FORMS,
-    PRECISIONS,
     STUDENT_INITS,
     ConfigError,
 )
@@ -44,6 +43,7 @@ from .options import (  # noqa: E402
     out_option,
     overrides,
     overwrite_option,
+    precision_option,
     preset_option,
     random_init_option,
     resume_option,
@@ -51,6 +51,7 @@ from .options import (  # noqa: E402
     run_overrides,
     seed_option,
     split_option,
+    stream_threads_option,
     streams_option,
     workers_option,
 )
@@ -116,20 +117,8 @@ def main() -> None:
     help="Replicate the reference's independent key-encoder initialisation (keys not copied "
     "from the queries), for ablations.",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    default=None,
-    help="fp32, or bf16: the encoders under bfloat16 autocast (heads and losses stay fp32) "
-    "[default: the preset's].",
-)
-@click.option(
-    "--stream-threads",
-    type=click.IntRange(min=0),
-    default=None,
-    help="Run the modality encoders side by side on N threads (0: one per core on a CPU "
-    "run without dropout or --compile, else 1) [default: the preset's].",
-)
+@precision_option
+@stream_threads_option
 @compile_option
 @run_overrides
 def pretrain(
@@ -212,6 +201,8 @@ def pretrain(
     help="random: fresh student encoders (the paper's); teacher: start each from the "
     "teacher's encoder of its modality [default: the preset's].",
 )
+@precision_option
+@stream_threads_option
 @compile_option
 @run_overrides
 def distill(
@@ -225,6 +216,8 @@ def distill(
     loss_form,
     reference_compat,
     student_init,
+    precision,
+    stream_threads,
     compile_mode,
     device,
     overrides,
@@ -246,6 +239,8 @@ def distill(
         loss_form=loss_form,
         reference_compat=reference_compat,
         student_init=student_init,
+        precision=precision,
+        stream_threads=stream_threads,
         compile=compile_mode,
         **overrides,
     )

@@ -27,6 +27,7 @@ import click
 from ikemtrain.config import (
     COMPILE_MODES,
     MODALITY_SETS,
+    PRECISIONS,
     STREAMS,
     ConfigError,
     Preset,
@@ -233,6 +234,17 @@ compile_option = preset_override(
     help="Compile each encoder with this torch.compile mode: none (eager), default, "
     "reduce-overhead (CUDA graphs, GPU only) or max-autotune; the first step compiles (a minute "
     "or more on a CPU) and compiled encoders run one at a time (docs/training.md)",
+)
+precision_option = preset_override(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="fp32, or bf16: the encoders under bfloat16 autocast (heads and losses stay fp32)",
+)
+stream_threads_option = preset_override(
+    "--stream-threads",
+    type=click.IntRange(min=0),
+    help="Run the modality encoders side by side on N threads (0: one per core on a CPU run "
+    "without dropout or --compile, else 1)",
 )
 epochs_option = preset_override("--epochs", type=click.IntRange(min=1), help="Epochs")
 batch_size_option = preset_override("--batch-size", type=click.IntRange(min=1), help="Batch size")

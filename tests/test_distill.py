@@ -558,7 +558,7 @@ def test_cli_distill_linear_eval_export(cache: Path, teacher: Path, tmp_path: Pa
     )
     run = tmp_path / "run"
     common = ("--split", "xsub", "--teacher", teacher, "--preset", preset, "--out", run,
-              "--device", "cpu")  # fmt: skip
+              "--device", "cpu", "--precision", "bf16", "--stream-threads", "1")  # fmt: skip
     result = invoke(
         "distill", cache, *common, "--epochs", "1", "--loss-form", "paper",
         "--student-init", "teacher",
@@ -571,6 +571,7 @@ def test_cli_distill_linear_eval_export(cache: Path, teacher: Path, tmp_path: Pa
     assert result.exit_code == 0 and "epoch 2/2 loss" in result.output, result.output
     saved = load_checkpoint(run)["config"]
     assert (saved["loss_form"], saved["student_init"]) == ("paper", "teacher")
+    assert (saved["precision"], saved["stream_threads"]) == ("bf16", 1)  # as pretrain's
     le = tmp_path / "le"
     result = invoke(
         "linear-eval", cache, "--split", "xsub", "--checkpoint", run,
