@@ -47,10 +47,13 @@ from authors_pipeline import Baseline  # noqa: E402
 NTU60_FILES = 56_880
 
 
-def run_convert(raw: Path, out: Path, workers: int, env: dict) -> tuple[float, float]:
-    """Wall seconds and CPU seconds (user + system, every process of it) of one command."""
+def run_convert(
+    raw: Path, out: Path, workers: int, env: dict, *options: str
+) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, every process of it) of one command
+    (``options``: more ``skelmod convert`` options)."""
     cmd = [sys.executable, "-m", "cli.skelmod_cli", "convert", str(raw), "-o", str(out),
-           "--workers", str(workers), "--quiet", "--overwrite"]  # fmt: skip
+           *options, "--workers", str(workers), "--quiet", "--overwrite"]  # fmt: skip
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,22 +43,16 @@ sys.path.insert(0, str(REPO))
 
 from skelmod.cache import CacheReader  # noqa: E402
 
+sys.path.insert(0, str(REPO / "benchmarks"))
+from bench_convert import run_convert  # noqa: E402
+
 NTU120_FILES = 114_480
 
 
 def convert(raw: Path, out: Path) -> tuple[float, float]:
     """Wall and CPU seconds of ``skelmod convert --dataset ntu120 --workers 1``."""
-    cmd = [sys.executable, "-m", "cli.skelmod_cli", "convert", str(raw), "-o", str(out),
-           "--dataset", "ntu120", "--workers", "1", "--quiet", "--overwrite"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"convert failed:\n{proc.stdout}\n{proc.stderr}")
-    return wall, (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return run_convert(raw, out, 1, env, "--dataset", "ntu120")
 
 
 def random_reads(read, n: int, rng: np.random.Generator, singles=2000, batches=40) -> dict:
