@@ -212,7 +212,7 @@ def main() -> None:
         for seed, steps, n in itertools.product(seeds, lengths, (6, 3) if args.three else (6,)):
             if steps is not None and steps == preset.pretrain.total_steps:
                 steps = None  # the preset's own length: the plain run
-            run = f"{n}-modalities" + (f"-{steps}-steps" if steps else "")
+            run = f"{n}-modalities" + (f"-{steps}-steps" if steps is not None else "")
             base = args.out / name / f"seed{seed}" / run
             t0 = time.perf_counter()
             info = pretrain_run(Path(cache), split, base / "pretrain", preset, seed, n, steps)
