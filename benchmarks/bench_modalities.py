@@ -13,9 +13,9 @@ One run prints, side by side:
   in), and the kernel alone into preallocated outputs,
 
 each with 1 thread and with all of them (``NUMBA_NUM_THREADS``, default all cores); the copy
-floor is reported both into fresh and into warm buffers. With ``--latency``, also the first-call
-latency (import + compile or cache load + a small call) in fresh processes with a cold and a
-warm numba cache (the cold one compiles for tens of seconds).
+floor is reported both into fresh and into warm buffers (columns ``ours/copy`` and ``/fresh``).
+With ``--latency``, also the first-call latency (import + compile or cache load + a small call)
+in fresh processes with a cold and a warm numba cache (the cold one compiles for tens of seconds).
 
     python benchmarks/bench_modalities.py [--n 4000] [--repeat 5] [--latency]
 """
@@ -155,7 +155,9 @@ def main() -> None:
     t_numpy = best(lambda: numpy_modalities(X, fc), max(1, args.repeat // 2))
     t_copy = best(copies_warm, args.repeat)
     t_copy_fresh = best(copies_fresh, args.repeat)
-    print(f"\n{'':40s}{'seconds':>9s}{'numpy/ours':>12s}{'ours/copy':>11s}")
+    # ours/copy: against the six copies into warm buffers; /fresh: into fresh memory, as a
+    # first call's outputs are
+    print(f"\n{'':40s}{'seconds':>9s}{'numpy/ours':>12s}{'ours/copy':>11s}{'/fresh':>8s}")
     print(f"{'numpy formulation (1 thread)':40s}{t_numpy:9.3f}")
     print(f"{'copy floor: 6 copies, warm buffers':40s}{t_copy:9.3f}")
     print(f"{'6 copies into fresh memory':40s}{t_copy_fresh:9.3f}")
@@ -163,14 +165,15 @@ def main() -> None:
         threads = k
         t = best(api_first, 1)  # the first call with k threads: one timing, never a best-of
         print(f"{f'ours, first call (fresh), {k} thr':40s}{t:9.3f}{t_numpy / t:12.1f}", end="")
-        print(f"{t / t_copy:11.2f}")
+        print(f"{t / t_copy:11.2f}{t / t_copy_fresh:8.2f}")
         for label, fn in (
             (f"ours, again (fresh outputs), {k} thr", api_first),
             (f"ours, warm (out= buffers), {k} thr", api_warm),
             (f"ours, kernel only, {k} thr", kernel_only),
         ):
             t = best(fn, args.repeat)
-            print(f"{label:40s}{t:9.3f}{t_numpy / t:12.1f}{t / t_copy:11.2f}")
+            print(f"{label:40s}{t:9.3f}{t_numpy / t:12.1f}{t / t_copy:11.2f}", end="")
+            print(f"{t / t_copy_fresh:8.2f}" if "fresh" in label else "")
 
     if args.latency:
         cold, warm = first_call_latency()

@@ -43,9 +43,12 @@ theta is unsigned, and a body that vanishes at frame t+1 gives ``Omega_t = -s th
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 import mmap
 import numbers
+import sys
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
@@ -72,13 +75,58 @@ def _fresh(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     kernel then compacts memory to find them (``defrag=madvise``, common), the first call's
     page faults stalled for seconds at random: 4,000 samples took 0.84-1.37 s on a first call
     against 0.39-0.66 s with plain pages (issue 22, ``benchmarks/RESULTS.md``). The pages
-    fault in where each worker thread writes its block of samples.
+    are made present by :func:`_prefault` where each worker thread writes its block of samples.
     """
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     if nbytes < _OWN_MAP_BYTES:
         return np.empty(shape, dtype=dtype)
     buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     return np.frombuffer(buf, dtype=dtype).reshape(shape)
+
+
+#: ``madvise(MADV_POPULATE_WRITE)`` (Linux 5.14+): make a range of fresh anonymous memory
+#: present and writable in one system call instead of one page fault per 4 KiB.
+_MADV_POPULATE_WRITE = 23
+_PAGE = mmap.PAGESIZE
+
+
+def _load_madvise():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.madvise  # a ctypes call releases the GIL: threads populate side by side
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_madvise = _load_madvise()
+
+
+def _prefault(arrays: list[np.ndarray], lo: int, hi: int) -> None:
+    """Make rows ``lo:hi`` of each fresh output present before the kernel writes them.
+
+    Measured on a first call with fresh outputs (``benchmarks/bench_modalities.py``): the
+    kernel's own page faults, one per 4 KiB page and interleaved over five outputs, cost more
+    than the maths; one ``MADV_POPULATE_WRITE`` per output and block, made by the thread that
+    then writes the block, does the same work in bulk and on every thread at once. Where the
+    call is missing (not Linux, a kernel before 5.14) the pages fault in as before.
+    """
+    global _madvise
+    if _madvise is None:
+        return
+    for a in arrays:
+        row = a.strides[0]
+        start = a.ctypes.data + int(lo) * row
+        end = a.ctypes.data + int(hi) * row
+        first = -(-start // _PAGE) * _PAGE  # whole pages only: neighbours own the edges
+        last = end // _PAGE * _PAGE
+        if last > first and _madvise(first, last - first, _MADV_POPULATE_WRITE) != 0:
+            _madvise = None  # EINVAL on an older kernel: fall back to faulting, once
+            return
 
 
 def _check_joints(joints, lay: layout.JointLayout) -> np.ndarray:
@@ -134,8 +182,13 @@ def _time_scale(X: np.ndarray, frame_count, t_target) -> np.ndarray:
     return t_target / fc
 
 
-def _launch(args: tuple, N: int, threads: int | None = None) -> None:
+def _launch(
+    args: tuple, N: int, threads: int | None = None, fresh: list[np.ndarray] | None = None
+) -> None:
     """Run ``_kernels.modalities_batch(*args, lo, hi)`` over samples ``0..N-1``.
+
+    ``fresh``: outputs in new memory (one row per sample), made present block by block by the
+    thread that computes the block (:func:`_prefault`).
 
     Threads share disjoint blocks of samples (the kernel releases the GIL): ``threads``, or
     ``NUMBA_NUM_THREADS`` (default: all cores) when None. A plain thread pool, not prange: the
@@ -145,16 +198,19 @@ def _launch(args: tuple, N: int, threads: int | None = None) -> None:
     """
     if threads is None:
         threads = numba.config.NUMBA_NUM_THREADS
+    fresh = fresh or []
+
+    def block(lo: int, hi: int) -> None:
+        _prefault(fresh, lo, hi)
+        _kernels.modalities_batch(*args, lo, hi)
+
     nthreads = min(int(threads), N // _MIN_SAMPLES_PER_THREAD)
     if nthreads <= 1:
-        _kernels.modalities_batch(*args, 0, N)
+        block(0, N)
         return
     edges = np.linspace(0, N, 4 * nthreads + 1).astype(np.int64)
     with ThreadPoolExecutor(nthreads) as pool:
-        jobs = [
-            pool.submit(_kernels.modalities_batch, *args, lo, hi)
-            for lo, hi in zip(edges[:-1], edges[1:], strict=True)
-        ]
+        jobs = [pool.submit(block, lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
         for job in jobs:
             job.result()
 
@@ -184,7 +240,7 @@ def _run(
     parents, partners, torso = lay.topology(bones)
     torso_joints = np.array([*lay.torso_joints, lay.center], dtype=np.int64)
     names = layout.KERNEL_OUTPUTS
-    outs, given = [], {}
+    outs, given, fresh = [], {}, []
     for name in names:
         if out is not None and name in out and name in wanted:
             given[name] = _check_out(out[name], X, name)
@@ -193,13 +249,15 @@ def _run(
         channels = 1 if name == "theta" else layout.C
         rows = N if name in wanted else 1
         outs.append(_fresh((rows, channels, T, V, M), Xb.dtype))
+        if name in wanted:
+            fresh.append(outs[-1])
     flags = [name in wanted for name in names]
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
     ):
         raise ValueError(f"threads must be a positive int or None, found {threads!r}")
     args = (Xb, s, parents, partners, torso, torso_joints, bool(unit_axis), axis_tol)
-    _launch((*args, *outs, *flags), N, threads)
+    _launch((*args, *outs, *flags), N, threads, fresh)
     return {
         name: given.get(name, o[0] if single else o)
         for name, o in zip(names, outs, strict=True)

@@ -454,3 +454,60 @@ def test_bad_output_buffers_are_clear_errors(out, match) -> None:
     X = np.zeros((4, 3, 10, 25, 2), np.float32)
     with pytest.raises(ValueError, match=match):
         mod.compute_modalities(X, 10, modalities=["bone"], out=out)
+
+
+def _resident_pages(a: np.ndarray) -> np.ndarray:
+    """Which pages of ``a`` (page-aligned) are in memory, by ``mincore``."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    pages = -(-a.nbytes // mmap.PAGESIZE)
+    vec = (ctypes.c_ubyte * pages)()
+    ret = libc.mincore(ctypes.c_void_p(a.ctypes.data), ctypes.c_size_t(a.nbytes), vec)
+    assert ret == 0, ctypes.get_errno()
+    return np.frombuffer(vec, np.uint8) & 1
+
+
+def test_prefault_makes_whole_pages_of_the_rows_present_and_leaves_them_zero() -> None:
+    """A thread populates its rows of a fresh output before the kernel writes them; rows that
+    share a page with a neighbour's block are left to fault in, so threads never overlap."""
+    if mod._madvise is None:
+        pytest.skip("no madvise here (not Linux)")
+    import mmap
+
+    a = mod._fresh((1024, 3 * mmap.PAGESIZE // 8 + 5), np.float32)  # rows: 1.5 pages + 20 B
+    assert a.nbytes >= mod._OWN_MAP_BYTES  # a map of its own, page-aligned, untouched
+    assert not _resident_pages(a).any()
+    mod._prefault([a], 10, 20)
+    if mod._madvise is None:
+        pytest.skip("MADV_POPULATE_WRITE unsupported by this kernel (before Linux 5.14)")
+    resident = _resident_pages(a)
+    row = a.strides[0]
+    first = -(-(a.ctypes.data + 10 * row) // mmap.PAGESIZE) - a.ctypes.data // mmap.PAGESIZE
+    last = (a.ctypes.data + 20 * row) // mmap.PAGESIZE - a.ctypes.data // mmap.PAGESIZE
+    assert resident[first:last].all() and last - first > 10
+    assert not resident[: first - 1].any() and not resident[last + 1 :].any()
+    assert not a.any()  # populated, still zero
+
+
+@pytest.mark.parametrize("madvise", ["bulk", "absent", "failing"])
+def test_first_call_results_do_not_depend_on_how_pages_fault_in(monkeypatch, madvise) -> None:
+    """Outputs large enough for their own maps, threaded: pre-faulted in bulk, faulted in by
+    the kernel, or after a failing madvise (an old kernel) the results are the same."""
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 3, 50, 25, 2)).astype(np.float32)  # 9 MB an output
+    fc = rng.integers(20, 120, size=300)
+    monkeypatch.setattr(mod, "_MIN_SAMPLES_PER_THREAD", 2)
+    expected = mod.compute_modalities(X, fc, threads=1, out={m: np.empty_like(X) for m in
+                                                             mod.MODALITIES})  # fmt: skip
+    calls = []
+    if madvise == "absent":
+        monkeypatch.setattr(mod, "_madvise", None)
+    elif madvise == "failing":
+        monkeypatch.setattr(mod, "_madvise", lambda *a: calls.append(a) or -1)
+    got = mod.compute_modalities(X, fc, threads=3)
+    for name in mod.MODALITIES:
+        np.testing.assert_array_equal(got[name], expected[name])
+    if madvise == "failing":
+        assert len(calls) == 1 and mod._madvise is None  # tried once, then pages fault in
