@@ -44,7 +44,6 @@ theta is unsigned, and a body that vanishes at frame t+1 gives ``Omega_t = -s th
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import math
 import mmap
 import numbers
@@ -94,7 +93,7 @@ def _load_madvise():
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the process's own symbols: libc is there
         fn = libc.madvise  # a ctypes call releases the GIL: threads populate side by side
     except (OSError, AttributeError):
         return None
