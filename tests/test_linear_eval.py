@@ -283,3 +283,41 @@ def test_standardized_probe_does_not_depend_on_the_feature_scale(
             losses[scale, std] = [h["loss"] for h in r["history"]]
     np.testing.assert_allclose(losses[1.0, True], losses[1e-3, True], rtol=1e-3)
     assert not np.allclose(losses[1.0, False], losses[1e-3, False], rtol=1e-2)
+
+
+def test_streams_side_by_side_give_the_features_and_statistics_of_one_at_a_time(
+    cache: Path,
+) -> None:
+    """``threads``: the streams of an evaluation pass run on threads (one intra-op thread
+    each); the BatchNorm statistics and the features are those of the sequential pass, and
+    the caller's intra-op thread count comes back."""
+    from ikemtrain.engine.encoders import feature_threads
+    from ikemtrain.engine.linear_eval import extract_features, recalibrate_batchnorm
+
+    mods = ("joint", "velocity", "bone")
+    data = LinearEvalDataset(cache, "xview-train", mods)
+    backbone = {"hidden_channels": 8, "hidden_dim": 32, "dropout": 0.0}
+    results = []
+    for threads in (1, 3):
+        seed_everything(0)
+        encoders = build_encoders(mods, backbone)
+        recalibrate_batchnorm(encoders, data, 8, torch.device("cpu"), threads=threads)
+        feats = extract_features(encoders, data, 8, torch.device("cpu"), threads=threads)
+        assert torch.get_num_threads() == 1  # the fixture's, restored
+        results.append((encoders.state_dict(), feats))
+    (state1, feats1), (state3, feats3) = results
+    for k in state1:
+        torch.testing.assert_close(state3[k], state1[k], rtol=0, atol=0)
+    for m in mods:
+        torch.testing.assert_close(feats3[m], feats1[m], rtol=0, atol=0)
+    assert feats1["joint"].std(0).mean() > 1e-2  # real features, not the degenerate zeros
+    cpu = torch.device("cpu")
+    assert feature_threads(6, cpu) == 1  # one intra-op thread here: one stream at a time
+    torch.set_num_threads(4)
+    try:
+        assert feature_threads(6, cpu) == 4 and feature_threads(3, cpu) == 3
+        assert feature_threads(6, torch.device("meta")) == 1  # off the CPU: one at a time
+        extract_features(encoders, data.subset(np.arange(4)), 8, cpu, threads=2)
+        assert torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(1)

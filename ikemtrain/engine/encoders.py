@@ -24,7 +24,8 @@ random-init encoders take the cache's layout); :func:`build_encoders` builds the
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from ..config import STUDENT_STREAMS, ConfigError, check_backbone, stream_modali
 from ..data import LinearEvalDataset
 from ..nn.init import weights_init
 from ..nn.stgcn import STGCN
+from ..nn.streams import StreamRunner
 from ..progress import Progress
 from .checkpoint import (
     CheckpointError,
@@ -56,6 +58,7 @@ __all__ = [
     "encoder_source",
     "eval_datasets",
     "extract_features",
+    "feature_threads",
     "recalibrate_batchnorm",
 ]
 
@@ -278,6 +281,31 @@ def build_encoders(
     return encoders.eval()
 
 
+def feature_threads(streams: int, device: torch.device) -> int:
+    """Stream threads of an evaluation pass when the caller does not say: on a CPU one per
+    intra-op thread (``torch.get_num_threads()``) up to the number of ``streams``, each stream's
+    ops then on one thread, as in training (:mod:`ikemtrain.nn.streams`); 1 on a GPU."""
+    if device.type != "cpu":
+        return 1
+    return max(1, min(int(streams), torch.get_num_threads()))
+
+
+@contextmanager
+def _streams(threads: int | None, streams: int, device: torch.device) -> Iterator[StreamRunner]:
+    """A float32 :class:`StreamRunner` of ``threads`` threads (None: :func:`feature_threads`),
+    with one intra-op thread while it runs more than one (restored after)."""
+    threads = feature_threads(streams, device) if threads is None else int(threads)
+    runner = StreamRunner(threads, "fp32", device.type)
+    intra_op = torch.get_num_threads()
+    if runner.threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield runner
+    finally:
+        runner.close()
+        torch.set_num_threads(intra_op)
+
+
 @torch.no_grad()
 def extract_features(
     encoders: nn.ModuleDict,
@@ -285,16 +313,25 @@ def extract_features(
     batch_size: int,
     device: torch.device,
     show: bool = False,
+    threads: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pooled features ``(n, hidden_dim)`` of every sample of ``dataset``, per modality;
-    ``show``: a progress bar (or plain lines) on stderr."""
+    ``show``: a progress bar (or plain lines) on stderr. ``threads``: the streams run side
+    by side on this many threads, each on one intra-op thread (None: :func:`feature_threads`,
+    one per core on a CPU); the features are those of one stream at a time (float32, to
+    rounding: a convolution may sum in another order on one thread than on several)."""
     encoders.eval()
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in encoders}
-    with _batches(f"features {dataset.split}", len(dataset), batch_size, show) as bar:
+    label = f"features {dataset.split}"
+    with (
+        _batches(label, len(dataset), batch_size, show) as bar,
+        _streams(threads, len(encoders), device) as runner,
+    ):
         for lo in range(0, len(dataset), batch_size):
             block = dataset.read_block(lo, lo + batch_size)
-            for m, enc in encoders.items():
-                feats[m].append(enc(block[m].to(device)).float())
+            out = runner.encode(encoders, {m: block[m].to(device) for m in encoders})
+            for m in encoders:
+                feats[m].append(out[m].float())
             bar.update()
     return {m: torch.cat(v) for m, v in feats.items()}
 
@@ -310,21 +347,26 @@ def recalibrate_batchnorm(
     batch_size: int,
     device: torch.device,
     show: bool = False,
+    threads: int | None = None,
 ) -> None:
     """Set every BatchNorm's running statistics to the average over ``dataset``.
 
     Label-free and gradient-free: only the BN layers run in training mode (cumulative
     average, ``momentum=None``), dropout stays off; the encoders end in eval mode.
+    ``threads``: as for :func:`extract_features` (each stream's BatchNorms are its own).
     """
     bns = [m for m in encoders.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for bn in bns:
         bn.reset_running_stats()
         bn.momentum = None
         bn.train()
-    with _batches(f"BatchNorm statistics {dataset.split}", len(dataset), batch_size, show) as bar:
+    label = f"BatchNorm statistics {dataset.split}"
+    with (
+        _batches(label, len(dataset), batch_size, show) as bar,
+        _streams(threads, len(encoders), device) as runner,
+    ):
         for lo in range(0, len(dataset), batch_size):
             block = dataset.read_block(lo, lo + batch_size)
-            for m, enc in encoders.items():
-                enc(block[m].to(device))
+            runner.encode(encoders, {m: block[m].to(device) for m in encoders})
             bar.update()
     encoders.eval()

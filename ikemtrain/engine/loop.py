@@ -395,7 +395,8 @@ def knn_monitor_hooks(
         if epoch % cfg.monitor_every and epoch != cfg.epochs:
             return {}
         rng = capture_rng()
-        top1 = state["monitor"].top1(encoders(model))
+        runner = getattr(model, "runner", None)  # the run's stream threads, if it has any
+        top1 = state["monitor"].top1(encoders(model), runner.threads if runner else None)
         restore_rng(rng)
         return {"monitor": {"knn_top1": top1, "random": state["random"]}}
 

@@ -75,11 +75,13 @@ class KnnMonitor:
         self.device = device
 
     @torch.no_grad()
-    def top1(self, encoders: Mapping[str, nn.Module]) -> float:
-        """kNN top-1 (percent) of the fused features of ``encoders`` (kept in their mode)."""
+    def top1(self, encoders: Mapping[str, nn.Module], threads: int | None = None) -> float:
+        """kNN top-1 (percent) of the fused features of ``encoders`` (kept in their mode);
+        ``threads``: the streams' threads (:func:`~ikemtrain.engine.encoders.extract_features`;
+        a training run passes its own stream threads, having set one intra-op thread)."""
         was = {m: enc.training for m, enc in encoders.items()}
         mods = nn.ModuleDict(dict(encoders))
-        feats = extract_features(mods, self.dataset, self.batch_size, self.device)
+        feats = extract_features(mods, self.dataset, self.batch_size, self.device, threads=threads)
         for m, enc in encoders.items():
             enc.train(was[m])
         emb = stream_embedding({m: f.cpu() for m, f in feats.items()}, self.modalities)

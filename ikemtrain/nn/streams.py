@@ -205,6 +205,12 @@ class StreamRunner:
         """Drop pending backward work (a step whose loss was never differentiated)."""
         self._pending = []
 
+    def close(self) -> None:
+        """Stop the threads (a later call starts new ones)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown()
+
     def encode(
         self,
         encoders: Mapping[str, Callable[[torch.Tensor], torch.Tensor]],
