@@ -22,7 +22,7 @@ see the same load on a shared machine. The NTU-60 projection (56,880 files) take
 measured files/s of the many-worker run.
 
 Usage: python benchmarks/bench_convert.py [--files 4000] [--baseline-files 400] [--workers 1,2]
-       [--cold] [--memory]
+       [--cold] [--memory] [--startup]
 """
 
 from __future__ import annotations
@@ -109,6 +109,35 @@ def our_stages(files: list[Path]) -> dict[str, float]:
     return {k: v / len(files) * 1e3 for k, v in clock.items()}
 
 
+#: What a converting process loads before its first file, cumulatively (``--startup``).
+STARTUP_STEPS = [
+    ("interpreter", "pass"),
+    ("+ numpy, h5py, click", "import numpy, h5py, click"),
+    ("+ numba", "import numpy, h5py, click, numba"),
+    ("+ numba's typing context (no SciPy)", "import numpy, h5py, click; import skelmod._worker"),
+    (
+        "+ one file through the compiled pipeline",
+        "import sys, numpy, h5py, click; import skelmod._worker; from skelmod.options import "
+        "ConvertOptions; from skelmod.pipeline import convert_file; "
+        "convert_file(sys.argv[1], ConvertOptions())",
+    ),
+]
+
+
+def startup_breakdown(one_file: Path, env: dict, repeat: int = 5) -> list[tuple[str, float]]:
+    """Best-of-``repeat`` wall seconds of a fresh ``python -c`` for each :data:`STARTUP_STEPS`."""
+    out = []
+    for label, code in STARTUP_STEPS:
+        best = float("inf")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code, str(one_file)], cwd=REPO, env=env,
+                           check=True, capture_output=True)  # fmt: skip
+            best = min(best, time.perf_counter() - t0)
+        out.append((label, best))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=4000)
@@ -117,6 +146,7 @@ def main() -> None:
     ap.add_argument("--raw", type=Path, help="a folder of NTU files to use instead of synth")
     ap.add_argument("--cold", action="store_true", help="also a run with an empty numba cache")
     ap.add_argument("--memory", action="store_true", help="also the peak RSS of 1 worker")
+    ap.add_argument("--startup", action="store_true", help="also where a process's start goes")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_convert_"))
@@ -221,6 +251,13 @@ def measure(args: argparse.Namespace, tmp: Path) -> None:
           f"{NTU60_FILES * walls[w] / n:.0f} s at this run's {w}-worker wall rate; "
           f"{start_wall + NTU60_FILES * (ms / 1e3 - start_cpu / n) / w:.0f} s on {w} idle cores "
           f"(start-up + the 1-worker CPU per file / {w})")  # fmt: skip
+    if args.startup:
+        print("start-up of a fresh process, best of 5 (wall; the command above adds the CLI, "
+              "the file walk, the output lock and the HDF5 write):")  # fmt: skip
+        prev = 0.0
+        for label, t in startup_breakdown(files[0], env):
+            print(f"  {label:<40s} {t:6.3f} s  (+{t - prev:.3f})")
+            prev = t
     if args.memory:
         m = peak_rss_of(raw, tmp / "mem.h5", env)
         print(f"peak RSS, 1 worker, {n} files: {m:.0f} MiB")
