@@ -29,6 +29,7 @@ Writes ``OUT/learning.json`` and ``OUT/learning.md`` (per-seed rows and mean ± 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import functools
 import itertools
 import json
@@ -178,6 +179,25 @@ def curve(data: dict) -> list[str]:
     return out
 
 
+def save(path: Path, header: dict, entry: tuple | None = None) -> dict:
+    """Merge ``header`` and one run's ``entry`` (name, data-set record, seed, run, results)
+    into ``path`` under an exclusive lock and return the whole file: several learning.py
+    processes may share one ``--out`` (single-thread runs side by side), and each used to
+    write back the file it read at its start, dropping the others' runs."""
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = json.loads(path.read_text()) if path.exists() else {"data": {}}
+        results.update(header)
+        if entry is not None:
+            name, where, seed, run, record = entry
+            data = results["data"].setdefault(name, where)
+            data["seeds"].setdefault(str(seed), {})[run] = record
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        os.replace(tmp, path)
+    return results
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", action="append", required=True, metavar="NAME=CACHE:SPLIT")
@@ -195,20 +215,20 @@ def main() -> None:
     lengths = [int(s) for s in args.steps.split(",") if s] or [None]
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "learning.json"
-    results = json.loads(path.read_text()) if path.exists() else {"data": {}}
-    results.update({
+    header = {
         "preset": args.preset, "set": args.set, "command": " ".join(sys.argv),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
                    f"torch {torch.__version__}, {args.threads} threads",
         "pretrain_config": preset.pretrain.to_dict(),
         "linear_eval_config": preset.linear_eval.to_dict(),
-    })  # fmt: skip
+    }  # fmt: skip
+    results = save(path, header)
     for spec in args.data:
         name, _, rest = spec.partition("=")
         cache, _, split = rest.rpartition(":")
         if not (name and cache and split):
             raise SystemExit(f"--data {spec!r}: expected NAME=CACHE:SPLIT")
-        data = results["data"].setdefault(name, {"cache": cache, "split": split, "seeds": {}})
+        where = {"cache": cache, "split": split, "seeds": {}}
         for seed, steps, n in itertools.product(seeds, lengths, (6, 3) if args.three else (6,)):
             if steps is not None and steps == preset.pretrain.total_steps:
                 steps = None  # the preset's own length: the plain run
@@ -230,11 +250,11 @@ def main() -> None:
                     print(f"  {name} seed {seed} {run} {stream} {probe:<6} pre-trained "
                           f"{b['pretrained']:6.2f}  random {b['bn_estimated']:6.2f} / raw "
                           f"{b['raw_bn']:6.2f}  gain {b['gain']:+6.2f}")  # fmt: skip
-            data["seeds"].setdefault(str(seed), {})[run] = {
+            entry = {
                 "pretrain": info, "streams": streams,
                 "wall_seconds": time.perf_counter() - t0,
             }  # fmt: skip
-            path.write_text(json.dumps(results, indent=2) + "\n")
+            results = save(path, header, (name, where, seed, run, entry))
     md = table(results)
     (args.out / "learning.md").write_text(md)
     print(md)

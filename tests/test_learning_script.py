@@ -48,3 +48,25 @@ def test_two_run_lengths_share_the_random_rows_and_give_a_curve(tmp_path):
     assert "| 0 | 6-modalities-12-steps |" in md
     assert "Accuracy against pre-training time (6s; seeds 0)" in md
     assert "| 6-modalities-12-steps | 12 |" in md
+
+
+_WRITER = """
+import sys
+sys.path.insert(0, {bench!r})
+from pathlib import Path
+from learning import save
+for i in range(30):
+    save(Path({path!r}), {{"writer": {w}}}, ("toy", {{"seeds": {{}}}}, {w}, f"run{{i}}", i))
+"""
+
+
+def test_runs_side_by_side_sharing_an_out_folder_keep_each_others_results(tmp_path):
+    """Two learning.py processes on one ``--out`` (seeds side by side) each merge their runs
+    into learning.json under a lock; each used to write back the file it had read at its start,
+    so the one that finished last dropped the other's runs."""
+    path = tmp_path / "learning.json"
+    code = [_WRITER.format(bench=str(SCRIPT.parent), path=str(path), w=w) for w in (0, 1)]
+    procs = [subprocess.Popen([sys.executable, "-c", c]) for c in code]
+    assert [p.wait(timeout=300) for p in procs] == [0, 0]
+    seeds = json.loads(path.read_text())["data"]["toy"]["seeds"]
+    assert {s: len(runs) for s, runs in seeds.items()} == {"0": 30, "1": 30}
