@@ -331,8 +331,9 @@ def compute_modalities(
             if out is not None and "joint" in out:
                 result[name] = _check_out(out["joint"], X, "joint")
                 np.copyto(result[name], X)
-            else:
-                result[name] = np.array(X, copy=True)
+            else:  # in a map of its own when large, like the other outputs (see _fresh)
+                result[name] = _fresh(X.shape, X.dtype)
+                np.copyto(result[name], X)
         elif name in derived:
             result[name] = derived[name]
     return result
