@@ -5,9 +5,9 @@ Linear evaluation and kNN spend most of their time extracting the frozen encoder
 ``<split>-train`` part of a cache, six random-init encoders at a preset's width, prints the
 samples/s of ``extract_features``:
 
-* one after another: ``threads=1`` with every intra-op thread, what the pass did before;
-* side by side: ``threads=None``, the default (one stream thread per intra-op thread, each
-  stream's ops on one thread);
+* one after another: ``threads=1`` with every intra-op thread (the default);
+* side by side: one stream thread per core, each stream's ops on one intra-op thread (what
+  the kNN monitor of a stream-threaded training run does);
 
 alternating (A, B, A, B, best of ``--repeat`` each) so that both see the same load, and checks
 that both give the same features to rounding.
@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from ikemtrain.config import load_preset  # noqa: E402
 from ikemtrain.data import LinearEvalDataset  # noqa: E402
-from ikemtrain.engine.encoders import build_encoders, extract_features, feature_threads  # noqa: E402
+from ikemtrain.engine.encoders import build_encoders, extract_features  # noqa: E402
 from ikemtrain.engine.loop import seed_everything  # noqa: E402
 from skelmod.cache import CacheReader  # noqa: E402
 from skelmod.layout import MODALITY_NAMES  # noqa: E402
@@ -57,15 +57,15 @@ def main() -> None:
     seed_everything(0)
     encoders = build_encoders(MODALITY_NAMES, backbone)
     cpu = torch.device("cpu")
-    auto = feature_threads(len(MODALITY_NAMES), cpu)
+    cores = torch.get_num_threads()
     print(f"{len(data)} samples of {args.cache} ({args.split}-train), six streams at "
           f"{args.preset}'s width, batch {args.batch}; {platform.machine()}, "
           f"{torch.get_num_threads()} intra-op threads, torch {torch.__version__}")  # fmt: skip
     extract_features(encoders, data.subset(range(min(64, len(data)))), args.batch, cpu)  # warm
-    times: dict[str, list[float]] = {"one after another": [], f"side by side ({auto})": []}
+    times: dict[str, list[float]] = {"one after another": [], f"side by side ({cores})": []}
     feats = {}
     for _ in range(args.repeat):
-        for label, threads in zip(times, (1, None), strict=True):
+        for label, threads in zip(times, (1, cores), strict=True):
             t0 = time.perf_counter()
             feats[label] = extract_features(encoders, data, args.batch, cpu, threads=threads)
             times[label].append(time.perf_counter() - t0)

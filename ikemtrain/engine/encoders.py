@@ -58,7 +58,6 @@ __all__ = [
     "encoder_source",
     "eval_datasets",
     "extract_features",
-    "feature_threads",
     "recalibrate_batchnorm",
 ]
 
@@ -281,20 +280,10 @@ def build_encoders(
     return encoders.eval()
 
 
-def feature_threads(streams: int, device: torch.device) -> int:
-    """Stream threads of an evaluation pass when the caller does not say: on a CPU one per
-    intra-op thread (``torch.get_num_threads()``) up to the number of ``streams``, each stream's
-    ops then on one thread, as in training (:mod:`ikemtrain.nn.streams`); 1 on a GPU."""
-    if device.type != "cpu":
-        return 1
-    return max(1, min(int(streams), torch.get_num_threads()))
-
-
 @contextmanager
-def _streams(threads: int | None, streams: int, device: torch.device) -> Iterator[StreamRunner]:
-    """A float32 :class:`StreamRunner` of ``threads`` threads (None: :func:`feature_threads`),
-    with one intra-op thread while it runs more than one (restored after)."""
-    threads = feature_threads(streams, device) if threads is None else int(threads)
+def _streams(threads: int, device: torch.device) -> Iterator[StreamRunner]:
+    """A float32 :class:`StreamRunner` of ``threads`` threads, with one intra-op thread while
+    it runs more than one (restored after)."""
     runner = StreamRunner(threads, "fp32", device.type)
     intra_op = torch.get_num_threads()
     if runner.threads > 1:
@@ -313,19 +302,21 @@ def extract_features(
     batch_size: int,
     device: torch.device,
     show: bool = False,
-    threads: int | None = None,
+    threads: int = 1,
 ) -> dict[str, torch.Tensor]:
     """Pooled features ``(n, hidden_dim)`` of every sample of ``dataset``, per modality;
-    ``show``: a progress bar (or plain lines) on stderr. ``threads``: the streams run side
-    by side on this many threads, each on one intra-op thread (None: :func:`feature_threads`,
-    one per core on a CPU); the features are those of one stream at a time (float32, to
-    rounding: a convolution may sum in another order on one thread than on several)."""
+    ``show``: a progress bar (or plain lines) on stderr. ``threads``: the streams run side by
+    side on this many threads, each on one intra-op thread (the features are those of one
+    stream at a time on one thread). 1, the default, runs them one after another with every
+    intra-op thread: at an evaluation batch (256) that is as fast on a quiet machine
+    (``benchmarks/features.py``: 0.95x for two threads); a stream-threaded training run, which
+    holds one intra-op thread, passes its own thread count (the kNN monitor)."""
     encoders.eval()
     feats: dict[str, list[torch.Tensor]] = {m: [] for m in encoders}
     label = f"features {dataset.split}"
     with (
         _batches(label, len(dataset), batch_size, show) as bar,
-        _streams(threads, len(encoders), device) as runner,
+        _streams(threads, device) as runner,
     ):
         for lo in range(0, len(dataset), batch_size):
             block = dataset.read_block(lo, lo + batch_size)
@@ -347,7 +338,7 @@ def recalibrate_batchnorm(
     batch_size: int,
     device: torch.device,
     show: bool = False,
-    threads: int | None = None,
+    threads: int = 1,
 ) -> None:
     """Set every BatchNorm's running statistics to the average over ``dataset``.
 
@@ -363,7 +354,7 @@ def recalibrate_batchnorm(
     label = f"BatchNorm statistics {dataset.split}"
     with (
         _batches(label, len(dataset), batch_size, show) as bar,
-        _streams(threads, len(encoders), device) as runner,
+        _streams(threads, device) as runner,
     ):
         for lo in range(0, len(dataset), batch_size):
             block = dataset.read_block(lo, lo + batch_size)
