@@ -396,7 +396,7 @@ def knn_monitor_hooks(
             return {}
         rng = capture_rng()
         runner = getattr(model, "runner", None)  # the run's stream threads, if it has any
-        top1 = state["monitor"].top1(encoders(model), runner.threads if runner else None)
+        top1 = state["monitor"].top1(encoders(model), runner.threads if runner else 1)
         restore_rng(rng)
         return {"monitor": {"knn_top1": top1, "random": state["random"]}}
 

@@ -75,7 +75,7 @@ class KnnMonitor:
         self.device = device
 
     @torch.no_grad()
-    def top1(self, encoders: Mapping[str, nn.Module], threads: int | None = None) -> float:
+    def top1(self, encoders: Mapping[str, nn.Module], threads: int = 1) -> float:
         """kNN top-1 (percent) of the fused features of ``encoders`` (kept in their mode);
         ``threads``: the streams' threads (:func:`~ikemtrain.engine.encoders.extract_features`;
         a training run passes its own stream threads, having set one intra-op thread)."""
