@@ -17,13 +17,14 @@ floor is reported both into fresh and into warm buffers (columns ``ours/copy`` a
 With ``--latency``, also the first-call latency (import + compile or cache load + a small call)
 in fresh processes with a cold and a warm numba cache (the cold one compiles for tens of seconds).
 
-    python benchmarks/bench_modalities.py [--n 4000] [--repeat 5] [--latency]
+    python benchmarks/bench_modalities.py [--n 4000] [--repeat 5] [--latency] [--prefault-ab 6]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,6 +110,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--latency", action="store_true", help="also time cold/warm process starts")
+    ap.add_argument(
+        "--prefault-ab", type=int, default=0, metavar="N",
+        help="also N alternating fresh-output calls with and without the per-thread pre-fault",
+    )  # fmt: skip
     args = ap.parse_args()
 
     rng = np.random.default_rng(0)
@@ -174,6 +179,24 @@ def main() -> None:
             t = best(fn, args.repeat)
             print(f"{label:40s}{t:9.3f}{t_numpy / t:12.1f}{t / t_copy:11.2f}", end="")
             print(f"{t / t_copy_fresh:8.2f}" if "fresh" in label else "")
+
+    if args.prefault_ab:
+        from skelmod import modalities as mod
+
+        madvise = mod._madvise
+        ab: dict[str, dict[int, list[float]]] = {"with": {}, "without": {}}
+        for k in sorted({1, nthreads}):
+            for i in range(2 * args.prefault_ab):
+                label = ("with", "without")[(i + i // 2) % 2]  # with, without, without, with...
+                mod._madvise = madvise if label == "with" else None
+                t0 = time.perf_counter()
+                compute_modalities(X, fc, modalities=DERIVED, threads=k)
+                ab[label].setdefault(k, []).append(time.perf_counter() - t0)
+        mod._madvise = madvise
+        print("\nfresh outputs, with and without the per-thread MADV_POPULATE_WRITE (median s):")
+        for k in sorted({1, nthreads}):
+            on, off = (statistics.median(ab[x][k]) for x in ("with", "without"))
+            print(f"  {k} thr: with {on:.3f}, without {off:.3f} ({off / on:.2f}x)")
 
     if args.latency:
         cold, warm = first_call_latency()
