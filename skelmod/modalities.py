@@ -248,8 +248,8 @@ def _run(
         channels = 1 if name == "theta" else layout.C
         rows = N if name in wanted else 1
         outs.append(_fresh((rows, channels, T, V, M), Xb.dtype))
-        if name in wanted:
-            fresh.append(outs[-1])
+        if name in wanted and outs[-1].nbytes >= _OWN_MAP_BYTES:
+            fresh.append(outs[-1])  # a map of its own: new pages (small ones come from the heap)
     flags = [name in wanted for name in names]
     if threads is not None and (
         isinstance(threads, bool) or not isinstance(threads, int) or threads < 1
